@@ -1,0 +1,50 @@
+"""Settings from flags and ``BLACKBOARD_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting has a ``BLACKBOARD_`` environment variable; secrets print masked.
+
+    With no Kafka servers the log is the PostgreSQL engine; with no PostgreSQL URL an
+    embedded PostgreSQL keeps its data under ``data_dir``; with no Redis URL there is no cache.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BLACKBOARD_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".blackboard"), description="where the embedded PostgreSQL keeps its data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    kafka_bootstrap_servers: str | None = Field(default=None, description="e.g. localhost:9092; selects the Kafka log")
+    postgres_url: SecretStr | None = Field(default=None, description="read models (and the log, without Kafka)")
+    redis_url: SecretStr | None = Field(default=None, description="cache; optional")
+    partitions: int = Field(default=8, ge=1, le=4096, description="partitions of the commands and events topics")
+    topic_prefix: str = Field(default="", description="prefix of every topic name")
+    read_schema: str = Field(default="blackboard", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    log_schema: str = Field(default="blackboard_log", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    redis_prefix: str = "bb:"
+    cache_ttl_seconds: int = Field(default=3600, ge=1)
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="'key=principal:rw,key2=principal2:ro'; without it every caller is 'anonymous' with rw",
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest accepted request body")
+    consistency_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    projector_batch_size: int = Field(default=2000, ge=1, le=100_000)
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}events"
+
+    @property
+    def commands_topic(self) -> str:
+        return f"{self.topic_prefix}commands"
+
+    @property
+    def results_topic(self) -> str:
+        return f"{self.topic_prefix}command-results"

@@ -1,0 +1,68 @@
+"""Envelope ↔ log record: the key is the partition key, metadata rides in headers, the value is the payload.
+
+Header values are UTF-8 text so that ``kcat -f '%h'`` and Redpanda Console show them as they are.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from blackboard.events.log import Record, StoredRecord
+from blackboard.schemas.envelope import Envelope, RecordedEvent
+
+CONTENT_TYPE = b"application/json"
+
+_TEXT_FIELDS = (
+    "event_id",
+    "stream",
+    "type",
+    "command_id",
+    "correlation_id",
+    "causation_id",
+    "actor",
+    "command_hash",
+)
+_INT_FIELDS = ("stream_version", "schema_version", "writer_epoch")
+
+
+class UndecodableRecord(ValueError):
+    """A record that is not a Blackboard event: the reason names what is missing or wrong."""
+
+
+def to_record(env: Envelope) -> Record:
+    """Encode an envelope as a log record."""
+    headers = [(name, getattr(env, name).encode()) for name in _TEXT_FIELDS]
+    headers += [(name, str(getattr(env, name)).encode()) for name in _INT_FIELDS]
+    headers.append(("occurred_at", env.occurred_at.isoformat().encode()))
+    headers.append(("content-type", CONTENT_TYPE))
+    timestamp_ms = int(env.occurred_at.timestamp() * 1000)
+    return Record(key=env.partition_key.encode(), value=env.payload, headers=tuple(headers), timestamp_ms=timestamp_ms)
+
+
+def from_record(rec: StoredRecord) -> RecordedEvent:
+    """Decode a stored record into an envelope; ``UndecodableRecord`` says why it cannot be."""
+    if rec.key is None:
+        raise UndecodableRecord("record has no key")
+    if rec.value is None:
+        raise UndecodableRecord("record has no value")
+    try:
+        h = {name: value.decode() for name, value in rec.headers}
+    except UnicodeDecodeError as exc:
+        raise UndecodableRecord(f"a header is not UTF-8: {exc}") from None
+    missing = [n for n in (*_TEXT_FIELDS[:-1], *_INT_FIELDS, "occurred_at") if n not in h]
+    if missing:
+        raise UndecodableRecord(f"missing headers: {', '.join(missing)}")
+    try:
+        ints = {n: int(h[n]) for n in _INT_FIELDS}
+        occurred_at = datetime.fromisoformat(h["occurred_at"])
+        partition_key = rec.key.decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UndecodableRecord(f"malformed header or key: {exc}") from None
+    env = Envelope(
+        **{n: h.get(n, "") for n in _TEXT_FIELDS},
+        **ints,
+        occurred_at=occurred_at,
+        partition_key=partition_key,
+        payload=rec.value,
+    )
+    return RecordedEvent(envelope=env, partition=rec.partition, offset=rec.offset)

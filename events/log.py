@@ -1,0 +1,121 @@
+"""The partitioned-log interface every engine implements, and its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import msgspec
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+class Record(msgspec.Struct, frozen=True):
+    """A record to append. ``timestamp_ms`` ``None`` lets the engine stamp it."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+    timestamp_ms: int | None = None
+
+
+class StoredRecord(msgspec.Struct, frozen=True):
+    """A record as read back, with its position."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+
+
+class LogError(Exception):
+    """Base of the log's errors. ``retriable`` says whether trying again can help."""
+
+    retriable: bool = False
+
+
+class LogUnavailable(LogError):
+    """The engine could not be reached or timed out; the append may or may not have happened."""
+
+    retriable = True
+
+
+class UnknownTopic(LogError):
+    """The topic does not exist."""
+
+
+class TopicMismatch(LogError):
+    """The topic exists with another partition count than the one asked for."""
+
+
+class RecordTooLarge(LogError):
+    """A record (or batch) is over the engine's size limit; nothing was appended."""
+
+
+class OffsetConflict(LogError):
+    """The partition's end was not where the writer expected: another writer appended.
+
+    Note: on the PostgreSQL engine nothing was appended. The Kafka engine cannot append
+    conditionally; it detects the conflict after the fact (``appended`` is then ``True``).
+    """
+
+    def __init__(self, topic: str, partition: int, expected: int, actual: int, *, appended: bool) -> None:
+        super().__init__(
+            f"{topic}[{partition}]: expected to append at offset {expected}, the log was at {actual}"
+        )
+        self.topic, self.partition, self.expected, self.actual = topic, partition, expected, actual
+        self.appended = appended
+
+
+class LogReader(Protocol):
+    """Reads assigned partitions of one topic forward from chosen offsets."""
+
+    async def seek(self, partition: int, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on (adding it to the assignment if new)."""
+
+    async def read(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[StoredRecord]:
+        """The next records of the assigned partitions, each partition's in offset order.
+
+        Waits up to ``timeout`` seconds for at least one; returns ``[]`` if none came.
+        """
+
+    async def close(self) -> None: ...
+
+
+class PartitionedLog(Protocol):
+    """An append-only log of topics split into partitions, addressed by (partition, offset).
+
+    Offsets are dense per partition (0, 1, 2, …) and a reader sees them in commit order:
+    it never skips one that commits later.
+    """
+
+    engine: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create_topic(
+        self, topic: str, partitions: int, *, config: Mapping[str, str] | None = None
+    ) -> None:
+        """Create ``topic``; a no-op when it exists with ``partitions``, else ``TopicMismatch``."""
+
+    async def partition_count(self, topic: str) -> int:
+        """Partitions of ``topic``; ``UnknownTopic`` when it does not exist."""
+
+    async def append(
+        self, topic: str, partition: int, records: Sequence[Record], *, expected_offset: int | None = None
+    ) -> int:
+        """Append ``records`` to one partition as one batch, all or none; return the first offset.
+
+        With ``expected_offset``, the batch must start there, or ``OffsetConflict``.
+        """
+
+    async def end_offset(self, topic: str, partition: int) -> int:
+        """The offset the next appended record will get (the exact high-water mark)."""
+
+    def reader(self, topic: str) -> LogReader:
+        """A new reader of ``topic`` with no partition assigned yet."""
