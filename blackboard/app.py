@@ -1,0 +1,222 @@
+"""Process start-up: the services a process runs, wired to one log and one PostgreSQL, behind one HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+
+from blackboard import __version__
+from blackboard.auth import Authenticator
+from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
+from blackboard.command_api.service import CommandService
+from blackboard.config import Settings
+from blackboard.events.log import PartitionedLog, UnknownTopic
+from blackboard.projector.cache import DocumentCache
+from blackboard.projector.migrate import create_pool, migrate
+from blackboard.projector.runtime import Projector
+from blackboard.query_api.consistency import OffsetWatch
+from blackboard.query_api.http import ROUTES as QUERY_ROUTES
+from blackboard.query_api.reads import ReadService
+from blackboard.schemas.api import ApiError, ErrorBody, FieldError
+from blackboard.schemas.auth import parse_api_keys
+
+log = structlog.get_logger(__name__)
+
+ROLES = frozenset({"command", "projector", "query"})
+
+
+def open_log(settings: Settings, postgres_url: str) -> PartitionedLog:
+    """The log engine the settings select: Kafka when bootstrap servers are given, else PostgreSQL."""
+    if settings.kafka_bootstrap_servers:
+        from blackboard.events.kafka import KafkaLog
+
+        return KafkaLog(settings.kafka_bootstrap_servers)
+    from blackboard.events.postgres import PostgresLog
+
+    return PostgresLog(postgres_url, schema=settings.log_schema)
+
+
+async def ensure_topics(log_: PartitionedLog, settings: Settings) -> int:
+    """Create the topics when missing (events keep everything forever); return their partition count."""
+    try:
+        partitions = await log_.partition_count(settings.events_topic)
+    except UnknownTopic:
+        partitions = settings.partitions
+    forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+    for topic in (settings.events_topic, settings.commands_topic, settings.results_topic):
+        await log_.create_topic(topic, partitions, config=forever)
+    return partitions
+
+
+@dataclass
+class Runtime:
+    """Everything one process runs; ``roles`` picks among command, projector and query."""
+
+    settings: Settings
+    postgres_url: str
+    roles: frozenset[str] = ROLES
+    log: PartitionedLog | None = None
+    pool: asyncpg.Pool | None = None
+    redis: aioredis.Redis | None = None
+    cache: DocumentCache | None = None
+    commands: CommandService | None = None
+    projector: Projector | None = None
+    watch: OffsetWatch | None = None
+    reads: ReadService | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.log = open_log(s, self.postgres_url)
+        await self.log.start()
+        partitions = await ensure_topics(self.log, s)
+        self.pool = await create_pool(self.postgres_url, s.read_schema)
+        await migrate(self.pool, s.read_schema)
+        if s.redis_url is not None:
+            self.redis = aioredis.from_url(s.redis_url.get_secret_value(), socket_timeout=1.0,
+                                           socket_connect_timeout=1.0)
+            self.cache = DocumentCache(self.redis, prefix=s.redis_prefix, ttl_seconds=s.cache_ttl_seconds)
+        if "command" in self.roles:
+            self.commands = CommandService(self.log, events_topic=s.events_topic, results_topic=s.results_topic,
+                                           partitions=partitions)
+            await self.commands.start()
+        if "projector" in self.roles:
+            self.projector = Projector(self.log, self.pool, topic=s.events_topic, cache=self.cache,
+                                       batch_size=s.projector_batch_size)
+            self.tasks.append(asyncio.create_task(self.projector.run(), name="projector"))
+        if "query" in self.roles:
+            self.watch = OffsetWatch(self.pool, topic=s.events_topic)
+            await self.watch.start()
+            self.reads = ReadService(self.pool, self.watch, cache=self.cache, partitions=partitions,
+                                     consistency_timeout=s.consistency_timeout_seconds)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.commands:
+            await self.commands.stop()
+        if self.watch:
+            await self.watch.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.log is not None:
+            await self.log.close()
+
+
+# ── HTTP ──────────────────────────────────────────────────────────────────────────────
+
+
+def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json",
+                    headers=headers or {})
+
+
+def _on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return _error(exc.status, exc.body(), exc.headers)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+               429: "rate_limited", 503: "unavailable"}
+
+
+def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    errors: list[FieldError] = []
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [FieldError(path=str(e.get("key", "")), message=str(e.get("message", ""))) for e in exc.extra
+                  if isinstance(e, dict)]
+        return _error(422, ErrorBody("invalid_request", "the request's parameters are not valid", errors))
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return _error(exc.status_code, ErrorBody(code, str(exc.detail)), dict(exc.headers or {}))
+
+
+def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Never leak a stack trace, SQL or a secret: log it, answer a bare code.
+    log.error("http.unexpected", error=repr(exc), exc_info=exc)
+    return _error(500, ErrorBody("internal_error", "an unexpected error occurred; it has been logged"))
+
+
+def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
+    """The HTTP app of a runtime: command routes, query routes and health, by the runtime's roles."""
+    keys = parse_api_keys(runtime.settings.api_keys.get_secret_value()) if runtime.settings.api_keys else {}
+    authenticate = Authenticator(keys)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await runtime.start()
+        app.state.commands, app.state.reads = runtime.commands, runtime.reads
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await runtime.stop()
+
+    routes: list[Any] = [health_live, health_ready]
+    if "command" in runtime.roles:
+        routes += COMMAND_ROUTES
+    if "query" in runtime.roles:
+        routes += QUERY_ROUTES
+    return Litestar(
+        route_handlers=routes,
+        dependencies={"principal": Provide(authenticate, sync_to_thread=False)},
+        exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error, Exception: _on_unexpected},
+        lifespan=[lifespan],
+        request_max_body_size=runtime.settings.max_body_bytes,
+        state=State({"runtime": runtime}),
+        openapi_config=OpenAPIConfig(title="Blackboard", version=__version__, path="/schema"),
+        debug=False,
+    )
+
+
+@get("/health/live", tags=["health"], include_in_schema=False)
+async def health_live() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@get("/health/ready", tags=["health"], include_in_schema=False)
+async def health_ready(request: Request[None, None, State]) -> Response[bytes]:
+    """Ready when PostgreSQL answers; ``degraded`` while the cache is failing over to PostgreSQL."""
+    runtime: Runtime = request.app.state.runtime
+    deps: dict[str, str] = {}
+    try:
+        assert runtime.pool is not None
+        await runtime.pool.fetchval("SELECT 1")
+        deps["postgres"] = "up"
+    except Exception:
+        deps["postgres"] = "down"
+    if runtime.redis is not None:
+        try:
+            await runtime.redis.ping()
+            deps["redis"] = "up"
+        except Exception:
+            deps["redis"] = "down"
+    status = "ready" if deps["postgres"] == "up" else "not_ready"
+    if status == "ready" and deps.get("redis") == "down":
+        status = "degraded"
+    body = msgspec.json.encode({"status": status, "dependencies": deps})
+    return Response(body, status_code=200 if status != "not_ready" else 503, media_type="application/json")
+
+
+def roles_from(spec: Iterable[str]) -> frozenset[str]:
+    roles = frozenset(r.strip() for r in spec if r.strip())
+    unknown = roles - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
+    return roles or ROLES

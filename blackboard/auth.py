@@ -1,0 +1,42 @@
+"""Authentication of HTTP callers by API key (``Authorization: Bearer <key>`` or ``X-API-Key``)."""
+
+from __future__ import annotations
+
+import hmac
+
+from litestar import Request
+
+from blackboard.schemas.api import Unauthorized
+from blackboard.schemas.auth import ANONYMOUS, Principal
+
+
+class Authenticator:
+    """Maps a presented key to its principal; with no keys configured everyone is ``anonymous``."""
+
+    def __init__(self, keys: dict[str, Principal]) -> None:
+        self._keys = [(k.encode(), p) for k, p in keys.items()]
+
+    def __call__(self, request: Request) -> Principal:  # type: ignore[type-arg]
+        if not self._keys:
+            return ANONYMOUS
+        presented = _presented_key(request)
+        if presented is None:
+            raise Unauthorized("an API key is required (Authorization: Bearer <key>)", code="missing_credentials",
+                               headers={"WWW-Authenticate": "Bearer"})
+        found = None
+        for key, principal in self._keys:
+            # Compare every key in constant time so timing does not tell which prefix matched.
+            if hmac.compare_digest(key, presented.encode()):
+                found = principal
+        if found is None:
+            raise Unauthorized("the API key is not valid", code="invalid_credentials",
+                               headers={"WWW-Authenticate": "Bearer"})
+        return found
+
+
+def _presented_key(request: Request) -> str | None:  # type: ignore[type-arg]
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return request.headers.get("x-api-key")

@@ -1,0 +1,203 @@
+"""``blackboard bench``: the HTTP command path and the projector's catch-up rate, measured for real.
+
+Everything runs on this machine: an embedded PostgreSQL, the PostgreSQL log, and ``blackboard up``
+processes on loopback. Each figure is the median of several runs; the method is printed with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
+
+console = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """A ``blackboard up`` child process on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], roles: list[str]) -> None:
+        self.port = _free_port()
+        args = [sys.executable, "-m", "blackboard.cli", "up", "--port", str(self.port)]
+        for role in roles:
+            args += ["--role", role]
+        self.proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}")
+                try:
+                    if (await client.get(f"{self.url}/health/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError("server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _create_projects(client: httpx.AsyncClient, url: str, prefix: str, n: int) -> list[str]:
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    for pid in ids:
+        body = {"type": "project.create", "stream": f"project:{pid}",
+                "payload": {"title": pid, "currency": "EUR", "budget_total": "999999999.00"}}
+        r = await client.post(f"{url}/v1/commands", json=body)
+        r.raise_for_status()
+    return ids
+
+
+async def _drive(url: str, ids: list[str], clients: int, total: int) -> tuple[float, list[float]]:
+    """``total`` add_cost commands from ``clients`` concurrent HTTP clients; (elapsed, latencies)."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        rng = random.Random()
+        for _ in counter:
+            body = {"type": "project.add_cost", "stream": f"project:{rng.choice(ids)}",
+                    "payload": {"amount": "1.25", "reason": "bench"}}
+            t0 = time.perf_counter()
+            r = await client.post(f"{url}/v1/commands", json=body)
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                raise RuntimeError(f"unexpected {r.status_code}: {r.text}")
+
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        return time.perf_counter() - t0, latencies
+
+
+async def _projected(pg_url: str, schema: str) -> int:
+    conn = await asyncpg.connect(pg_url, server_settings={"search_path": schema})
+    try:
+        value = await conn.fetchval("SELECT coalesce(sum(next_offset), 0) FROM projection_offsets")
+        return int(value)
+    finally:
+        await conn.close()
+
+
+async def _log_size(pg_url: str) -> int:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        value = await conn.fetchval("SELECT count(*) FROM blackboard_log.records WHERE topic = 'events'")
+        return int(value)
+    finally:
+        await conn.close()
+
+
+async def _command_runs(env: dict[str, str], clients: int, commands: int, projects: int, runs: int) -> list[Any]:
+    server = Server(env, [])
+    await server.ready()
+    results = []
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            ids = await _create_projects(client, server.url, "bench", projects)
+        await _drive(server.url, ids, clients, min(200, commands))  # warm-up
+        for _ in range(runs):
+            elapsed, lat = await _drive(server.url, ids, clients, commands)
+            results.append((commands / elapsed, _pct(lat, 0.5) * 1000, _pct(lat, 0.99) * 1000))
+    finally:
+        server.stop()
+    return results
+
+
+async def _projector_runs(env: dict[str, str], pg_url: str, backlog: int, clients: int, runs: int) -> list[float]:
+    rates = []
+    for run in range(runs):
+        writer = Server(env, ["command", "query"])
+        await writer.ready()
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                ids = await _create_projects(client, writer.url, f"backlog{run}", 20)
+            await _drive(writer.url, ids, clients, backlog)
+        finally:
+            writer.stop()
+        target = await _log_size(pg_url)
+        projector = Server(env, ["projector"])
+        await projector.ready()
+        t0 = time.perf_counter()
+        start = await _projected(pg_url, "blackboard")
+        while (done := await _projected(pg_url, "blackboard")) < target:
+            await asyncio.sleep(0.05)
+        rates.append((done - start) / (time.perf_counter() - t0))
+        projector.stop()
+    return rates
+
+
+async def _main(clients: int, commands: int, projects: int, backlog: int, runs: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="blackboard-bench-") as tmp:
+        os.chmod(tmp, 0o755)
+        pg_url = start_embedded_postgres(Path(tmp))
+        env = {"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_DATA_DIR": tmp}
+        console.print(f"[bold]HTTP command path[/]: {clients} concurrent clients × {commands} project.add_cost "
+                      f"over {projects} projects, {runs} runs after a warm-up; one `blackboard up` process "
+                      "(embedded PostgreSQL, PostgreSQL log, projector running alongside).")
+        try:
+            cmd = await _command_runs(env, clients, commands, projects, runs)
+        except BaseException:
+            stop_embedded_postgres(Path(tmp))
+            raise
+        console.print(f"[bold]Projector catch-up[/]: {backlog} events appended with the projector stopped, "
+                      "then a projector-only process started; events/s from its readiness to the last offset "
+                      f"applied (PostgreSQL log → PostgreSQL read models), {runs} runs.")
+        try:
+            proj = await _projector_runs(env, pg_url, backlog, clients, runs)
+        finally:
+            stop_embedded_postgres(Path(tmp))
+    table = Table(title=f"blackboard bench — median of {runs} runs ({os.cpu_count()} cores)")
+    for col in ("measure", "median", "runs"):
+        table.add_column(col)
+    table.add_row("commands/s", f"{statistics.median(r[0] for r in cmd):.0f}",
+                  ", ".join(f"{r[0]:.0f}" for r in cmd))
+    table.add_row("command p50 ms", f"{statistics.median(r[1] for r in cmd):.1f}",
+                  ", ".join(f"{r[1]:.1f}" for r in cmd))
+    table.add_row("command p99 ms", f"{statistics.median(r[2] for r in cmd):.1f}",
+                  ", ".join(f"{r[2]:.1f}" for r in cmd))
+    table.add_row("projector events/s", f"{statistics.median(proj):.0f}", ", ".join(f"{r:.0f}" for r in proj))
+    console.print(table)
+
+
+def run_bench(*, clients: int, commands: int, projects: int, backlog: int, runs: int) -> None:
+    asyncio.run(_main(clients, commands, projects, backlog, runs))

@@ -1,0 +1,80 @@
+"""``POST /v1/commands``: decode, authenticate, hand to the partition owner, answer the outcome."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+
+from blackboard.command_api.owner import IdempotencyKeyReused, Submission
+from blackboard.command_api.service import CommandService
+from blackboard.command_api.validation import InvalidCommand, validate_command
+from blackboard.schemas.api import (
+    Accepted,
+    ApiError,
+    Forbidden,
+    InvalidRequest,
+    Outcome,
+    UnsupportedMediaType,
+)
+from blackboard.schemas.auth import Principal
+
+JSON = "application/json"
+
+
+@post("/v1/commands", status_code=200, summary="Decide a command", tags=["commands"])
+async def post_command(request: Request[None, None, State], principal: Principal) -> Response[bytes]:
+    """Decide one command against current state; 200 accepted, 409 rejected by a rule, 4xx bad input.
+
+    A repeated ``command_id`` answers the first outcome again (header ``Idempotent-Replayed: true``)
+    and appends nothing; the same id with a different command is refused.
+    """
+    if not principal.can_write:
+        raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
+    _require_json(request)
+    try:
+        valid = validate_command(await request.body())
+    except InvalidCommand as exc:
+        raise ApiError(str(exc) or exc.code, errors=exc.errors, code=exc.code) from None
+    req = valid.request
+    command_id = req.command_id or uuid.uuid4().hex
+    sub = Submission(
+        category=valid.category, stream=req.stream, command_type=req.type, payload=valid.payload,
+        command_id=command_id, fingerprint=valid.fingerprint, actor=principal.name,
+        correlation_id=req.correlation_id or command_id, causation_id=req.causation_id or command_id,
+        expected_version=req.expected_version,
+    )
+    service: CommandService = request.app.state.commands
+    try:
+        outcome, replayed = await service.submit(sub)
+    except IdempotencyKeyReused as exc:
+        raise InvalidRequest(str(exc), code="idempotency_key_reused") from None
+    return _answer(outcome, replayed)
+
+
+def _require_json(request: Request[None, None, State]) -> None:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != JSON:
+        raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {media_type or 'nothing'!r}")
+
+
+def _answer(outcome: Outcome, replayed: bool) -> Response[bytes]:
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    status = 200 if isinstance(outcome, Accepted) else 409
+    return Response(msgspec.json.encode(outcome), status_code=status, media_type=JSON, headers=headers)
+
+
+@get("/v1/partitions", summary="Per-partition state of the command side", tags=["commands"])
+async def get_partitions(request: Request[None, None, State], principal: Principal) -> list[dict[str, object]]:
+    """Owner state per partition: next offset, epoch, streams held, queue depth."""
+    service: CommandService = request.app.state.commands
+    return [
+        {"partition": p, "next_offset": o.next_offset, "epoch": o.epoch, "streams": len(o.streams),
+         "queue_depth": o.queue.qsize(), "stale": o.stale}
+        for p, o in sorted(service.owners.items())
+    ]
+
+
+ROUTES = [post_command, get_partitions]

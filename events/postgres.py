@@ -1,0 +1,225 @@
+"""The PostgreSQL log engine: a table of records with dense, commit-ordered offsets per partition.
+
+The embedded default runs on it; so can any single-site deployment that has PostgreSQL and no
+Kafka. The per-partition counter row, locked for the length of the append, is what keeps
+offsets dense and visible in order; ``expected_offset`` turns it into a fence for stale writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from blackboard.events.log import (
+    LogUnavailable,
+    OffsetConflict,
+    Record,
+    RecordTooLarge,
+    StoredRecord,
+    TopicMismatch,
+    UnknownTopic,
+)
+
+POLL_SECONDS = 0.25
+_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                      asyncpg.CannotConnectNowError, TimeoutError)
+
+_APPEND = """
+INSERT INTO records (topic, partition, "offset", key, header_keys, header_values, value, timestamp_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+
+_READ = """
+SELECT q.p AS partition, r."offset", r.key, r.header_keys, r.header_values, r.value, r.timestamp_ms
+FROM unnest($2::int[], $3::bigint[]) AS q(p, o)
+CROSS JOIN LATERAL (
+    SELECT "offset", key, header_keys, header_values, value, timestamp_ms FROM records
+    WHERE topic = $1 AND partition = q.p AND "offset" >= q.o
+    ORDER BY "offset" LIMIT $4
+) AS r
+ORDER BY q.p, r."offset"
+"""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class PostgresLog:
+    """``PartitionedLog`` on a PostgreSQL schema (``blackboard_log`` by default)."""
+
+    engine = "postgres"
+
+    def __init__(self, dsn: str, *, schema: str = "blackboard_log", max_record_bytes: int = 1_048_576,
+                 pool_min: int = 1, pool_max: int = 10) -> None:
+        self.dsn, self.schema, self.max_record_bytes = dsn, schema, max_record_bytes
+        self.pool_min, self.pool_max = pool_min, pool_max
+        self.channel = f"{schema}_append"
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise LogUnavailable("the PostgreSQL log is not started")
+        return self._pool
+
+    async def start(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.pool_min, max_size=self.pool_max,
+                server_settings={"search_path": self.schema})
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.schema)}")
+                if await conn.fetchval("SELECT to_regclass('records')") is None:
+                    await conn.execute(resources.files("blackboard.events.sql").joinpath("0001_log.sql").read_text())
+        except _CONNECTION_ERRORS as exc:
+            raise LogUnavailable(f"PostgreSQL log unreachable: {exc!r}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def create_topic(self, topic: str, partitions: int, *, config: Mapping[str, str] | None = None) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO topics (topic, partitions, config) VALUES ($1, $2, $3::jsonb) "
+                "ON CONFLICT (topic) DO NOTHING RETURNING partitions",
+                topic, partitions, json.dumps(dict(config or {})))
+            if inserted is None:
+                existing = await conn.fetchval("SELECT partitions FROM topics WHERE topic = $1", topic)
+                if existing != partitions:
+                    raise TopicMismatch(f"topic {topic!r} has {existing} partitions, not {partitions}")
+                return
+            await conn.execute("INSERT INTO partitions (topic, partition) SELECT $1, generate_series(0, $2 - 1)",
+                               topic, partitions)
+
+    async def partition_count(self, topic: str) -> int:
+        count = await self._fetchval("SELECT partitions FROM topics WHERE topic = $1", topic)
+        if count is None:
+            raise UnknownTopic(f"topic {topic!r} does not exist")
+        return int(count)
+
+    async def end_offset(self, topic: str, partition: int) -> int:
+        end = await self._fetchval("SELECT next_offset FROM partitions WHERE topic = $1 AND partition = $2",
+                                   topic, partition)
+        if end is None:
+            raise UnknownTopic(f"{topic}[{partition}] does not exist")
+        return int(end)
+
+    async def append(self, topic: str, partition: int, records: Sequence[Record], *,
+                     expected_offset: int | None = None) -> int:
+        if not records:
+            raise ValueError("append needs at least one record")
+        rows = self._rows(records)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                # The row lock serialises this partition's appenders until commit (see 0001_log.sql).
+                base = await conn.fetchval(
+                    "SELECT next_offset FROM partitions WHERE topic = $1 AND partition = $2 FOR UPDATE",
+                    topic, partition)
+                if base is None:
+                    raise UnknownTopic(f"{topic}[{partition}] does not exist")
+                if expected_offset is not None and base != expected_offset:
+                    raise OffsetConflict(topic, partition, expected_offset, base, appended=False)
+                await conn.executemany(_APPEND, [(topic, partition, base + i, *row) for i, row in enumerate(rows)])
+                await conn.execute("UPDATE partitions SET next_offset = $3 WHERE topic = $1 AND partition = $2",
+                                   topic, partition, base + len(records))
+                await conn.execute("SELECT pg_notify($1, $2)", self.channel, f"{topic}:{partition}")
+            return int(base)
+        except _CONNECTION_ERRORS as exc:
+            raise LogUnavailable(f"append to {topic}[{partition}] failed; it may or may not have happened: "
+                                 f"{exc!r}") from exc
+
+    def _rows(self, records: Sequence[Record]) -> list[tuple[Any, ...]]:
+        now_ms = int(time.time() * 1000)
+        rows = []
+        for i, r in enumerate(records):
+            size = len(r.key or b"") + len(r.value or b"") + sum(len(k) + len(v) for k, v in r.headers)
+            if size > self.max_record_bytes:
+                raise RecordTooLarge(f"record #{i} is {size} bytes, over the limit of {self.max_record_bytes}")
+            stamp = r.timestamp_ms if r.timestamp_ms is not None else now_ms
+            rows.append((r.key, [k for k, _ in r.headers], [v for _, v in r.headers], r.value, stamp))
+        return rows
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self.pool.fetchval(sql, *args)
+        except _CONNECTION_ERRORS as exc:
+            raise LogUnavailable(f"PostgreSQL log unreachable: {exc!r}") from exc
+
+    def reader(self, topic: str) -> PostgresLogReader:
+        return PostgresLogReader(self, topic)
+
+
+class PostgresLogReader:
+    """Reads assigned partitions forward; waits on the append notification or polls."""
+
+    def __init__(self, log: PostgresLog, topic: str) -> None:
+        self.log, self.topic = log, topic
+        self.positions: dict[int, int] = {}
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    async def seek(self, partition: int, offset: int) -> None:
+        self.positions[partition] = offset
+
+    async def read(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[StoredRecord]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self._wake.clear()
+            records = await self._fetch(max_records)
+            left = deadline - loop.time()
+            if records or left <= 0 or not self.positions:
+                return records
+            await self._listen()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(left, POLL_SECONDS))
+
+    async def _fetch(self, max_records: int) -> list[StoredRecord]:
+        if not self.positions:
+            return []
+        parts = sorted(self.positions)
+        per_partition = max(1, max_records // len(parts))
+        try:
+            rows = await self.log.pool.fetch(_READ, self.topic, parts, [self.positions[p] for p in parts],
+                                             per_partition)
+        except _CONNECTION_ERRORS as exc:
+            raise LogUnavailable(f"reading {self.topic} failed: {exc!r}") from exc
+        out = [
+            StoredRecord(self.topic, r["partition"], r["offset"], r["key"], r["value"],
+                         tuple(zip(r["header_keys"], r["header_values"], strict=True)), r["timestamp_ms"])
+            for r in rows
+        ]
+        for rec in out:
+            self.positions[rec.partition] = rec.offset + 1
+        return out
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            self._listener = await asyncpg.connect(self.log.dsn)
+            await self._listener.add_listener(self.log.channel, self._on_notify)
+        except _CONNECTION_ERRORS:
+            self._listener = None  # polling still works; try to listen again next time
+
+    def _on_notify(self, *args: object) -> None:
+        payload = str(args[-1])
+        if payload.startswith(self.topic + ":"):
+            self._wake.set()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None

@@ -1,0 +1,93 @@
+"""Waiting for the projection to pass a consistency token.
+
+The projector notifies a PostgreSQL channel inside each batch's transaction (delivered on
+commit); this watcher listens, re-reads ``projection_offsets`` and wakes the waiting reads.
+It also polls, so a lost notification or a dropped listener costs latency, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS = 0.25
+
+
+class OffsetWatch:
+    """Knows how far the projection has applied each partition of the events topic."""
+
+    def __init__(self, pool: asyncpg.Pool, *, topic: str, projection: str = "main",
+                 channel: str = "blackboard_projection") -> None:
+        self.pool, self.topic, self.projection, self.channel = pool, topic, projection, channel
+        self.positions: dict[int, int] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: Any = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="offset-watch")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def refresh(self) -> None:
+        rows = await self.pool.fetch(
+            "SELECT partition, next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2",
+            self.projection, self.topic,
+        )
+        self.positions = {r["partition"]: r["next_offset"] for r in rows}
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def satisfied(self, wanted: dict[int, int]) -> bool:
+        """Whether every named offset has been applied (``next_offset`` past it)."""
+        return all(self.positions.get(p, 0) > o for p, o in wanted.items())
+
+    async def wait_for(self, wanted: dict[int, int], timeout: float) -> bool:
+        """Wait until ``wanted`` is satisfied; ``False`` when ``timeout`` ran out first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.satisfied(wanted):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(left, POLL_SECONDS))
+            if not changed.is_set():
+                await self.refresh()
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.add_listener(self.channel, self._on_notify)
+                    try:
+                        while True:
+                            await asyncio.sleep(POLL_SECONDS * 4)
+                            await self.refresh()
+                    finally:
+                        await conn.remove_listener(self.channel, self._on_notify)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # PostgreSQL went away: readers fall back to polling in wait_for
+                log.warning("offset_watch.listener_lost", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    def _on_notify(self, *_: object) -> None:
+        task = asyncio.ensure_future(self._safe_refresh())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _safe_refresh(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.refresh()

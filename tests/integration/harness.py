@@ -1,0 +1,70 @@
+"""Running Blackboard in the test process over real services, and reading the log back."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from litestar.testing import AsyncTestClient
+from pydantic import SecretStr
+
+from blackboard.app import Runtime, build_app
+from blackboard.config import Settings
+from blackboard.events.codec import from_record
+from blackboard.events.log import PartitionedLog
+from blackboard.schemas.envelope import RecordedEvent
+
+
+def settings_for(engine: str, *, pg_url: str, topic_prefix: str, kafka: str | None = None,
+                 redis_url: str | None = None, redis_prefix: str = "bb:", **extra: Any) -> Settings:
+    """Settings for one test: its own database, topics and Redis keys."""
+    return Settings(
+        postgres_url=SecretStr(pg_url),
+        kafka_bootstrap_servers=kafka if engine == "kafka" else None,
+        redis_url=SecretStr(redis_url) if redis_url else None,
+        topic_prefix=topic_prefix,
+        redis_prefix=redis_prefix,
+        partitions=4,
+        **extra,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, roles: frozenset[str] | None = None
+                  ) -> AsyncIterator[tuple[AsyncTestClient[Any], Runtime]]:
+    """A started runtime behind an in-process HTTP client (the whole ASGI stack, no mocks)."""
+    assert settings.postgres_url is not None
+    runtime = Runtime(settings, settings.postgres_url.get_secret_value(), **({"roles": roles} if roles else {}))
+    app = build_app(runtime)
+    async with AsyncTestClient(app=app, timeout=30) as client:
+        yield client, runtime
+
+
+async def command(client: httpx.AsyncClient | AsyncTestClient[Any], type_: str, stream: str,
+                  payload: dict[str, Any], **extra: Any) -> httpx.Response:
+    body = {"type": type_, "stream": stream, "payload": payload, **extra}
+    response: httpx.Response = await client.post("/v1/commands", json=body)
+    return response
+
+
+async def read_events(log: PartitionedLog, topic: str) -> list[RecordedEvent]:
+    """Every event of ``topic``, partition by partition, read to the exact end."""
+    events: list[RecordedEvent] = []
+    partitions = await log.partition_count(topic)
+    for p in range(partitions):
+        end = await log.end_offset(topic, p)
+        if end == 0:
+            continue
+        reader = log.reader(topic)
+        try:
+            await reader.seek(p, 0)
+            got = 0
+            while got < end:
+                for rec in await reader.read(max_records=5000, timeout=2.0):
+                    events.append(from_record(rec))
+                    got = rec.offset + 1
+        finally:
+            await reader.close()
+    return events

@@ -1,0 +1,176 @@
+"""kill -9 of the whole process with commands in flight: nothing acknowledged is lost or doubled,
+and the read models equal a fresh rebuild from the log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+
+import asyncpg
+import httpx
+import pytest
+
+from blackboard.app import Runtime
+from tests.integration.harness import read_events, settings_for
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Process:
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "blackboard.cli", "up", "--port", str(port)],
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
+                try:
+                    if (await client.get(f"{self.url}/health/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        raise TimeoutError("blackboard up did not become ready")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+async def _send_until_killed(url: str, acked: dict[str, str], sent: list[str], stop: asyncio.Event) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        i = 0
+        while not stop.is_set():
+            cid = f"k-{os.getpid()}-{i}-{time.monotonic_ns()}"
+            i += 1
+            sent.append(cid)
+            body = {"type": "project.add_cost", "stream": f"project:p-{i % 3}", "command_id": cid,
+                    "payload": {"amount": "0.01", "reason": "load"}}
+            try:
+                r = await client.post(f"{url}/v1/commands", json=body)
+                if r.status_code == 200:
+                    acked[cid] = r.json()["position"]
+            except httpx.TransportError:
+                return
+
+
+async def test_kill_minus_nine_loses_nothing_acknowledged(pg_url: str, topic_prefix: str) -> None:
+    env = {"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_TOPIC_PREFIX": topic_prefix,
+           "BLACKBOARD_PARTITIONS": "4"}
+    port = _free_port()
+    first = Process(env, port)
+    await first.ready()
+    async with httpx.AsyncClient() as client:
+        for p in range(3):
+            body = {"type": "project.create", "stream": f"project:p-{p}",
+                    "payload": {"title": "t", "currency": "EUR", "budget_total": "100000"}}
+            assert (await client.post(f"{first.url}/v1/commands", json=body)).status_code == 200
+    acked: dict[str, str] = {}
+    sent: list[str] = []
+    stop = asyncio.Event()
+    load = [asyncio.create_task(_send_until_killed(first.url, acked, sent, stop)) for _ in range(8)]
+    await asyncio.sleep(1.5)
+    first.kill9()
+    stop.set()
+    await asyncio.gather(*load)
+    assert len(acked) > 20, "the load must have been acknowledged before the kill"
+
+    second = Process(env, port)
+    await second.ready()
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            # Clients retry everything they sent with the same command_id: each converges to one outcome.
+            for cid in sent:
+                i = int(cid.split("-")[2])
+                body = {"type": "project.add_cost", "stream": f"project:p-{i % 3}", "command_id": cid,
+                        "payload": {"amount": "0.01", "reason": "load"}}
+                r = await client.post(f"{second.url}/v1/commands", json=body)
+                assert r.status_code == 200, r.text
+                if cid in acked:
+                    assert r.headers.get("idempotent-replayed") == "true"
+            token = r.json()["position"]
+            await client.get(f"{second.url}/v1/projects/p-0", params={"consistent_with": token})
+            await _settled(client, second.url, sent)
+    finally:
+        second.stop()
+    await _assert_log_and_models(pg_url, topic_prefix, sent)
+
+
+async def _settled(client: httpx.AsyncClient, url: str, sent: list[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        spent = Decimal(0)
+        for p in range(3):
+            spent += Decimal((await client.get(f"{url}/v1/projects/p-{p}")).json()["budget"]["spent"])
+        if spent == Decimal("0.01") * len(sent):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"read models did not reach {len(sent)} costs")
+
+
+async def _assert_log_and_models(pg_url: str, topic_prefix: str, sent: list[str]) -> None:
+    settings = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix)
+    rebuild = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix, read_schema="rebuild")
+    runtime = Runtime(rebuild, pg_url, roles=frozenset({"projector"}))
+    await runtime.start()
+    try:
+        assert runtime.log is not None
+        events = await read_events(runtime.log, settings.events_topic)
+        per_command = Counter(e.envelope.command_id for e in events if e.envelope.type == "project.cost_added")
+        assert per_command == Counter(dict.fromkeys(sent, 1))
+        for stream in {e.envelope.stream for e in events}:
+            versions = [e.envelope.stream_version for e in events if e.envelope.stream == stream]
+            assert versions == list(range(1, len(versions) + 1))
+        await _wait_rebuilt(pg_url, len(events))
+    finally:
+        await runtime.stop()
+    assert await _checksums(pg_url, settings.read_schema) == await _checksums(pg_url, "rebuild")
+
+
+async def _wait_rebuilt(pg_url: str, total: int) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        deadline = time.monotonic() + 30
+        while await conn.fetchval("SELECT coalesce(sum(next_offset), 0) FROM rebuild.projection_offsets") < total:
+            assert time.monotonic() < deadline, "rebuild did not catch up"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def _checksums(pg_url: str, schema: str) -> dict[str, str]:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        queries = {
+            "projects": f"SELECT md5(string_agg(concat_ws('|', id, title, budget_total, spent, global_spec::text, "
+                        f"version), ',' ORDER BY id)) FROM {schema}.projects",
+            "shots": f"SELECT md5(string_agg(concat_ws('|', project_id, shot_id, fields::text, version), ',' "
+                     f"ORDER BY project_id, shot_id)) FROM {schema}.shots",
+            "change_log": f"SELECT md5(string_agg(concat_ws('|', stream, stream_version, event_id, payload::text), "
+                          f"',' ORDER BY stream, stream_version)) FROM {schema}.change_log",
+        }
+        return {table: str(await conn.fetchval(q)) for table, q in queries.items()}
+    finally:
+        await conn.close()
