@@ -161,7 +161,6 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if manage_lifecycle:
             await runtime.start()
-        app.state.commands, app.state.reads = runtime.commands, runtime.reads
         try:
             yield
         finally:

@@ -177,7 +177,7 @@ async def _main(clients: int, commands: int, projects: int, backlog: int, runs: 
         try:
             cmd = await _command_runs(env, clients, commands, projects, runs)
         except BaseException:
-            stop_embedded_postgres(Path(tmp))
+            stop_embedded_postgres(Path(tmp) / "postgres")
             raise
         console.print(f"[bold]Projector catch-up[/]: {backlog} events appended with the projector stopped, "
                       "then a projector-only process started; events/s from its readiness to the last offset "
@@ -185,7 +185,7 @@ async def _main(clients: int, commands: int, projects: int, backlog: int, runs: 
         try:
             proj = await _projector_runs(env, pg_url, backlog, clients, runs)
         finally:
-            stop_embedded_postgres(Path(tmp))
+            stop_embedded_postgres(Path(tmp) / "postgres")
     table = Table(title=f"blackboard bench — median of {runs} runs ({os.cpu_count()} cores)")
     for col in ("measure", "median", "runs"):
         table.add_column(col)

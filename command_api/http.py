@@ -7,6 +7,7 @@ import uuid
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from blackboard.command_api.owner import IdempotencyKeyReused, Submission
 from blackboard.command_api.service import CommandService
@@ -25,7 +26,7 @@ JSON = "application/json"
 
 
 @post("/v1/commands", status_code=200, summary="Decide a command", tags=["commands"])
-async def post_command(request: Request[None, None, State], principal: Principal) -> Response[bytes]:
+async def post_command(request: Request[None, None, State], principal: NamedDependency[Principal]) -> Response[bytes]:
     """Decide one command against current state; 200 accepted, 409 rejected by a rule, 4xx bad input.
 
     A repeated ``command_id`` answers the first outcome again (header ``Idempotent-Replayed: true``)
@@ -37,7 +38,9 @@ async def post_command(request: Request[None, None, State], principal: Principal
     try:
         valid = validate_command(await request.body())
     except InvalidCommand as exc:
-        raise ApiError(str(exc) or exc.code, errors=exc.errors, code=exc.code) from None
+        error = ApiError(str(exc), errors=exc.errors, code=exc.code)
+        error.status = 400 if exc.code == "malformed_json" else 422
+        raise error from None
     req = valid.request
     command_id = req.command_id or uuid.uuid4().hex
     sub = Submission(
@@ -46,7 +49,7 @@ async def post_command(request: Request[None, None, State], principal: Principal
         correlation_id=req.correlation_id or command_id, causation_id=req.causation_id or command_id,
         expected_version=req.expected_version,
     )
-    service: CommandService = request.app.state.commands
+    service: CommandService = request.app.state.runtime.commands
     try:
         outcome, replayed = await service.submit(sub)
     except IdempotencyKeyReused as exc:
@@ -67,9 +70,9 @@ def _answer(outcome: Outcome, replayed: bool) -> Response[bytes]:
 
 
 @get("/v1/partitions", summary="Per-partition state of the command side", tags=["commands"])
-async def get_partitions(request: Request[None, None, State], principal: Principal) -> list[dict[str, object]]:
+async def get_partitions(request: Request[None, None, State], principal: NamedDependency[Principal]) -> list[dict[str, object]]:
     """Owner state per partition: next offset, epoch, streams held, queue depth."""
-    service: CommandService = request.app.state.commands
+    service: CommandService = request.app.state.runtime.commands
     return [
         {"partition": p, "next_offset": o.next_offset, "epoch": o.epoch, "streams": len(o.streams),
          "queue_depth": o.queue.qsize(), "stale": o.stale}

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from litestar.testing import AsyncTestClient
 from pydantic import SecretStr
 
 from blackboard.app import Runtime, build_app
@@ -33,16 +32,21 @@ def settings_for(engine: str, *, pg_url: str, topic_prefix: str, kafka: str | No
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, *, roles: frozenset[str] | None = None
-                  ) -> AsyncIterator[tuple[AsyncTestClient[Any], Runtime]]:
-    """A started runtime behind an in-process HTTP client (the whole ASGI stack, no mocks)."""
+                  ) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    """A started runtime behind an in-process HTTP client: the whole ASGI app, on the test's event loop."""
     assert settings.postgres_url is not None
     runtime = Runtime(settings, settings.postgres_url.get_secret_value(), **({"roles": roles} if roles else {}))
-    app = build_app(runtime)
-    async with AsyncTestClient(app=app, timeout=30) as client:
-        yield client, runtime
+    await runtime.start()
+    try:
+        app = build_app(runtime, manage_lifecycle=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://blackboard.test", timeout=30) as client:
+            yield client, runtime
+    finally:
+        await runtime.stop()
 
 
-async def command(client: httpx.AsyncClient | AsyncTestClient[Any], type_: str, stream: str,
+async def command(client: httpx.AsyncClient, type_: str, stream: str,
                   payload: dict[str, Any], **extra: Any) -> httpx.Response:
     body = {"type": type_, "stream": stream, "payload": payload, **extra}
     response: httpx.Response = await client.post("/v1/commands", json=body)

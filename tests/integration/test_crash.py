@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from decimal import Decimal
@@ -32,16 +33,21 @@ def _free_port() -> int:
 
 class Process:
     def __init__(self, env: dict[str, str], port: int) -> None:
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "blackboard.cli", "up", "--port", str(port)],
-            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log)
         self.url = f"http://127.0.0.1:{port}"
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
 
     async def ready(self) -> None:
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
-                assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
+                assert self.proc.poll() is None, self.output()
                 try:
                     if (await client.get(f"{self.url}/health/ready")).status_code == 200:
                         return
@@ -52,22 +58,27 @@ class Process:
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self.log.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(20)
+        self.log.close()
 
 
-async def _send_until_killed(url: str, acked: dict[str, str], sent: list[str], stop: asyncio.Event) -> None:
+def _cost(cid: str, project: int) -> dict[str, object]:
+    return {"type": "project.add_cost", "stream": f"project:p-{project}", "command_id": cid,
+            "payload": {"amount": "0.01", "reason": "load"}}
+
+
+async def _send_until_killed(url: str, acked: dict[str, str], sent: list[tuple[str, int]],
+                             stop: asyncio.Event) -> None:
     async with httpx.AsyncClient(timeout=5) as client:
-        i = 0
         while not stop.is_set():
-            cid = f"k-{os.getpid()}-{i}-{time.monotonic_ns()}"
-            i += 1
-            sent.append(cid)
-            body = {"type": "project.add_cost", "stream": f"project:p-{i % 3}", "command_id": cid,
-                    "payload": {"amount": "0.01", "reason": "load"}}
+            cid, project = f"k-{time.monotonic_ns()}", len(sent) % 3
+            sent.append((cid, project))
+            body = _cost(cid, project)
             try:
                 r = await client.post(f"{url}/v1/commands", json=body)
                 if r.status_code == 200:
@@ -88,7 +99,7 @@ async def test_kill_minus_nine_loses_nothing_acknowledged(pg_url: str, topic_pre
                     "payload": {"title": "t", "currency": "EUR", "budget_total": "100000"}}
             assert (await client.post(f"{first.url}/v1/commands", json=body)).status_code == 200
     acked: dict[str, str] = {}
-    sent: list[str] = []
+    sent: list[tuple[str, int]] = []
     stop = asyncio.Event()
     load = [asyncio.create_task(_send_until_killed(first.url, acked, sent, stop)) for _ in range(8)]
     await asyncio.sleep(1.5)
@@ -102,11 +113,8 @@ async def test_kill_minus_nine_loses_nothing_acknowledged(pg_url: str, topic_pre
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             # Clients retry everything they sent with the same command_id: each converges to one outcome.
-            for cid in sent:
-                i = int(cid.split("-")[2])
-                body = {"type": "project.add_cost", "stream": f"project:p-{i % 3}", "command_id": cid,
-                        "payload": {"amount": "0.01", "reason": "load"}}
-                r = await client.post(f"{second.url}/v1/commands", json=body)
+            for cid, project in sent:
+                r = await client.post(f"{second.url}/v1/commands", json=_cost(cid, project))
                 assert r.status_code == 200, r.text
                 if cid in acked:
                     assert r.headers.get("idempotent-replayed") == "true"
@@ -118,7 +126,7 @@ async def test_kill_minus_nine_loses_nothing_acknowledged(pg_url: str, topic_pre
     await _assert_log_and_models(pg_url, topic_prefix, sent)
 
 
-async def _settled(client: httpx.AsyncClient, url: str, sent: list[str]) -> None:
+async def _settled(client: httpx.AsyncClient, url: str, sent: list[tuple[str, int]]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         spent = Decimal(0)
@@ -130,7 +138,7 @@ async def _settled(client: httpx.AsyncClient, url: str, sent: list[str]) -> None
     raise AssertionError(f"read models did not reach {len(sent)} costs")
 
 
-async def _assert_log_and_models(pg_url: str, topic_prefix: str, sent: list[str]) -> None:
+async def _assert_log_and_models(pg_url: str, topic_prefix: str, sent: list[tuple[str, int]]) -> None:
     settings = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix)
     rebuild = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix, read_schema="rebuild")
     runtime = Runtime(rebuild, pg_url, roles=frozenset({"projector"}))
@@ -139,7 +147,7 @@ async def _assert_log_and_models(pg_url: str, topic_prefix: str, sent: list[str]
         assert runtime.log is not None
         events = await read_events(runtime.log, settings.events_topic)
         per_command = Counter(e.envelope.command_id for e in events if e.envelope.type == "project.cost_added")
-        assert per_command == Counter(dict.fromkeys(sent, 1))
+        assert per_command == Counter({cid: 1 for cid, _ in sent})
         for stream in {e.envelope.stream for e in events}:
             versions = [e.envelope.stream_version for e in events if e.envelope.stream == stream]
             assert versions == list(range(1, len(versions) + 1))

@@ -1,0 +1,225 @@
+"""The Kafka log engine (aiokafka): Redpanda or Kafka in production, tansu in the tests.
+
+Note: tansu answers ListOffsets(latest) with the base offset of the last record batch + 1, which
+under-counts whenever that batch held several records. ``end_offset`` therefore never trusts
+``end_offsets()`` alone: it fetches from just before that answer and takes the high-water mark
+the fetch response carries, which is exact on every broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+
+from blackboard.events.log import (
+    LogUnavailable,
+    OffsetConflict,
+    Record,
+    RecordTooLarge,
+    StoredRecord,
+    TopicMismatch,
+    UnknownTopic,
+)
+
+UNKNOWN_TOPIC = 3
+#: One group commit is one record batch; leave room for many records of the largest size.
+MAX_BATCH_BYTES = 8 * 1_048_576
+
+
+class KafkaLog:
+    """``PartitionedLog`` on Kafka-protocol topics. ``acks="all"``; no idempotent producer (see Note).
+
+    Note: the producer is neither idempotent nor transactional, because tansu rejects
+    InitProducerId; an ambiguous produce can therefore leave a duplicate batch, which carries the
+    same event ids and is skipped by every fold.
+    """
+
+    engine = "kafka"
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str = "blackboard",
+                 max_record_bytes: int = 1_048_576, replication_factor: int = 1,
+                 security: Mapping[str, Any] | None = None) -> None:
+        self.bootstrap_servers, self.client_id = bootstrap_servers, client_id
+        self.max_record_bytes, self.replication_factor = max_record_bytes, replication_factor
+        self.security = dict(security or {})
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._probe: AIOKafkaConsumer | None = None
+        self._probe_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        common = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id, **self.security}
+        try:
+            self._producer = AIOKafkaProducer(acks="all", linger_ms=0, max_batch_size=MAX_BATCH_BYTES,
+                                              max_request_size=MAX_BATCH_BYTES + 65536, **common)
+            await self._producer.start()
+            self._admin = AIOKafkaAdminClient(**common)
+            await self._admin.start()
+            self._probe = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50, **common)
+            await self._probe.start()
+        except KafkaError as exc:
+            await self.close()
+            raise LogUnavailable(f"Kafka at {self.bootstrap_servers} unreachable: {exc!r}") from exc
+
+    async def close(self) -> None:
+        for client in (self._probe, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await self._admin.close()
+        self._producer = self._admin = self._probe = None
+
+    def _started(self) -> tuple[AIOKafkaProducer, AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._producer is None or self._admin is None or self._probe is None:
+            raise LogUnavailable("the Kafka log is not started")
+        return self._producer, self._admin, self._probe
+
+    async def create_topic(self, topic: str, partitions: int, *, config: Mapping[str, str] | None = None) -> None:
+        _, admin, _ = self._started()
+        new = NewTopic(topic, partitions, self.replication_factor, topic_configs=dict(config or {}))
+        try:
+            response = await admin.create_topics([new])
+            errors = [e for e in getattr(response, "topic_errors", []) if e[1] not in (0, 36)]
+            if errors:
+                raise LogUnavailable(f"creating {topic!r} failed: {errors}")
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:
+            raise LogUnavailable(f"creating {topic!r} failed: {exc!r}") from exc
+        existing = await self._wait_for_partitions(topic)
+        if existing != partitions:
+            raise TopicMismatch(f"topic {topic!r} has {existing} partitions, not {partitions}")
+
+    async def _wait_for_partitions(self, topic: str) -> int:
+        for _ in range(50):
+            with contextlib.suppress(UnknownTopic):
+                return await self.partition_count(topic)
+            await asyncio.sleep(0.1)
+        return await self.partition_count(topic)
+
+    async def partition_count(self, topic: str) -> int:
+        """Partitions of ``topic``.
+
+        Note: it lists topics before describing one, because a broker that auto-creates topics
+        (tansu does, with 4 partitions) would create the topic merely by being asked about it.
+        """
+        _, admin, _ = self._started()
+        try:
+            if topic not in await admin.list_topics():
+                raise UnknownTopic(f"topic {topic!r} does not exist")
+            described = await admin.describe_topics([topic])
+        except KafkaError as exc:
+            raise LogUnavailable(f"describing {topic!r} failed: {exc!r}") from exc
+        info = described[0] if described else {}
+        if info.get("error_code", UNKNOWN_TOPIC) == UNKNOWN_TOPIC or not info.get("partitions"):
+            raise UnknownTopic(f"topic {topic!r} does not exist")
+        return len(info["partitions"])
+
+    async def append(self, topic: str, partition: int, records: Sequence[Record], *,
+                     expected_offset: int | None = None) -> int:
+        producer, _, _ = self._started()
+        if not records:
+            raise ValueError("append needs at least one record")
+        batch = producer.create_batch()
+        for i, r in enumerate(records):
+            size = len(r.key or b"") + len(r.value or b"") + sum(len(k) + len(v) for k, v in r.headers)
+            if size > self.max_record_bytes:
+                raise RecordTooLarge(f"record #{i} is {size} bytes, over the limit of {self.max_record_bytes}")
+            if batch.append(key=r.key, value=r.value, timestamp=r.timestamp_ms, headers=list(r.headers)) is None:
+                raise RecordTooLarge(f"a batch of {len(records)} records is over {MAX_BATCH_BYTES} bytes")
+        batch.close()
+        try:
+            sent = await producer.send_batch(batch, topic, partition=partition)
+            base = int((await sent).offset)
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(f"the broker refused the batch as too large: {exc!r}") from exc
+        except KafkaError as exc:
+            raise LogUnavailable(f"append to {topic}[{partition}] failed; it may or may not have happened: "
+                                 f"{exc!r}") from exc
+        if expected_offset is not None and base != expected_offset:
+            raise OffsetConflict(topic, partition, expected_offset, base, appended=True)
+        return base
+
+    async def end_offset(self, topic: str, partition: int) -> int:
+        _, _, probe = self._started()
+        tp = TopicPartition(topic, partition)
+        async with self._probe_lock:
+            try:
+                probe.assign([tp])
+                listed = (await probe.end_offsets([tp]))[tp]
+                if listed == 0:
+                    return 0
+                probe.seek(tp, listed - 1)
+                for _ in range(100):
+                    fetched = await probe.getmany(tp, timeout_ms=100, max_records=1)
+                    highwater = probe.highwater(tp)
+                    if fetched.get(tp) and highwater is not None:
+                        return max(int(highwater), listed)
+            except KafkaError as exc:
+                raise LogUnavailable(f"end offset of {topic}[{partition}] unknown: {exc!r}") from exc
+        raise LogUnavailable(f"end offset of {topic}[{partition}]: no fetch answered")
+
+    def reader(self, topic: str) -> KafkaLogReader:
+        return KafkaLogReader(self, topic)
+
+
+class KafkaLogReader:
+    """A group-less consumer over chosen partitions, from chosen offsets."""
+
+    def __init__(self, log: KafkaLog, topic: str) -> None:
+        self.log, self.topic = log, topic
+        self.positions: dict[int, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.log.bootstrap_servers, client_id=self.log.client_id,
+                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                max_partition_fetch_bytes=MAX_BATCH_BYTES, **self.log.security)
+            try:
+                await self._consumer.start()
+            except KafkaError as exc:
+                self._consumer = None
+                raise LogUnavailable(f"Kafka at {self.log.bootstrap_servers} unreachable: {exc!r}") from exc
+        return self._consumer
+
+    async def seek(self, partition: int, offset: int) -> None:
+        consumer = await self._ensure()
+        self.positions[partition] = offset
+        # assign() replaces the assignment and forgets positions: seek every partition again.
+        consumer.assign([TopicPartition(self.topic, p) for p in sorted(self.positions)])
+        for p, o in self.positions.items():
+            consumer.seek(TopicPartition(self.topic, p), o)
+
+    async def read(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[StoredRecord]:
+        if not self.positions:
+            await asyncio.sleep(timeout)
+            return []
+        consumer = await self._ensure()
+        try:
+            batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise LogUnavailable(f"reading {self.topic} failed: {exc!r}") from exc
+        out: list[StoredRecord] = []
+        for tp in sorted(batches, key=lambda t: t.partition):
+            for m in batches[tp]:
+                out.append(StoredRecord(self.topic, tp.partition, m.offset, m.key, m.value,
+                                        tuple((k, bytes(v)) for k, v in m.headers), int(m.timestamp)))
+            if batches[tp]:
+                self.positions[tp.partition] = batches[tp][-1].offset + 1
+        return out
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            self._consumer = None
