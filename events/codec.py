@@ -59,10 +59,10 @@ def from_record(rec: StoredRecord) -> RecordedEvent:
     except (ValueError, UnicodeDecodeError) as exc:
         raise UndecodableRecord(f"malformed header or key: {exc}") from None
     env = Envelope(
-        **{n: h.get(n, "") for n in _TEXT_FIELDS},
-        **ints,
-        occurred_at=occurred_at,
-        partition_key=partition_key,
-        payload=rec.value,
+        event_id=h["event_id"], stream=h["stream"], type=h["type"], command_id=h["command_id"],
+        correlation_id=h["correlation_id"], causation_id=h["causation_id"], actor=h["actor"],
+        command_hash=h.get("command_hash", ""), stream_version=ints["stream_version"],
+        schema_version=ints["schema_version"], writer_epoch=ints["writer_epoch"],
+        occurred_at=occurred_at, partition_key=partition_key, payload=rec.value,
     )
     return RecordedEvent(envelope=env, partition=rec.partition, offset=rec.offset)

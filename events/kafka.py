@@ -162,7 +162,7 @@ class KafkaLog:
                     fetched = await probe.getmany(tp, timeout_ms=100, max_records=1)
                     highwater = probe.highwater(tp)
                     if fetched.get(tp) and highwater is not None:
-                        return max(int(highwater), listed)
+                        return max(int(highwater), int(listed))
             except KafkaError as exc:
                 raise LogUnavailable(f"end offset of {topic}[{partition}] unknown: {exc!r}") from exc
         raise LogUnavailable(f"end offset of {topic}[{partition}]: no fetch answered")
