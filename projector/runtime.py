@@ -1,0 +1,424 @@
+"""The projection runtime: batches of log records folded into the read models, exactly once in effect.
+
+One PostgreSQL transaction per batch writes the read-model rows, the change log, the dead
+letters and the projection offsets together, so a crash anywhere replays into the same
+result. A batch is folded set-based: the touched rows are loaded with one query per table,
+changed in memory in log order and written back with one statement per table. After commit
+the changed documents go to Redis in one version-guarded script call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from blackboard.events.log import LogReader, PartitionedLog, StoredRecord
+from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
+from blackboard.projector.documents import project_view, task_view
+from blackboard.projector.fold import BatchFold, Decoded, Item, Poison, decode, occurred_at, touched
+
+logger = structlog.get_logger(__name__)
+
+READ_TIMEOUT = 1.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 30.0
+#: Longest reason kept in a dead letter.
+MAX_REASON = 2000
+
+# Errors a statement raises because of the data one record carried (a NUL in a text, a value too
+# long, a nesting too deep, a duplicate event_id), not because PostgreSQL is unwell.
+_DATA_ERRORS = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+)
+
+
+class AppliedBatch(msgspec.Struct, frozen=True):
+    """What one ``Projector.apply`` did with its records.
+
+    ``skipped`` were below the stored offset (applied by an earlier batch); ``duplicates`` were
+    events already in the change log with the same ``event_id``; ``positions`` is the stored
+    next offset of every partition the batch advanced.
+    """
+
+    applied: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    positions: dict[int, int] = {}
+
+    def __add__(self, other: AppliedBatch) -> AppliedBatch:
+        return AppliedBatch(
+            self.applied + other.applied, self.skipped + other.skipped, self.duplicates + other.duplicates,
+            self.dead_letters + other.dead_letters, {**self.positions, **other.positions},
+        )
+
+
+# ── SQL ─────────────────────────────────────────────────────────────────────────────────
+
+_LOCK_OFFSETS = """
+SELECT partition, next_offset FROM projection_offsets
+WHERE projection = $1 AND topic = $2 AND partition = ANY($3::integer[])
+ORDER BY partition FOR UPDATE"""
+_ENSURE_OFFSETS = """
+INSERT INTO projection_offsets (projection, topic, partition, next_offset)
+SELECT $1, $2, p, 0 FROM unnest($3::integer[]) AS p
+ON CONFLICT (projection, topic, partition) DO NOTHING"""
+_SAVE_OFFSETS = """
+INSERT INTO projection_offsets (projection, topic, partition, next_offset)
+SELECT $1, $2, * FROM unnest($3::integer[], $4::bigint[])
+ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()"""
+_LOAD_PROJECTS = "SELECT * FROM projects WHERE id = ANY($1::text[])"
+_LOAD_TASKS = "SELECT * FROM tasks WHERE id = ANY($1::text[])"
+_LOAD_SHOTS = """
+SELECT s.* FROM shots s
+JOIN unnest($1::text[], $2::text[]) AS k(pid, sid) ON s.project_id = k.pid AND s.shot_id = k.sid"""
+_LOAD_RECORDED = """
+SELECT c.stream, c.stream_version, c.event_id FROM change_log c
+JOIN unnest($1::text[], $2::bigint[]) AS k(s, v) ON c.stream = k.s AND c.stream_version = k.v"""
+_ALL_SHOTS = "SELECT * FROM shots WHERE project_id = ANY($1::text[])"
+
+_PROJECT_COLUMNS = ("id", "title", "currency", "budget_total", "spent", "global_spec", "version", "partition",
+                    "last_offset", "created_at", "updated_at")
+_UPSERT_PROJECTS = """
+INSERT INTO projects (id, title, currency, budget_total, spent, global_spec, version, partition, last_offset,
+                      created_at, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::jsonb[], $7::bigint[],
+                     $8::integer[], $9::bigint[], $10::timestamptz[], $11::timestamptz[])
+ON CONFLICT (id) DO UPDATE SET spent = excluded.spent, version = excluded.version, partition = excluded.partition,
+    last_offset = excluded.last_offset, updated_at = excluded.updated_at"""
+_SHOT_COLUMNS = ("project_id", "shot_id", "fields", "version", "updated_at")
+_UPSERT_SHOTS = """
+INSERT INTO shots (project_id, shot_id, fields, version, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[])
+ON CONFLICT (project_id, shot_id) DO UPDATE SET fields = excluded.fields, version = excluded.version,
+    updated_at = excluded.updated_at"""
+_TASK_COLUMNS = ("id", "name", "priority", "payload", "status", "version", "partition", "last_offset",
+                 "created_at", "updated_at")
+_UPSERT_TASKS = """
+INSERT INTO tasks (id, name, priority, payload, status, version, partition, last_offset, created_at, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::jsonb[], $5::text[], $6::bigint[], $7::integer[],
+                     $8::bigint[], $9::timestamptz[], $10::timestamptz[])
+ON CONFLICT (id) DO UPDATE SET status = excluded.status, version = excluded.version, partition = excluded.partition,
+    last_offset = excluded.last_offset, updated_at = excluded.updated_at"""
+_CHANGE_COLUMNS = ("stream", "stream_version", "partition", "offset", "event_id", "type", "schema_version", "actor",
+                   "command_id", "correlation_id", "causation_id", "occurred_at", "payload")
+_INSERT_DEAD_LETTERS = """
+INSERT INTO dead_letters (projection, topic, partition, "offset", reason, key, headers, value)
+SELECT $1, * FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::text[], $6::bytea[], $7::jsonb[],
+                         $8::bytea[])
+ON CONFLICT (projection, topic, partition, "offset") DO NOTHING"""
+
+
+def _columns(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[list[Any]]:
+    """``rows`` turned into one array per column, the shape ``unnest`` takes."""
+    return [[row[name] for row in rows] for name in names]
+
+
+def _change_records(events: Sequence[Decoded]) -> list[tuple[Any, ...]]:
+    """The ``change_log`` rows of ``events``, in ``_CHANGE_COLUMNS`` order.
+
+    Note: the payload goes to jsonb as the bytes the log holds (``msgspec.Raw``), never re-encoded.
+    """
+    return [
+        (e.env.stream, e.env.stream_version, e.rec.partition, e.rec.offset, e.env.event_id, e.env.type,
+         e.env.schema_version, e.env.actor, e.env.command_id, e.env.correlation_id, e.env.causation_id,
+         occurred_at(e.env), msgspec.Raw(e.env.payload))
+        for e in events
+    ]
+
+
+def _dead_letter_columns(poison: Sequence[Poison]) -> list[list[Any]]:
+    return [
+        [_text(p.rec.topic) for p in poison], [p.rec.partition for p in poison], [p.rec.offset for p in poison],
+        [_text(p.reason)[:MAX_REASON] for p in poison], [p.rec.key for p in poison],
+        [{_text(name): _text(value) for name, value in p.rec.headers} for p in poison],
+        [p.rec.value for p in poison],
+    ]
+
+
+def _text(raw: str | bytes) -> str:
+    """``raw`` as text PostgreSQL takes: bad UTF-8 and lone surrogates escaped, NUL spelled out."""
+    if isinstance(raw, bytes):
+        text = raw.decode("utf-8", "backslashreplace")
+    else:
+        text = raw.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
+
+
+# ── the runtime ─────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(slots=True)
+class _Outcome:
+    batch: AppliedBatch
+    docs: list[CachedDoc]
+
+    def __add__(self, other: _Outcome) -> _Outcome:
+        return _Outcome(self.batch + other.batch, self.docs + other.docs)
+
+
+class Projector:
+    """Folds the events topic into the read models of ``pool``'s schema (a pool from ``create_pool``).
+
+    Note: every record below a partition's stored ``next_offset`` is skipped, and the offsets
+    rows are locked for the batch, so two projectors of one projection never apply a record twice.
+    """
+
+    def __init__(
+        self,
+        log: PartitionedLog,
+        pool: asyncpg.Pool,
+        *,
+        topic: str,
+        projection: str = "main",
+        cache: DocumentCache | None = None,
+        batch_size: int = 2000,
+        notify_channel: str = "blackboard_projection",
+    ) -> None:
+        self.log, self.pool, self.topic, self.projection = log, pool, topic, projection
+        self.cache, self.batch_size, self.notify_channel = cache, batch_size, notify_channel
+        self.failures = 0
+
+    # ── the loop ──
+
+    async def run(self) -> None:
+        """Apply the topic's records as they come, until cancelled.
+
+        On any failure (PostgreSQL or the log away) it backs off, exponentially up to
+        ``BACKOFF_MAX`` seconds, and starts again from the stored offsets: it never skips.
+        """
+        while True:
+            try:
+                await self._follow()
+            except Exception as exc:  # never crash-loop: the stored offsets make a restart safe
+                self.failures += 1
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(self.failures - 1, 16))
+                logger.warning("projector.retry", error=repr(exc), failures=self.failures, delay=delay)
+                await asyncio.sleep(delay)
+
+    async def _follow(self) -> None:
+        await self.ensure_offsets(await self.log.partition_count(self.topic))
+        reader = self.log.reader(self.topic)
+        ahead: asyncio.Task[list[Item]] | None = None
+        try:
+            for partition, offset in sorted((await self.positions()).items()):
+                await reader.seek(partition, offset)
+            ahead = asyncio.create_task(self._read(reader))
+            while True:
+                items = await ahead
+                # The next batch is read and decoded while this one's transaction runs.
+                ahead = asyncio.create_task(self._read(reader))
+                await self._apply_items(items)
+                self.failures = 0
+        finally:
+            await _stop_reading(reader, ahead)
+
+    async def _read(self, reader: LogReader) -> list[Item]:
+        return self._prepare(await reader.read(max_records=self.batch_size, timeout=READ_TIMEOUT))
+
+    async def ensure_offsets(self, partitions: int) -> None:
+        """Give every partition ``0..partitions-1`` an offset row (starting at 0) if it has none."""
+        await self.pool.execute(_ENSURE_OFFSETS, self.projection, self.topic, list(range(partitions)))
+
+    async def positions(self) -> dict[int, int]:
+        """The stored next offset of every partition of the topic."""
+        rows = await self.pool.fetch(
+            "SELECT partition, next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2",
+            self.projection, self.topic,
+        )
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    # ── one batch ──
+
+    async def apply(self, records: Sequence[StoredRecord]) -> AppliedBatch:
+        """Fold ``records`` of this topic in one transaction, each partition's in offset order.
+
+        After commit, the documents of every changed project and task go to the cache.
+        """
+        return await self._apply_items(self._prepare(records))
+
+    def _prepare(self, records: Sequence[StoredRecord]) -> list[Item]:
+        """``records`` decoded, each partition's in offset order, each offset once."""
+        strangers = {r.topic for r in records} - {self.topic}
+        if strangers:
+            raise ValueError(f"records of topics {sorted(strangers)} given to the projector of {self.topic!r}")
+        # A record delivered twice (a reader re-seeked under a batch) is still one record.
+        unique = {(r.partition, r.offset): r for r in records}
+        return [decode(unique[k]) for k in sorted(unique)]
+
+    async def _apply_items(self, items: list[Item]) -> AppliedBatch:
+        if not items:
+            return AppliedBatch()
+        async with self.pool.acquire() as conn:
+            outcome = await self._transact(conn, items)
+        await self._write_through(outcome.docs)
+        return outcome.batch
+
+    async def _transact(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
+        try:
+            async with conn.transaction():
+                return await self._apply_tx(conn, items)
+        except _DATA_ERRORS as exc:
+            async with conn.transaction():
+                return await self._bisect(conn, items, exc)
+
+    async def _bisect(self, conn: asyncpg.Connection, items: Sequence[Item], error: Exception) -> _Outcome:
+        """Apply ``items``, whose statements failed with ``error``, by halves until the culprit is alone.
+
+        Note: the culprit goes to the dead letters with PostgreSQL's reason and the rest applies;
+        each half runs in a savepoint, so the outcome is the same as one record at a time.
+        """
+        if len(items) == 1:
+            return await self._apply_tx(conn, [Poison(items[0].rec, f"rejected by the read model: {error}")])
+        mid = len(items) // 2
+        return await self._attempt(conn, items[:mid]) + await self._attempt(conn, items[mid:])
+
+    async def _attempt(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
+        try:
+            async with conn.transaction():
+                return await self._apply_tx(conn, items)
+        except _DATA_ERRORS as exc:
+            return await self._bisect(conn, items, exc)
+
+    async def _apply_tx(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
+        """Everything a batch writes, inside the caller's transaction."""
+        stored = await self._lock_offsets(conn, sorted({i.rec.partition for i in items}))
+        fresh = [i for i in items if i.rec.offset >= stored[i.rec.partition]]
+        if not fresh:
+            return _Outcome(AppliedBatch(skipped=len(items)), [])
+        fold = await self._load(conn, [i for i in fresh if isinstance(i, Decoded)])
+        for item in fresh:
+            fold.fold(item)
+        positions = {i.rec.partition: i.rec.offset + 1 for i in fresh}
+        docs = await self._write(conn, fold, positions)
+        batch = AppliedBatch(len(fold.applied), len(items) - len(fresh), fold.duplicates, len(fold.poison), positions)
+        return _Outcome(batch, docs)
+
+    async def _lock_offsets(self, conn: asyncpg.Connection, partitions: list[int]) -> dict[int, int]:
+        """The stored next offset of ``partitions``, locked until commit (in partition order: no deadlock)."""
+        rows = await conn.fetch(_LOCK_OFFSETS, self.projection, self.topic, partitions)
+        if len(rows) < len(partitions):
+            await conn.execute(_ENSURE_OFFSETS, self.projection, self.topic, partitions)
+            rows = await conn.fetch(_LOCK_OFFSETS, self.projection, self.topic, partitions)
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    async def _load(self, conn: asyncpg.Connection, events: list[Decoded]) -> BatchFold:
+        """The current rows of everything ``events`` touch, one query per table.
+
+        Note: the rows are read without a row lock. The offset rows locked before are enough:
+        every event of an entity is in its key's partition, so one batch at a time touches it.
+        """
+        project_ids, shot_keys, task_ids = touched(events)
+        projects = await _fetch_by(conn, _LOAD_PROJECTS, [project_ids], ("id",)) if project_ids else {}
+        tasks = await _fetch_by(conn, _LOAD_TASKS, [task_ids], ("id",)) if task_ids else {}
+        shots: dict[Any, dict[str, Any]] = {}
+        if shot_keys:
+            shots = await _fetch_by(conn, _LOAD_SHOTS, [list(k) for k in zip(*shot_keys, strict=True)],
+                                    ("project_id", "shot_id"))
+        fold = BatchFold(projects, shots, tasks, recorded={})
+        fold.recorded = await self._recorded(conn, fold, events)
+        return fold
+
+    @staticmethod
+    async def _recorded(conn: asyncpg.Connection, fold: BatchFold, events: list[Decoded]) -> dict[tuple[str, int], str]:
+        """The change-log entries of the events at or below their stream's current version.
+
+        An event above it cannot be in the change log yet, so the common batch asks nothing.
+        """
+        def current(e: Decoded) -> int:
+            row = (fold.projects if e.category == "project" else fold.tasks).get(e.ident)
+            return int(row["version"]) if row else 0
+
+        older = [e for e in events if e.env.stream_version <= current(e)]
+        if not older:
+            return {}
+        rows = await conn.fetch(_LOAD_RECORDED, [e.env.stream for e in older], [e.env.stream_version for e in older])
+        return {(r["stream"], r["stream_version"]): r["event_id"] for r in rows}
+
+    async def _write(self, conn: asyncpg.Connection, fold: BatchFold, positions: dict[int, int]) -> list[CachedDoc]:
+        """Write the batch's rows, change log, dead letters and offsets; notify; return the new documents."""
+        projects, tasks = fold.changed("project"), fold.changed("task")
+        shots = [fold.shots[k] for k in fold.changed_shots]
+        returning = " RETURNING *" if self.cache is not None else ""
+        project_rows = await _upsert(conn, _UPSERT_PROJECTS + returning, _columns(projects, _PROJECT_COLUMNS))
+        if shots:
+            await conn.execute(_UPSERT_SHOTS, *_columns(shots, _SHOT_COLUMNS))
+        task_rows = await _upsert(conn, _UPSERT_TASKS + returning, _columns(tasks, _TASK_COLUMNS))
+        if fold.applied:
+            # COPY: the largest write of a batch, and a third faster than INSERT … unnest here.
+            await conn.copy_records_to_table("change_log", records=_change_records(fold.applied),
+                                             columns=_CHANGE_COLUMNS)
+        if fold.poison:
+            await conn.execute(_INSERT_DEAD_LETTERS, self.projection, *_dead_letter_columns(fold.poison))
+        await conn.execute(_SAVE_OFFSETS, self.projection, self.topic, list(positions), list(positions.values()))
+        # Delivered on commit: a reader waiting for a position re-reads the offsets then.
+        await conn.execute("SELECT pg_notify($1, $2)", self.notify_channel, self.projection)
+        return await _documents(conn, project_rows, task_rows) if self.cache is not None else []
+
+    async def _write_through(self, docs: list[CachedDoc]) -> None:
+        """Put the batch's documents in the cache; a failing Redis costs freshness, never the batch."""
+        if self.cache is None or not docs:
+            return
+        try:
+            await self.cache.put_many(_latest(docs))
+        except CacheUnavailable as exc:
+            logger.warning("projector.cache_unavailable", error=str(exc), documents=len(docs))
+
+
+async def _fetch_by(
+    conn: asyncpg.Connection, sql: str, args: list[list[Any]], key: tuple[str, ...]
+) -> dict[Any, dict[str, Any]]:
+    """Rows of ``sql`` as mutable dicts, by the value (or tuple of values) of ``key``'s columns."""
+    rows = await conn.fetch(sql, *args)
+    if len(key) == 1:
+        return {r[key[0]]: dict(r.items()) for r in rows}
+    return {tuple(r[k] for k in key): dict(r.items()) for r in rows}
+
+
+async def _upsert(conn: asyncpg.Connection, sql: str, columns: list[list[Any]]) -> list[Any]:
+    if not columns[0]:
+        return []
+    rows: list[Any] = await conn.fetch(sql, *columns)
+    return rows
+
+
+async def _documents(conn: asyncpg.Connection, projects: list[Any], tasks: list[Any]) -> list[CachedDoc]:
+    """The documents of the rows the batch wrote, built from what PostgreSQL stored (as the query API does)."""
+    shots: dict[str, list[Any]] = defaultdict(list)
+    if projects:
+        for shot in await conn.fetch(_ALL_SHOTS, [p["id"] for p in projects]):
+            shots[shot["project_id"]].append(shot)
+    docs = [_cached("project", p, msgspec.json.encode(project_view(p, shots[p["id"]]))) for p in projects]
+    return docs + [_cached("task", t, msgspec.json.encode(task_view(t))) for t in tasks]
+
+
+def _cached(kind: str, row: Any, doc: bytes) -> CachedDoc:
+    return CachedDoc(kind, row["id"], row["version"], row["partition"], row["last_offset"], doc)
+
+
+def _latest(docs: list[CachedDoc]) -> list[CachedDoc]:
+    """One document per key, the newest (a batch applied by halves may carry several)."""
+    newest: dict[tuple[str, str], CachedDoc] = {}
+    for doc in docs:
+        known = newest.get((doc.kind, doc.id))
+        if known is None or known.version < doc.version:
+            newest[(doc.kind, doc.id)] = doc
+    return list(newest.values())
+
+
+async def _stop_reading(reader: LogReader, ahead: asyncio.Task[list[Item]] | None) -> None:
+    """Stop the read in flight and close ``reader``, hiding neither the error nor the cancellation under way."""
+    if ahead is not None:
+        ahead.cancel()
+        await asyncio.gather(ahead, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        await reader.close()
