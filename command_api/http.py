@@ -70,7 +70,9 @@ def _answer(outcome: Outcome, replayed: bool) -> Response[bytes]:
 
 
 @get("/v1/partitions", summary="Per-partition state of the command side", tags=["commands"])
-async def get_partitions(request: Request[None, None, State], principal: NamedDependency[Principal]) -> list[dict[str, object]]:
+async def get_partitions(
+    request: Request[None, None, State], principal: NamedDependency[Principal]
+) -> list[dict[str, object]]:
     """Owner state per partition: next offset, epoch, streams held, queue depth."""
     service: CommandService = request.app.state.runtime.commands
     return [

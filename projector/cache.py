@@ -85,6 +85,15 @@ class DocumentCache:
             written = await self.redis.evalsha(_PUT_IF_NEWER_SHA, len(keys), *keys, *args)
         return int(written)
 
+    async def delete_many(self, entities: Sequence[tuple[str, str]]) -> None:
+        """Remove the documents of ``(kind, id)`` pairs (the next read fills them from PostgreSQL)."""
+        if not entities:
+            return
+        try:
+            await self.redis.delete(*(self.key(kind, ident) for kind, ident in entities))
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"redis delete of {len(entities)} documents failed: {exc!r}") from exc
+
     async def get(self, kind: str, ident: str) -> CachedDoc | None:
         """The cached document of ``kind`` ``ident``, or ``None`` when there is none."""
         try:

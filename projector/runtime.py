@@ -187,6 +187,8 @@ class Projector:
         self.log, self.pool, self.topic, self.projection = log, pool, topic, projection
         self.cache, self.batch_size, self.notify_channel = cache, batch_size, notify_channel
         self.failures = 0
+        # (kind, id) of documents whose write-through failed: deleted once Redis answers again.
+        self._dirty: set[tuple[str, str]] = set()
 
     # ── the loop ──
 
@@ -218,6 +220,8 @@ class Projector:
                 # The next batch is read and decoded while this one's transaction runs.
                 ahead = asyncio.create_task(self._read(reader))
                 await self._apply_items(items)
+                if not items and self._dirty:
+                    await self._write_through([])
                 self.failures = 0
         finally:
             await _stop_reading(reader, ahead)
@@ -365,13 +369,24 @@ class Projector:
         return await _documents(conn, project_rows, task_rows) if self.cache is not None else []
 
     async def _write_through(self, docs: list[CachedDoc]) -> None:
-        """Put the batch's documents in the cache; a failing Redis costs freshness, never the batch."""
-        if self.cache is None or not docs:
+        """Put the batch's documents in the cache; a failing Redis costs freshness, never the batch.
+
+        Note: a document whose write failed may still sit in Redis at an older version (Redis was
+        unreachable, not empty). Its key is remembered and deleted as soon as Redis answers again,
+        before anything else is written, so a cache that comes back never serves it.
+        """
+        if self.cache is None or not (docs or self._dirty):
             return
         try:
-            await self.cache.put_many(_latest(docs))
+            if self._dirty:
+                await self.cache.delete_many(sorted(self._dirty))
+                self._dirty.clear()
+            if docs:
+                await self.cache.put_many(_latest(docs))
         except CacheUnavailable as exc:
-            logger.warning("projector.cache_unavailable", error=str(exc), documents=len(docs))
+            self._dirty.update((d.kind, d.id) for d in docs)
+            logger.warning("projector.cache_unavailable", error=str(exc), documents=len(docs),
+                           stale_keys=len(self._dirty))
 
 
 async def _fetch_by(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,9 @@ from blackboard.schemas.views import HistoryEntry, Page, TaskView
 log = structlog.get_logger(__name__)
 
 MAX_PAGE = 500
+#: After Redis comes back, how long reads keep bypassing it while the projector deletes the
+#: documents whose write-through failed during the outage (it does so within one poll, ~1 s).
+RECOVERY_GRACE_SECONDS = 3.0
 
 
 class ReadService:
@@ -32,6 +36,7 @@ class ReadService:
         self.partitions, self.timeout = partitions, consistency_timeout
         self.degraded = False
         self.cache_hits = self.cache_misses = 0
+        self._suspect_until = 0.0
 
     async def wait_consistent(self, token: str | None) -> dict[int, int]:
         """Wait until the projection has passed ``token``; 503 ``consistency_timeout`` past the bound."""
@@ -106,9 +111,14 @@ class ReadService:
             return None
         try:
             doc = await self.cache.get(kind, ident)
-            self.degraded = False
         except CacheUnavailable as exc:
             self._degrade(exc)
+            return None
+        if self.degraded:
+            log.info("cache.recovered")
+            self.degraded = False
+            self._suspect_until = time.monotonic() + RECOVERY_GRACE_SECONDS
+        if time.monotonic() < self._suspect_until:
             return None
         # A cached document is fresh enough only if it already holds the entity's events up to the
         # token's offset on its partition; otherwise PostgreSQL (which has passed the token) answers.
@@ -120,7 +130,7 @@ class ReadService:
         return doc.doc
 
     async def _fill(self, kind: str, ident: str, version: int, partition: int, offset: int, doc: bytes) -> None:
-        if self.cache is None or self.degraded:
+        if self.cache is None or self.degraded or time.monotonic() < self._suspect_until:
             return
         try:
             await self.cache.put_many([CachedDoc(kind, ident, version, partition, offset, doc)])

@@ -88,10 +88,13 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        # Only an explicit SAVE writes here; a restart then loads it (a failover to a stale copy).
+        self.dir = tempfile.mkdtemp(prefix="blackboard-redis-")
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
 
@@ -100,3 +103,6 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+    def forget_snapshot(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ def own_redis() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+    server.forget_snapshot()
 
 
 async def test_reads_survive_redis_going_away(pg_url: str, topic_prefix: str, own_redis: RedisServer) -> None:
@@ -43,3 +45,32 @@ async def test_reads_survive_redis_going_away(pg_url: str, topic_prefix: str, ow
         after = await client.get("/v1/projects/p-1")
         assert after.status_code == 200 and after.json()["version"] == 2
         assert (await client.get("/health/ready")).json()["status"] == "ready"
+
+
+async def test_a_redis_that_comes_back_with_old_data_serves_nothing_stale(
+    pg_url: str, topic_prefix: str, own_redis: RedisServer
+) -> None:
+    """Redis comes back holding an older copy (a failover to a stale replica, a restored snapshot)
+    after missing write-throughs: the old document is never served again."""
+    settings = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix, redis_url=own_redis.url)
+    async with running(settings) as (client, runtime):
+        created = await command(client, "project.create", "project:p-1",
+                                {"title": "t", "currency": "EUR", "budget_total": "50"})
+        assert (await client.get("/v1/projects/p-1",
+                                 params={"consistent_with": created.json()["position"]})).json()["version"] == 1
+        assert runtime.redis is not None and runtime.cache is not None
+        assert (await runtime.cache.get("project", "p-1")) is not None
+        await runtime.redis.save()  # the copy that will come back: version 1
+
+        own_redis.stop()
+        spent = await command(client, "project.add_cost", "project:p-1", {"amount": "5.00", "reason": "r"})
+        during = await client.get("/v1/projects/p-1", params={"consistent_with": spent.json()["position"]})
+        assert during.status_code == 200 and during.json()["version"] == 2
+        own_redis.start()  # loads the snapshot: version 1 is back in Redis
+
+        for _ in range(40):
+            read = await client.get("/v1/projects/p-1")
+            assert read.status_code == 200 and read.json()["version"] == 2
+            await asyncio.sleep(0.1)
+        cached = await runtime.cache.get("project", "p-1")
+        assert cached is None or cached.version == 2
