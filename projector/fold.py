@@ -21,7 +21,7 @@ from blackboard.schemas.project import CostAdded, ProjectCreated, ShotUpdated
 from blackboard.schemas.registry import decode_event
 from blackboard.schemas.task import TaskCreated, TaskStatusChanged
 
-# numeric(24,4): at most 20 integer digits and 4 decimals.
+# The read model's money columns: at most 20 integer digits and 4 decimals.
 _MONEY_LIMIT, _MONEY_STEP = Decimal(10) ** 20, Decimal("0.0001")
 _CATEGORY: dict[type[Any], str] = {
     ProjectCreated: "project", CostAdded: "project", ShotUpdated: "project",
@@ -191,7 +191,7 @@ def occurred_at(env: Envelope) -> datetime:
 
 
 def _is_money(value: Decimal) -> bool:
-    """Whether ``value`` fits the read model's ``numeric(24,4)`` exactly and is not negative."""
+    """Whether ``value`` fits the read model's money columns exactly and is not negative."""
     return value.is_finite() and 0 <= value < _MONEY_LIMIT and value == value.quantize(_MONEY_STEP)
 
 

@@ -15,8 +15,10 @@ CREATE TABLE projects (
     id           text          PRIMARY KEY,
     title        text          NOT NULL,
     currency     char(3)       NOT NULL,
-    budget_total numeric(24,4) NOT NULL CHECK (budget_total >= 0),
-    spent        numeric(24,4) NOT NULL DEFAULT 0 CHECK (spent >= 0),
+    -- Unconstrained numeric keeps the scale the money was given in ("12.50" stays "12.50");
+    -- the checks bound it as numeric(24,4) would, without padding every amount to 4 decimals.
+    budget_total numeric       NOT NULL CHECK (budget_total >= 0 AND budget_total < 1e20 AND scale(budget_total) <= 4),
+    spent        numeric       NOT NULL DEFAULT 0 CHECK (spent >= 0 AND spent < 1e20 AND scale(spent) <= 4),
     global_spec  jsonb         NOT NULL DEFAULT '{}',
     version      bigint        NOT NULL CHECK (version >= 1),
     partition    integer       NOT NULL,

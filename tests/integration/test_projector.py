@@ -342,7 +342,7 @@ async def test_cached_documents_are_the_bytes_postgresql_gives(pool: asyncpg.Poo
     cached = await cache.get("project", "p-1")
     assert cached is not None and (cached.version, cached.partition, cached.offset) == (4, 0, 3)
     assert cached.doc == msgspec.json.encode(project_view(row, shots))
-    assert msgspec.json.decode(cached.doc)["budget"]["remaining"] == "99.9900"
+    assert msgspec.json.decode(cached.doc)["budget"]["remaining"] == "99.99"
     task = await cache.get("task", "t-1")
     assert task is not None and task.version == 2
     assert task.doc == msgspec.json.encode(task_view(await pool.fetchrow("SELECT * FROM tasks")))
