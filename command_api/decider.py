@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
+
+S = TypeVar("S")
+C = TypeVar("C")
+E = TypeVar("E")
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -16,29 +20,38 @@ class Rejection(msgspec.Struct, frozen=True):
     details: dict[str, Any] = {}
 
 
-class Decider(NamedTuple):
-    """The three pure functions of one aggregate."""
+class Decider(NamedTuple, Generic[S, C, E]):
+    """The three pure functions of one aggregate, over state ``S``, commands ``C`` and events ``E``."""
 
-    initial_state: Any
-    decide: Callable[[Any, Any], list[Any] | Rejection]
-    evolve: Callable[[Any, Any], Any]
+    initial_state: S
+    decide: Callable[[S, C], list[E] | Rejection]
+    evolve: Callable[[S, E], S]
 
 
-def fold(decider: Decider, state: Any, events: Iterable[Any]) -> Any:
-    """``evolve`` over ``events`` from ``state``."""
+def fold(decider: Decider[S, C, E], state: S, events: Iterable[E]) -> S:
+    """``evolve`` over ``events``, starting from ``state``."""
     for event in events:
         state = decider.evolve(state, event)
     return state
 
 
-def _registry() -> dict[str, Decider]:
+#: Deciders by stream category (``project:p-1`` → ``"project"``), built on first use.
+DECIDERS: dict[str, Decider[Any, Any, Any]]
+
+
+def __getattr__(name: str) -> dict[str, Decider[Any, Any, Any]]:
+    """Build ``DECIDERS`` the first time it is asked for.
+
+    Note: lazily, because every decider module imports ``Rejection`` from here: building the
+    registry while this module loads would make ``import ...command_api.project`` circular.
+    """
+    if name != "DECIDERS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from blackboard.command_api import project, task
 
-    return {
-        "project": Decider(project.initial_state, project.decide, project.evolve),
-        "task": Decider(task.initial_state, task.decide, task.evolve),
+    registry: dict[str, Decider[Any, Any, Any]] = {
+        project.CATEGORY: Decider(project.initial_state, project.decide, project.evolve),
+        task.CATEGORY: Decider(task.initial_state, task.decide, task.evolve),
     }
-
-
-#: Deciders by stream category (``project:p-1`` → ``"project"``).
-DECIDERS: dict[str, Decider] = _registry()
+    globals()["DECIDERS"] = registry
+    return registry

@@ -26,11 +26,15 @@ CATEGORY = "project"
 
 
 class Shot(msgspec.Struct, frozen=True):
+    """A shot's merged fields and its version (1 after its first update)."""
+
     fields: dict[str, Any]
     version: int
 
 
 class Project(msgspec.Struct, frozen=True):
+    """A project as its decisions need it: the budget, the spec and every shot."""
+
     title: str
     currency: str
     budget_total: Decimal
@@ -39,10 +43,10 @@ class Project(msgspec.Struct, frozen=True):
     shots: dict[str, Shot]
 
 
+# ── fold ───────────────────────────────────────────────────────────────────────────────
+
 #: The stream does not exist yet.
 initial_state: Project | None = None
-
-# ── fold ───────────────────────────────────────────────────────────────────────────────
 
 
 def evolve(state: Project | None, event: ProjectEvent) -> Project | None:
@@ -67,7 +71,7 @@ def decide(state: Project | None, command: ProjectCommand) -> list[ProjectEvent]
     if isinstance(command, CreateProject):
         return _create(state, command)
     if state is None:
-        return Rejection("not_found", "the project does not exist; create it first")
+        return Rejection("not_found", "the project does not exist; create it first with project.create")
     if isinstance(command, AddCost):
         return _add_cost(state, command)
     return _update_shot(state, command)
@@ -77,9 +81,30 @@ def _create(state: Project | None, c: CreateProject) -> list[ProjectEvent] | Rej
     event = ProjectCreated(c.title, c.currency, Decimal(c.budget_total), dict(c.global_spec))
     if state is None:
         return [event]
-    if evolve(None, event) == msgspec.structs.replace(state, spent=Decimal(0), shots={}):
+    differ = _differences(state, event)
+    if not differ:
         return []  # the same creation again: nothing new happened
-    return Rejection("already_exists", "a project with this id already exists with other values")
+    return Rejection(
+        "already_exists",
+        f"the project already exists with other values for {', '.join(differ)}",
+        {"fields": differ},
+    )
+
+
+def _differences(state: Project, event: ProjectCreated) -> list[str]:
+    """The creation fields whose values differ; money compares as a number, the spec as canonical JSON."""
+    pairs: dict[str, tuple[Any, Any]] = {
+        "title": (state.title, event.title),
+        "currency": (state.currency, event.currency),
+        "budget_total": (state.budget_total, event.budget_total),
+        # Python's == says {"a": True} == {"a": 1}; JSON does not.
+        "global_spec": (_canonical(state.global_spec), _canonical(event.global_spec)),
+    }
+    return [name for name, (old, new) in pairs.items() if old != new]
+
+
+def _canonical(value: Any) -> bytes:
+    return msgspec.json.encode(value, order="sorted")
 
 
 def _add_cost(state: Project, c: AddCost) -> list[ProjectEvent] | Rejection:
@@ -88,11 +113,17 @@ def _add_cost(state: Project, c: AddCost) -> list[ProjectEvent] | Rejection:
     if amount > remaining:
         return Rejection(
             "budget_exceeded",
-            f"spent {state.spent} + {amount} would exceed the total {state.budget_total} {state.currency}",
-            {"spent": str(state.spent), "amount": str(amount), "total": str(state.budget_total),
-             "remaining": str(remaining)},
+            f"spent {_money(state.spent)} + {_money(amount)} would exceed the total "
+            f"{_money(state.budget_total)} {state.currency}",
+            {"spent": _money(state.spent), "amount": _money(amount), "total": _money(state.budget_total),
+             "remaining": _money(remaining)},
         )
     return [CostAdded(amount, c.reason, c.artifact_id)]
+
+
+def _money(amount: Decimal) -> str:
+    # Fixed-point always: str() of a Decimal may choose exponent notation.
+    return format(amount, "f")
 
 
 def _update_shot(state: Project, c: UpdateShot) -> list[ProjectEvent] | Rejection:
@@ -101,7 +132,7 @@ def _update_shot(state: Project, c: UpdateShot) -> list[ProjectEvent] | Rejectio
     if c.expected_version != actual:
         return Rejection(
             "version_conflict",
-            f"shot {c.shot_id!r} is at version {actual}, the command expected {c.expected_version}",
+            f"shot {c.shot_id!r} is at version {actual}, the command expected version {c.expected_version}",
             {"shot_id": c.shot_id, "expected_version": c.expected_version, "actual_version": actual},
         )
     return [ShotUpdated(c.shot_id, dict(c.patch), actual + 1)]

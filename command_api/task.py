@@ -10,6 +10,7 @@ from blackboard.command_api.decider import Rejection
 from blackboard.schemas.task import (
     TRANSITIONS,
     CreateTask,
+    SetTaskStatus,
     TaskCommand,
     TaskCreated,
     TaskEvent,
@@ -18,13 +19,19 @@ from blackboard.schemas.task import (
 
 CATEGORY = "task"
 
+# ── state ──────────────────────────────────────────────────────────────────────────────
+
 
 class Task(msgspec.Struct, frozen=True):
+    """A task as its decisions need it: what it is and where it stands."""
+
     name: str
     priority: int
     payload: dict[str, Any] | None
     status: str
 
+
+# ── fold ───────────────────────────────────────────────────────────────────────────────
 
 #: The stream does not exist yet.
 initial_state: Task | None = None
@@ -34,30 +41,46 @@ def evolve(state: Task | None, event: TaskEvent) -> Task | None:
     """The state after ``event``. Total and trusting: an appended event happened."""
     match event:
         case TaskCreated(name, priority, payload):
-            return Task(name, priority, payload, "pending")
+            return Task(name, priority, dict(payload) if payload is not None else None, "pending")
         case TaskStatusChanged(to_status=to) if state is not None:
             return msgspec.structs.replace(state, status=to)
     return state
 
 
+# ── decisions ──────────────────────────────────────────────────────────────────────────
+
+
 def decide(state: Task | None, command: TaskCommand) -> list[TaskEvent] | Rejection:
     """The events ``command`` causes in ``state``, or the rule that refuses it."""
     if isinstance(command, CreateTask):
-        event = TaskCreated(command.name, command.priority, command.payload)
-        if state is None:
-            return [event]
-        if evolve(None, event) == msgspec.structs.replace(state, status="pending"):
-            return []  # the same creation again: nothing new happened
-        return Rejection("already_exists", "a task with this id already exists with other values")
+        return _create(state, command)
     if state is None:
-        return Rejection("not_found", "the task does not exist; create it first")
-    if command.status == state.status:
+        return Rejection("not_found", "the task does not exist; create it first with task.create")
+    return _set_status(state, command)
+
+
+def _create(state: Task | None, c: CreateTask) -> list[TaskEvent] | Rejection:
+    event = TaskCreated(c.name, c.priority, dict(c.payload) if c.payload is not None else None)
+    if state is None:
+        return [event]
+    # Compared as canonical JSON: Python's == says {"a": True} == {"a": 1}; JSON does not.
+    if _canonical((state.name, state.priority, state.payload)) == _canonical((c.name, c.priority, c.payload)):
+        return []  # the same creation again: nothing new happened
+    return Rejection("already_exists", "the task already exists with another name, priority or payload")
+
+
+def _canonical(value: Any) -> bytes:
+    return msgspec.json.encode(value, order="sorted")
+
+
+def _set_status(state: Task, c: SetTaskStatus) -> list[TaskEvent] | Rejection:
+    if c.status == state.status:
         return []  # already there: moving again changes nothing
-    allowed = TRANSITIONS[state.status]
-    if command.status not in allowed:
+    allowed = TRANSITIONS.get(state.status, frozenset())
+    if c.status not in allowed:
         return Rejection(
             "illegal_transition",
-            f"task cannot move from {state.status} to {command.status}",
-            {"from": state.status, "to": command.status, "allowed": sorted(allowed)},
+            f"task cannot move from {state.status} to {c.status}",
+            {"from": state.status, "to": c.status, "allowed": sorted(allowed)},
         )
-    return [TaskStatusChanged(state.status, command.status)]
+    return [TaskStatusChanged(state.status, c.status)]

@@ -1,65 +1,125 @@
 """From the raw body of ``POST /v1/commands`` to a typed command, or the exact reasons it is not one.
 
-One parse with the standard library catches what msgspec would let through silently (duplicate
-keys, where the last would win) and what PostgreSQL cannot store (NUL, lone surrogates); then
-msgspec converts the value into the command's Struct and names the JSON path of every bad field.
+Three steps. One parse with the standard library refuses what msgspec would let through
+silently (duplicate keys, where the last would win; NaN and Infinity). A walk over the parsed
+value refuses what PostgreSQL cannot store (NUL, lone surrogates) and what is beyond our limits,
+naming the JSON path of each bad value. Then msgspec converts the value into the request and
+the payload Structs, and its errors are moved under the path they belong to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from itertools import islice
+from typing import Annotated, Any, NamedTuple, TypeVar, get_args, get_origin
 
 import msgspec
 
+from blackboard.schemas import types
 from blackboard.schemas.api import CommandRequest, FieldError
 from blackboard.schemas.registry import COMMAND_TYPES
+from blackboard.schemas.types import Identifier
 
+T = TypeVar("T")
+
+#: Most levels of arrays and objects, the request's own object included.
 MAX_DEPTH = 32
+#: Most items of one array or object.
 MAX_ITEMS = 10_000
 MAX_KEY_LENGTH = 256
+#: Integers beyond this are not exact in JavaScript and most JSON clients.
 MAX_INT = 2**53
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
-_REF = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+#: Errors reported at most; the first ones say enough.
+MAX_ERRORS = 20
+
+_REF = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_SHORTHAND = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _AT = re.compile(r" - at `(\$[^`]*)`$")
+_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`$")
 
 
 class InvalidCommand(Exception):
-    """The body is not a command: ``code`` is ``malformed_json`` or ``invalid_command``."""
+    """The body is not a command: ``code`` is ``malformed_json`` or ``invalid_command``.
+
+    ``malformed_json`` means the body is not JSON at all; ``invalid_command`` means valid JSON
+    that breaks the command schema or our limits, with the JSON path of every bad value.
+    """
 
     def __init__(self, code: str, errors: list[FieldError]) -> None:
         super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
-        self.code, self.errors = code, errors
+        self.code = code
+        self.errors = errors
 
 
 class ValidCommand(NamedTuple):
+    """A command that passed every check, with where it goes and what identifies it."""
+
     request: CommandRequest
     payload: msgspec.Struct
     category: str
+    stream_id: str
     fingerprint: str
 
 
 def validate_command(body: bytes) -> ValidCommand:
     """Decode and check ``body``; raise ``InvalidCommand`` with every reason found."""
     value = _parse(body)
-    problems = list(_walk(value, "$", 0))
-    if problems:
-        raise InvalidCommand("invalid_command", problems[:20])
+    _refuse(list(islice(_walk(value, "$", 0), MAX_ERRORS)))
     request = _convert(value, CommandRequest, "$")
     category, payload_type = _command_type(request)
-    _check_refs(request, category)
-    payload = _convert(request.payload, payload_type, "$.payload")
-    return ValidCommand(request, payload, category, command_fingerprint(request))
+    errors = _reference_errors(request, category)
+    try:
+        payload = _convert(request.payload, payload_type, "$.payload")
+    except InvalidCommand as exc:
+        raise InvalidCommand("invalid_command", errors + exc.errors) from None
+    _refuse(errors)
+    stream_id = request.stream.partition(":")[2]
+    return ValidCommand(request, payload, category, stream_id, command_fingerprint(request))
 
 
 def command_fingerprint(request: CommandRequest) -> str:
-    """What makes two commands the same: type, stream, expected version and payload (canonical JSON)."""
+    """What makes two commands the same: sha256 of the canonical JSON of type, stream, expected
+    version and payload (keys sorted).
+
+    Note: the fingerprint is stored with every outcome; changing how it is computed would make
+    every repeated ``command_id`` look like a different command.
+    """
     canonical = json.dumps([request.type, request.stream, request.expected_version, request.payload],
                            sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _refuse(errors: list[FieldError]) -> None:
+    if errors:
+        raise InvalidCommand("invalid_command", errors)
+
+
+# ── step 1: parse ──────────────────────────────────────────────────────────────────────
+
+
+class _HugeInt(msgspec.Struct, frozen=True):
+    """An integer literal too long to be within ±2^53; the walk reports it with its path."""
+
+    digits: int
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _malformed(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                          parse_int=_parse_int)
+    except json.JSONDecodeError as exc:
+        raise _malformed(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidCommand("invalid_command", [FieldError("$", _too_deep())]) from None
 
 
 def _malformed(message: str) -> InvalidCommand:
@@ -79,87 +139,143 @@ def _no_constant(name: str) -> Any:
     raise _malformed(f"{name} is not a JSON number")
 
 
-def _parse(body: bytes) -> Any:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _malformed(f"the body is not UTF-8 (byte {exc.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise _malformed(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise InvalidCommand("invalid_command", [FieldError("$", f"nested deeper than {MAX_DEPTH} levels")]) from None
+def _parse_int(text: str) -> int | _HugeInt:
+    digits = len(text.lstrip("-"))
+    # 2^53 has 16 digits; longer literals are out of range, and int() of very long ones raises.
+    return _HugeInt(digits) if digits > 16 else int(text)
 
 
-def _walk(value: Any, path: str, depth: int) -> Any:
+# ── step 2: walk ───────────────────────────────────────────────────────────────────────
+
+
+def _walk(value: Any, path: str, depth: int) -> Iterator[FieldError]:
     """Yield a ``FieldError`` for every value PostgreSQL could not store or that is beyond our limits."""
-    if depth > MAX_DEPTH:
-        yield FieldError(path, f"nested deeper than {MAX_DEPTH} levels")
-    elif isinstance(value, str):
-        yield from _check_text(value, path)
-    elif isinstance(value, bool) or value is None or isinstance(value, float):
+    if isinstance(value, str):
+        yield from _text_errors(value, path)
+    elif isinstance(value, _HugeInt):
+        yield FieldError(path, f"integer of {value.digits} digits is outside ±2^53")
+    elif isinstance(value, bool) or value is None:
         return
     elif isinstance(value, int):
         if not -MAX_INT <= value <= MAX_INT:
             yield FieldError(path, "integer outside ±2^53 (not exact in JSON clients)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            yield FieldError(path, "number too large to represent")
+    elif depth >= MAX_DEPTH:
+        yield FieldError(path, _too_deep())
     elif isinstance(value, list):
-        if len(value) > MAX_ITEMS:
-            yield FieldError(path, f"array of {len(value)} items is over the limit of {MAX_ITEMS}")
-            return
-        for i, item in enumerate(value):
-            yield from _walk(item, f"{path}[{i}]", depth + 1)
+        yield from _walk_array(value, path, depth)
     elif isinstance(value, dict):
         yield from _walk_object(value, path, depth)
 
 
-def _walk_object(value: dict[str, Any], path: str, depth: int) -> Any:
+def _too_deep() -> str:
+    return f"nested deeper than {MAX_DEPTH} levels of arrays and objects"
+
+
+def _walk_array(value: list[Any], path: str, depth: int) -> Iterator[FieldError]:
+    if len(value) > MAX_ITEMS:
+        yield FieldError(path, f"array of {len(value)} items is over the limit of {MAX_ITEMS}")
+        return
+    for i, item in enumerate(value):
+        yield from _walk(item, f"{path}[{i}]", depth + 1)
+
+
+def _walk_object(value: dict[str, Any], path: str, depth: int) -> Iterator[FieldError]:
     if len(value) > MAX_ITEMS:
         yield FieldError(path, f"object of {len(value)} keys is over the limit of {MAX_ITEMS}")
         return
     for key, item in value.items():
-        child = f"{path}.{key}" if _ID.match(key) else f"{path}[{json.dumps(key[:64])}]"
+        child = _member(path, key)
         if len(key) > MAX_KEY_LENGTH:
-            yield FieldError(child, f"object key longer than {MAX_KEY_LENGTH} characters")
-        yield from _check_text(key, child)
+            yield FieldError(child, f"object key of {len(key)} characters is over the limit of {MAX_KEY_LENGTH}")
+        yield from _text_errors(key, child)
         yield from _walk(item, child, depth + 1)
 
 
-def _check_text(text: str, path: str) -> Any:
+def _member(path: str, key: str) -> str:
+    """The path of ``key`` under ``path``: ``$.a`` for plain names, ``$["a b"]`` for the rest."""
+    if _SHORTHAND.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key[:64])}]"
+
+
+def _text_errors(text: str, path: str) -> Iterator[FieldError]:
     if "\x00" in text:
-        yield FieldError(path, "text contains NUL (U+0000)")
+        yield FieldError(path, "text contains NUL (U+0000), which PostgreSQL cannot store")
     if _SURROGATE.search(text):
-        yield FieldError(path, "text contains a lone surrogate")
+        yield FieldError(path, "text contains a lone surrogate (not a Unicode character)")
 
 
-def _convert(value: Any, type_: Any, base: str) -> Any:
+# ── step 3: convert ────────────────────────────────────────────────────────────────────
+
+
+def _convert(value: Any, type_: type[T], base: str) -> T:
     try:
         return msgspec.convert(value, type=type_, strict=True)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        found = _AT.search(message)
-        path = base + found.group(1)[1:] if found else base
-        raise InvalidCommand("invalid_command", [FieldError(path, _AT.sub("", message))]) from None
+        raise InvalidCommand("invalid_command", [_field_error(str(exc), base)]) from None
+
+
+def _field_error(message: str, base: str) -> FieldError:
+    """Turn msgspec's ``"<what> - at `$.x`"`` into a ``FieldError`` under ``base``.
+
+    Note: msgspec names an unknown or missing field in the text, at the path of the object that
+    holds it; the error goes to the field itself (``$.payload.colour``), where a client looks.
+    """
+    found = _AT.search(message)
+    path = base + found.group(1)[1:] if found else base
+    message = _AT.sub("", message)
+    message = _PATTERN_TEXTS.get(message, message)
+    field = _FIELD.match(message)
+    return FieldError(_member(path, field.group(1)) if field else path, message)
+
+
+def _pattern_texts() -> dict[str, str]:
+    """msgspec's "matching regex '<pattern>'" → the description of the schema type with that pattern."""
+    texts: dict[str, str] = {}
+    for alias in vars(types).values():
+        if get_origin(alias) is not Annotated:
+            continue
+        for meta in get_args(alias)[1:]:
+            if isinstance(meta, msgspec.Meta) and meta.pattern and meta.description:
+                texts[f"Expected `str` matching regex {meta.pattern!r}"] = f"Expected {meta.description}"
+    return texts
+
+
+#: A client reads "a decimal string greater than 0 ..." more easily than the regex that says it.
+_PATTERN_TEXTS = _pattern_texts()
 
 
 def _command_type(request: CommandRequest) -> tuple[str, type[msgspec.Struct]]:
     known = COMMAND_TYPES.get(request.type)
     if known is None:
-        raise InvalidCommand("invalid_command", [
-            FieldError("$.type", f"unknown command type {request.type[:64]!r}; known: {', '.join(COMMAND_TYPES)}")])
+        raise InvalidCommand("invalid_command", [FieldError(
+            "$.type", f"unknown command type {request.type[:64]!r}; known: {', '.join(sorted(COMMAND_TYPES))}")])
     return known
 
 
-def _check_refs(request: CommandRequest, category: str) -> None:
+def _reference_errors(request: CommandRequest, category: str) -> list[FieldError]:
     errors = []
     prefix, sep, ident = request.stream.partition(":")
-    if prefix != category or not sep:
-        errors.append(FieldError("$.stream", f"a {request.type} command goes to a stream '{category}:<id>'"))
-    elif not _ID.match(ident):
-        errors.append(FieldError("$.stream", "the id must be 1-128 letters, digits, '.', '_' or '-'"))
+    if not sep or prefix != category:
+        errors.append(FieldError(
+            "$.stream", f"a {request.type} command goes to a stream '{category}:<id>', not {request.stream[:64]!r}"))
+    elif not _is_identifier(ident):
+        errors.append(FieldError(
+            "$.stream", f"the id {ident[:64]!r} must be 1-128 letters, digits, '.', '_' or '-', "
+                        "starting with a letter or digit"))
     for name in ("command_id", "correlation_id", "causation_id"):
         ref = getattr(request, name)
-        if ref is not None and not _REF.match(ref):
-            errors.append(FieldError(f"$.{name}", "must be 1-128 letters, digits, '.', '_', ':' or '-'"))
-    if errors:
-        raise InvalidCommand("invalid_command", errors)
+        if ref is not None and not _REF.fullmatch(ref):
+            errors.append(FieldError(f"$.{name}", f"{ref[:64]!r} must be 1-128 letters, digits, '.', '_', ':' or '-'"))
+    return errors
+
+
+def _is_identifier(text: str) -> bool:
+    try:
+        msgspec.convert(text, Identifier)
+    except msgspec.ValidationError:
+        return False
+    return True

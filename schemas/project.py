@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from blackboard.schemas.types import Currency, ExpectedVersion, Identifier, MoneyText, ShortText
+from blackboard.schemas.types import Currency, ExpectedVersion, Identifier, MoneyText, PositiveMoneyText, ShortText
 
 #: Keys a shot document carries itself; a patch may not set them.
 RESERVED_SHOT_FIELDS = frozenset({"id", "version"})
@@ -27,7 +27,7 @@ class CreateProject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class AddCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``project.add_cost``: charge the budget; refused with ``budget_exceeded`` past the total."""
 
-    amount: MoneyText
+    amount: PositiveMoneyText
     reason: ShortText
     artifact_id: Identifier | None = None
 

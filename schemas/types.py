@@ -6,13 +6,17 @@ from typing import Annotated
 
 import msgspec
 
+# Patterns end in ``(?!\n)$``: in Python's ``re`` (which msgspec uses) a bare ``$`` also matches
+# before a final newline, so "EUR\n" would pass; the lookahead closes that and stays valid
+# ECMA-262, the dialect of the exported JSON Schema.
+
 #: An identifier inside a stream name or a field: letters, digits, ``.``, ``_`` and ``-``.
 Identifier = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*(?!\n)$",
         description="1-128 characters: letters, digits, '.', '_' and '-', starting with a letter or digit",
     ),
 ]
@@ -22,14 +26,27 @@ Identifier = Annotated[
 MoneyText = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,4})?$",
+        pattern=r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,4})?(?!\n)$",
         description="a non-negative decimal string with at most 15 integer digits and 4 decimals",
         examples=["12.50"],
     ),
 ]
 
+#: Money that must be more than zero ("0.01"; never "0" or "0.00").
+PositiveMoneyText = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(?!0(\.0+)?$)(0|[1-9][0-9]{0,14})(\.[0-9]{1,4})?(?!\n)$",
+        description="a decimal string greater than 0 with at most 15 integer digits and 4 decimals",
+        examples=["12.50"],
+    ),
+]
+
 #: ISO 4217 alphabetic currency code.
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
+Currency = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[A-Z]{3}(?!\n)$", description="an ISO 4217 code: three capital letters", examples=["EUR"]),
+]
 
 #: A short human text (titles, names, reasons).
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]

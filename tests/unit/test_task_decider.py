@@ -2,73 +2,129 @@
 
 from __future__ import annotations
 
-from typing import Any
+from itertools import pairwise
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blackboard.command_api.decider import DECIDERS, Rejection, fold
-from blackboard.schemas.task import TRANSITIONS, CreateTask, SetTaskStatus, TaskCreated, TaskStatusChanged
+from blackboard.command_api import task
+from blackboard.command_api.decider import DECIDERS, Decider, Rejection, fold
+from blackboard.command_api.task import Task
+from blackboard.schemas.task import (
+    TRANSITIONS,
+    CreateTask,
+    SetTaskStatus,
+    TaskCommand,
+    TaskCreated,
+    TaskEvent,
+    TaskStatus,
+    TaskStatusChanged,
+)
 
-TASK = DECIDERS["task"]
-STATUSES = sorted(TRANSITIONS)
+TASK: Decider[Task | None, TaskCommand, TaskEvent] = Decider(task.initial_state, task.decide, task.evolve)
+STATUSES: list[Any] = sorted(get_args(TaskStatus))
 CREATED = TaskCreated("render", 5, {"shot": "s-1"})
+MOVES = {(frm, to) for frm, targets in TRANSITIONS.items() for to in targets}
+
+# The shortest legal path from pending to each status.
+PATHS = {
+    "pending": [],
+    "claimed": ["claimed"],
+    "running": ["claimed", "running"],
+    "succeeded": ["claimed", "running", "succeeded"],
+    "failed": ["claimed", "running", "failed"],
+    "cancelled": ["claimed", "running", "cancelled"],
+}
 
 
-def in_status(status: str) -> Any:
-    # The shortest legal path from pending to each status.
-    path = {"pending": [], "claimed": ["claimed"], "running": ["claimed", "running"],
-            "succeeded": ["claimed", "running", "succeeded"], "failed": ["claimed", "running", "failed"],
-            "cancelled": ["claimed", "running", "cancelled"]}[status]
-    moves, current = [], "pending"
-    for to in path:
-        moves.append(TaskStatusChanged(current, to))
-        current = to
-    return fold(TASK, None, [CREATED, *moves])
+def history(*events: TaskEvent) -> Task | None:
+    """The state after ``events``, from a stream that did not exist."""
+    return fold(TASK, task.initial_state, events)
+
+
+def in_status(status: str) -> Task | None:
+    """A task created as ``CREATED`` and moved along the shortest path to ``status``."""
+    stops = ["pending", *PATHS[status]]
+    return history(CREATED, *(TaskStatusChanged(a, b) for a, b in pairwise(stops)))
+
+
+def test_the_registry_holds_the_task_decider() -> None:
+    assert DECIDERS["task"] == (task.initial_state, task.decide, task.evolve)
+
+
+def test_the_state_machine_names_every_status() -> None:
+    assert set(TRANSITIONS) == set(STATUSES) >= {to for targets in TRANSITIONS.values() for to in targets}
 
 
 def test_create_a_task_pending() -> None:
-    assert TASK.decide(None, CreateTask("render", 5, {"shot": "s-1"})) == [CREATED]
-    assert TASK.evolve(None, CREATED).status == "pending"
+    state = history()
+    result = task.decide(state, CreateTask("render", 5, {"shot": "s-1"}))
+    assert result == [CREATED] and history(*result) == Task("render", 5, {"shot": "s-1"}, "pending")
 
 
-def test_the_same_creation_again_changes_nothing_and_another_is_refused() -> None:
-    assert TASK.decide(in_status("running"), CreateTask("render", 5, {"shot": "s-1"})) == []
-    refused = TASK.decide(in_status("pending"), CreateTask("other"))
-    assert isinstance(refused, Rejection) and refused.code == "already_exists"
+def test_the_same_creation_again_changes_nothing() -> None:
+    state = in_status("running")
+    result = task.decide(state, CreateTask("render", 5, {"shot": "s-1"}))
+    assert result == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [CreateTask("other", 5, {"shot": "s-1"}), CreateTask("render", 6, {"shot": "s-1"}),
+     CreateTask("render", 5, None), CreateTask("render", 5, {"shot": True})],
+)
+def test_a_creation_with_other_values_is_refused(command: CreateTask) -> None:
+    state = in_status("pending")
+    result = task.decide(state, command)
+    assert isinstance(result, Rejection) and result.code == "already_exists"
 
 
 def test_a_move_of_a_missing_task_is_refused() -> None:
-    refused = TASK.decide(None, SetTaskStatus("claimed"))
-    assert isinstance(refused, Rejection) and refused.code == "not_found"
+    state = history()
+    result = task.decide(state, SetTaskStatus("claimed"))
+    assert isinstance(result, Rejection) and result.code == "not_found"
 
 
 @pytest.mark.parametrize("to", STATUSES)
 @pytest.mark.parametrize("frm", STATUSES)
-def test_every_move_of_the_grid(frm: str, to: str) -> None:
-    result = TASK.decide(in_status(frm), SetTaskStatus(to))  # type: ignore[arg-type]
+def test_every_move_of_the_grid(frm: str, to: Any) -> None:
+    state = in_status(frm)
+    result = task.decide(state, SetTaskStatus(to))
     if frm == to:
         assert result == []
     elif to in TRANSITIONS[frm]:
         assert result == [TaskStatusChanged(frm, to)]
     else:
-        assert isinstance(result, Rejection) and result.code == "illegal_transition"
-        assert result.details == {"from": frm, "to": to, "allowed": sorted(TRANSITIONS[frm])}
+        assert result == Rejection("illegal_transition", f"task cannot move from {frm} to {to}",
+                                   {"from": frm, "to": to, "allowed": sorted(TRANSITIONS[frm])})
+
+
+def test_evolve_trusts_a_move_the_state_machine_would_refuse() -> None:
+    state = in_status("succeeded")
+    after = task.evolve(state, TaskStatusChanged("succeeded", "pending"))
+    assert after is not None and after.status == "pending"
+
+
+def test_evolve_of_a_move_before_creation_keeps_the_missing_state() -> None:
+    assert task.evolve(None, TaskStatusChanged("pending", "claimed")) is None
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(STATUSES), max_size=30))
-def test_random_moves_follow_the_state_machine(targets: list[str]) -> None:
-    state, accepted, last = in_status("pending"), [CREATED], "pending"
+def test_random_moves_follow_the_state_machine(targets: list[Any]) -> None:
+    accepted: list[TaskEvent] = [CREATED]
+    state, last = in_status("pending"), "pending"
     for to in targets:
-        result = TASK.decide(state, SetTaskStatus(to))  # type: ignore[arg-type]
+        result = task.decide(state, SetTaskStatus(to))
         if isinstance(result, Rejection):
+            assert to not in TRANSITIONS[last]
             continue
         for event in result:
-            assert event.to_status in TRANSITIONS[event.from_status]
-            state = TASK.evolve(state, event)
+            assert isinstance(event, TaskStatusChanged) and (event.from_status, event.to_status) in MOVES
+        state = fold(TASK, state, result)
         accepted += result
         last = to
-    assert state.status == last
-    assert fold(TASK, None, accepted) == state
+    assert state is not None and state.status == last
+    assert history(*accepted) == state
