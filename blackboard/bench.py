@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,54 @@ async def _command_runs(env: dict[str, str], clients: int, commands: int, projec
     return results
 
 
+async def _service_runs(pg_url: str, clients: int, commands: int, projects: int, runs: int) -> list[float]:
+    """The same add_cost load straight into the command service: validation, decide, append; no HTTP."""
+    import uuid
+
+    import msgspec
+    from pydantic import SecretStr
+
+    from blackboard.app import Runtime
+    from blackboard.command_api.owner import Submission
+    from blackboard.command_api.validation import validate_command
+    from blackboard.config import Settings
+
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(postgres_url=SecretStr(pg_url), topic_prefix=f"svc{tag}.", read_schema=f"svc{tag}")
+    runtime = Runtime(settings, pg_url, roles=frozenset({"command"}))
+    await runtime.start()
+    assert runtime.commands is not None
+    service = runtime.commands
+
+    async def submit(body: dict[str, Any]) -> None:
+        valid = validate_command(msgspec.json.encode(body))
+        cid = uuid.uuid4().hex
+        await service.submit(Submission(
+            category=valid.category, stream=valid.request.stream, command_type=valid.request.type,
+            payload=valid.payload, command_id=cid, fingerprint=valid.fingerprint, actor="bench",
+            correlation_id=cid, causation_id=cid, expected_version=None))
+
+    rates = []
+    try:
+        for i in range(projects):
+            await submit({"type": "project.create", "stream": f"project:s{i}",
+                          "payload": {"title": "t", "currency": "EUR", "budget_total": "999999999"}})
+        for _ in range(runs):
+            todo = iter(range(commands))
+
+            async def worker(todo: Iterator[int]) -> None:
+                for i in todo:
+                    await submit({"type": "project.add_cost", "stream": f"project:s{i % projects}",
+                                  "payload": {"amount": "1.25", "reason": "bench"}})
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(todo) for _ in range(clients)))
+            rates.append(commands / (time.perf_counter() - t0))
+    finally:
+        await runtime.stop()
+    return rates
+
+
 async def _projector_runs(env: dict[str, str], pg_url: str, backlog: int, clients: int, runs: int) -> list[float]:
     rates = []
     for run in range(runs):
@@ -179,6 +228,14 @@ async def _main(clients: int, commands: int, projects: int, backlog: int, runs: 
         except BaseException:
             stop_embedded_postgres(Path(tmp) / "postgres")
             raise
+        console.print(f"[bold]Command service without HTTP[/]: the same load from {clients} concurrent tasks in "
+                      "this process straight into the partition owners (validation, decide, append to the "
+                      "PostgreSQL log), to show what the HTTP stack costs.")
+        try:
+            svc = await _service_runs(pg_url, clients, commands, projects, runs)
+        except BaseException:
+            stop_embedded_postgres(Path(tmp) / "postgres")
+            raise
         console.print(f"[bold]Projector catch-up[/]: {backlog} events appended with the projector stopped, "
                       "then a projector-only process started; events/s from its readiness to the last offset "
                       f"applied (PostgreSQL log → PostgreSQL read models), {runs} runs.")
@@ -195,6 +252,7 @@ async def _main(clients: int, commands: int, projects: int, backlog: int, runs: 
                   ", ".join(f"{r[1]:.1f}" for r in cmd))
     table.add_row("command p99 ms", f"{statistics.median(r[2] for r in cmd):.1f}",
                   ", ".join(f"{r[2]:.1f}" for r in cmd))
+    table.add_row("commands/s without HTTP", f"{statistics.median(svc):.0f}", ", ".join(f"{r:.0f}" for r in svc))
     table.add_row("projector events/s", f"{statistics.median(proj):.0f}", ", ".join(f"{r:.0f}" for r in proj))
     console.print(table)
 
