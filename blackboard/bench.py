@@ -258,4 +258,9 @@ async def _main(clients: int, commands: int, projects: int, backlog: int, runs: 
 
 
 def run_bench(*, clients: int, commands: int, projects: int, backlog: int, runs: int) -> None:
+    import logging
+
+    from blackboard.logs import configure_logging
+
+    configure_logging(logging.WARNING)
     asyncio.run(_main(clients, commands, projects, backlog, runs))
