@@ -17,6 +17,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from blackboard import __version__
 from blackboard.auth import Authenticator
@@ -167,7 +168,9 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
             if manage_lifecycle:
                 await runtime.stop()
 
-    routes: list[Any] = [health_live, health_ready]
+    prometheus = PrometheusConfig(app_name="blackboard", prefix="blackboard_http", group_path=True,
+                                  exclude=["/metrics", "/health"])
+    routes: list[Any] = [health_live, health_ready, PrometheusController]
     if "command" in runtime.roles:
         routes += COMMAND_ROUTES
     if "query" in runtime.roles:
@@ -177,6 +180,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         dependencies={"principal": Provide(authenticate, sync_to_thread=False)},
         exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error, Exception: _on_unexpected},
         lifespan=[lifespan],
+        middleware=[prometheus.middleware],
         request_max_body_size=runtime.settings.max_body_bytes,
         state=State({"runtime": runtime}),
         openapi_config=OpenAPIConfig(title="Blackboard", version=__version__, path="/schema"),

@@ -11,6 +11,7 @@ repeated ``command_id`` gets its first outcome also after a restart.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from blackboard.command_api import metrics
 from blackboard.command_api.decider import DECIDERS, Rejection
 from blackboard.events.codec import UndecodableRecord, from_record, to_record
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog, Record, StoredRecord
@@ -219,9 +221,14 @@ class PartitionOwner:
         decided: dict[str, _Known] = {}
         envelopes: list[Envelope] = []
         answers: list[tuple[Submission, Outcome | IdempotencyKeyReused, bool]] = []
+        started = time.perf_counter()
         for sub in group:
             answers.append(self._decide_one(sub, scratch, decided, envelopes))
+        appending = time.perf_counter()
+        metrics.DECIDE_SECONDS.observe(appending - started)
+        metrics.GROUP_SIZE.observe(len(group))
         base = await self._append(envelopes)
+        metrics.APPEND_SECONDS.observe(time.perf_counter() - appending)
         results = [
             StoredOutcome(cid, k.outcome.stream if isinstance(k.outcome, Accepted) else _stream_of(group, cid),
                           k.fingerprint, k.outcome)
@@ -232,9 +239,12 @@ class PartitionOwner:
         self._commit(scratch, decided, envelopes, base)
         for sub, answer, replayed in answers:
             if isinstance(answer, IdempotencyKeyReused):
+                metrics.COMMANDS.labels(sub.command_type, "idempotency_key_reused").inc()
                 sub.future.set_exception(answer)
             else:
                 final = self.known[sub.command_id].outcome if sub.command_id in self.known else answer
+                label = "replayed" if replayed else "accepted" if isinstance(final, Accepted) else "rejected"
+                metrics.COMMANDS.labels(sub.command_type, label).inc()
                 sub.future.set_result((final, replayed))
 
     def _decide_one(

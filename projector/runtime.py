@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import msgspec
 import structlog
 
 from blackboard.events.log import LogReader, PartitionedLog, StoredRecord
+from blackboard.projector import metrics
 from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
 from blackboard.projector.documents import project_view, task_view
 from blackboard.projector.fold import BatchFold, Decoded, Item, Poison, decode, occurred_at, touched
@@ -28,6 +30,7 @@ from blackboard.projector.fold import BatchFold, Decoded, Item, Poison, decode, 
 logger = structlog.get_logger(__name__)
 
 READ_TIMEOUT = 1.0
+LAG_EVERY_SECONDS = 5.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 30.0
 #: Longest reason kept in a dead letter.
 MAX_REASON = 2000
@@ -189,6 +192,7 @@ class Projector:
         self.failures = 0
         # (kind, id) of documents whose write-through failed: deleted once Redis answers again.
         self._dirty: set[tuple[str, str]] = set()
+        self._lag_at = 0.0
 
     # ── the loop ──
 
@@ -220,11 +224,22 @@ class Projector:
                 # The next batch is read and decoded while this one's transaction runs.
                 ahead = asyncio.create_task(self._read(reader))
                 await self._apply_items(items)
-                if not items and self._dirty:
-                    await self._write_through([])
+                if not items:
+                    await self._idle()
                 self.failures = 0
         finally:
             await _stop_reading(reader, ahead)
+
+    async def _idle(self) -> None:
+        """Work for a quiet moment: flush stale cache keys, and publish the lag (every few seconds)."""
+        if self._dirty:
+            await self._write_through([])
+        now = time.monotonic()
+        if now - self._lag_at >= LAG_EVERY_SECONDS:
+            self._lag_at = now
+            for partition, position in (await self.positions()).items():
+                end = await self.log.end_offset(self.topic, partition)
+                metrics.LAG.labels(str(partition)).set(max(0, end - position))
 
     async def _read(self, reader: LogReader) -> list[Item]:
         return self._prepare(await reader.read(max_records=self.batch_size, timeout=READ_TIMEOUT))
@@ -262,10 +277,18 @@ class Projector:
     async def _apply_items(self, items: list[Item]) -> AppliedBatch:
         if not items:
             return AppliedBatch()
+        started = time.perf_counter()
         async with self.pool.acquire() as conn:
             outcome = await self._transact(conn, items)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(items))
+        batch = outcome.batch
+        for result, count in (("applied", batch.applied), ("skipped", batch.skipped),
+                              ("duplicate", batch.duplicates), ("dead_letter", batch.dead_letters)):
+            if count:
+                metrics.APPLIED.labels(result).inc(count)
         await self._write_through(outcome.docs)
-        return outcome.batch
+        return batch
 
     async def _transact(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
         try:
@@ -384,6 +407,7 @@ class Projector:
             if docs:
                 await self.cache.put_many(_latest(docs))
         except CacheUnavailable as exc:
+            metrics.CACHE_FAILURES.inc()
             self._dirty.update((d.kind, d.id) for d in docs)
             logger.warning("projector.cache_unavailable", error=str(exc), documents=len(docs),
                            stale_keys=len(self._dirty))

@@ -14,6 +14,7 @@ import structlog
 from blackboard.events.partitioner import partition_for
 from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
 from blackboard.projector.documents import history_entry, project_view, task_view
+from blackboard.query_api import metrics
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.schemas.api import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.envelope import decode_token, stream_partition_key
@@ -35,7 +36,6 @@ class ReadService:
         self.pool, self.watch, self.cache = pool, watch, cache
         self.partitions, self.timeout = partitions, consistency_timeout
         self.degraded = False
-        self.cache_hits = self.cache_misses = 0
         self._suspect_until = 0.0
 
     async def wait_consistent(self, token: str | None) -> dict[int, int]:
@@ -46,7 +46,10 @@ class ReadService:
             wanted = decode_token(token)
         except ValueError as exc:
             raise InvalidRequest(str(exc), code="invalid_consistency_token") from None
-        if not await self.watch.wait_for(wanted, self.timeout):
+        started = time.perf_counter()
+        reached = await self.watch.wait_for(wanted, self.timeout)
+        metrics.CONSISTENCY_WAIT.observe(time.perf_counter() - started)
+        if not reached:
             raise ServiceUnavailable(
                 f"the read models have not reached {token} within {self.timeout}s; retry",
                 code="consistency_timeout", headers={"Retry-After": "1"},
@@ -112,6 +115,7 @@ class ReadService:
         try:
             doc = await self.cache.get(kind, ident)
         except CacheUnavailable as exc:
+            metrics.CACHE.labels("error").inc()
             self._degrade(exc)
             return None
         if self.degraded:
@@ -119,14 +123,15 @@ class ReadService:
             self.degraded = False
             self._suspect_until = time.monotonic() + RECOVERY_GRACE_SECONDS
         if time.monotonic() < self._suspect_until:
+            metrics.CACHE.labels("bypass").inc()
             return None
         # A cached document is fresh enough only if it already holds the entity's events up to the
         # token's offset on its partition; otherwise PostgreSQL (which has passed the token) answers.
         partition = partition_for(ident, self.partitions)
         if doc is None or (partition in wanted and doc.offset < wanted[partition]):
-            self.cache_misses += 1
+            metrics.CACHE.labels("miss").inc()
             return None
-        self.cache_hits += 1
+        metrics.CACHE.labels("hit").inc()
         return doc.doc
 
     async def _fill(self, kind: str, ident: str, version: int, partition: int, offset: int, doc: bytes) -> None:

@@ -1,0 +1,14 @@
+"""Prometheus metrics of the command side."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+COMMANDS = Counter("blackboard_commands_total", "Commands decided, by type and outcome",
+                   ["type", "outcome"])
+GROUP_SIZE = Histogram("blackboard_command_group_size", "Commands decided and appended together",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+DECIDE_SECONDS = Histogram("blackboard_decide_seconds", "Time to decide one group of commands",
+                           buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1))
+APPEND_SECONDS = Histogram("blackboard_append_seconds", "Time the log took to acknowledge one group's batch",
+                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))

@@ -1,0 +1,11 @@
+"""Prometheus metrics of the read side."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+CACHE = Counter("blackboard_cache_reads_total", "Document reads by cache result (hit, miss, error, bypass)",
+                ["result"])
+CONSISTENCY_WAIT = Histogram("blackboard_consistency_wait_seconds",
+                             "Time reads waited for their consistency token",
+                             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))
