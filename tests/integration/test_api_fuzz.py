@@ -1,0 +1,75 @@
+"""Schemathesis against our own OpenAPI: whatever it sends, the service never answers 5xx."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+
+from tests.services import free_port
+
+
+@pytest.fixture(scope="module")
+def server_url(postgres_server_url: str) -> Iterator[str]:
+    """A ``blackboard up`` process with schemas and topics of its own on the shared PostgreSQL."""
+    tag = uuid.uuid4().hex[:8]
+    port = free_port()
+    env = {**os.environ, "BLACKBOARD_POSTGRES_URL": postgres_server_url, "BLACKBOARD_TOPIC_PREFIX": f"f{tag}.",
+           "BLACKBOARD_READ_SCHEMA": f"fuzz_{tag}", "BLACKBOARD_LOG_SCHEMA": f"fuzzlog_{tag}"}
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "blackboard.cli", "up", "--port", str(port)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc)
+            httpx.post(f"{url}/v1/commands", json={
+                "type": "project.create", "stream": "project:p-1",
+                "payload": {"title": "t", "currency": "EUR", "budget_total": "10"}}).raise_for_status()
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(20)
+            log.seek(0)
+            assert b"Traceback" not in log.read(), "the server logged an unexpected error"
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "blackboard up exited"
+        try:
+            if httpx.get(f"{url}/health/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("blackboard up did not become ready")
+
+
+def test_no_input_makes_the_service_fail(server_url: str) -> None:
+    """Every operation, with generated valid and invalid parameters and bodies: no answer is a 5xx."""
+    api = schemathesis.openapi.from_url(f"{server_url}/schema/openapi.json")
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert len(operations) >= 5
+    calls: list[int] = []
+
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def no_server_error(case: Any) -> None:
+            calls.append(case.call_and_validate(checks=[not_a_server_error]).status_code)
+
+        no_server_error()
+    assert len(calls) > 5 * len(operations), "the generator must have exercised every operation"
