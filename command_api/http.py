@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.params import PathParameter
 
 from blackboard.command_api.owner import IdempotencyKeyReused, Submission
 from blackboard.command_api.service import CommandService
@@ -17,6 +19,7 @@ from blackboard.schemas.api import (
     ApiError,
     Forbidden,
     InvalidRequest,
+    NotFound,
     Outcome,
     UnsupportedMediaType,
 )
@@ -69,6 +72,23 @@ def _answer(outcome: Outcome, replayed: bool) -> Response[bytes]:
     return Response(msgspec.json.encode(outcome), status_code=status, media_type=JSON, headers=headers)
 
 
+@get("/v1/commands/{command_id:str}", summary="What became of a command", tags=["commands"])
+async def get_command(
+    request: Request[None, None, State], principal: NamedDependency[Principal],
+    command_id: Annotated[str, PathParameter(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")],
+) -> Response[bytes]:
+    """The first outcome of ``command_id`` (accepted with its position, or rejected with its code),
+    ``{"outcome": "pending"}`` while it is being decided, or 404 ``unknown_command``."""
+    service: CommandService = request.app.state.runtime.commands
+    outcome = service.outcome_of(command_id)
+    if outcome is None:
+        raise NotFound(f"no command {command_id!r} has been decided", code="unknown_command")
+    if outcome == "pending":
+        return Response(b'{"outcome":"pending","command_id":' + msgspec.json.encode(command_id) + b"}",
+                        status_code=202, media_type=JSON)
+    return Response(msgspec.json.encode(outcome), media_type=JSON)
+
+
 @get("/v1/partitions", summary="Per-partition state of the command side", tags=["commands"])
 async def get_partitions(
     request: Request[None, None, State], principal: NamedDependency[Principal]
@@ -82,4 +102,4 @@ async def get_partitions(
     ]
 
 
-ROUTES = [post_command, get_partitions]
+ROUTES = [post_command, get_command, get_partitions]

@@ -33,6 +33,7 @@ class CommandService:
         }
         # command_id → partition, so that an id reused for a stream of another partition is caught.
         self._index: dict[str, int] = {}
+        self._pending: set[str] = set()
 
     async def start(self) -> None:
         """Restore every owned partition, then start serving."""
@@ -60,8 +61,20 @@ class CommandService:
         known = owner.lookup(sub.command_id, sub.fingerprint)
         if known is not None:
             return known, True
-        await owner.queue.put(sub)
-        return await sub.future
+        self._pending.add(sub.command_id)
+        try:
+            await owner.queue.put(sub)
+            return await sub.future
+        finally:
+            self._pending.discard(sub.command_id)
+
+    def outcome_of(self, command_id: str) -> Outcome | str | None:
+        """The outcome of ``command_id``; ``"pending"`` while it is being decided; ``None`` if unknown."""
+        if command_id in self._pending:
+            return "pending"
+        partition = self._index.get(command_id)
+        known = self.owners[partition].known.get(command_id) if partition is not None else None
+        return known.outcome if known else None
 
     async def restore(self, owners: list[PartitionOwner]) -> None:
         """Rebuild the given owners from their partitions of both topics."""

@@ -101,3 +101,14 @@ async def test_first_outcome_survives_a_restart(settings: Settings) -> None:
         assert runtime.log is not None
         events = await read_events(runtime.log, settings.events_topic)
         assert [e.envelope.stream_version for e in events] == [1, 2, 3, 4]
+
+
+async def test_the_outcome_of_any_command_can_be_asked_for(settings: Settings) -> None:
+    async with running(settings) as (client, _):
+        accepted = await command(client, "task.create", "task:t-1", {"name": "n"}, command_id="ask-1")
+        refused = await command(client, "task.set_status", "task:t-1", {"status": "running"}, command_id="ask-2")
+        assert (await client.get("/v1/commands/ask-1")).json() == accepted.json()
+        asked = await client.get("/v1/commands/ask-2")
+        assert (asked.status_code, asked.json()) == (200, refused.json())
+        unknown = await client.get("/v1/commands/never-sent")
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_command")
