@@ -25,6 +25,7 @@ from blackboard.events.log import (
     StoredRecord,
     TopicMismatch,
     UnknownTopic,
+    check_record_sizes,
 )
 
 UNKNOWN_TOPIC = 3
@@ -128,11 +129,9 @@ class KafkaLog:
         producer, _, _ = self._started()
         if not records:
             raise ValueError("append needs at least one record")
+        check_record_sizes(records, self.max_record_bytes)
         batch = producer.create_batch()
-        for i, r in enumerate(records):
-            size = len(r.key or b"") + len(r.value or b"") + sum(len(k) + len(v) for k, v in r.headers)
-            if size > self.max_record_bytes:
-                raise RecordTooLarge(f"record #{i} is {size} bytes, over the limit of {self.max_record_bytes}")
+        for r in records:
             if batch.append(key=r.key, value=r.value, timestamp=r.timestamp_ms, headers=list(r.headers)) is None:
                 raise RecordTooLarge(f"a batch of {len(records)} records is over {MAX_BATCH_BYTES} bytes")
         batch.close()

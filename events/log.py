@@ -31,6 +31,17 @@ class StoredRecord(msgspec.Struct, frozen=True):
     timestamp_ms: int
 
 
+def check_record_sizes(records: Sequence[Record], limit: int) -> None:
+    """Refuse the whole batch with ``RecordTooLarge`` when any record (key + value + headers) is over ``limit``.
+
+    Note: engines check before sending, because not every broker enforces its own limit (tansu does not).
+    """
+    for i, r in enumerate(records):
+        size = len(r.key or b"") + len(r.value or b"") + sum(len(k) + len(v) for k, v in r.headers)
+        if size > limit:
+            raise RecordTooLarge(f"record #{i} is {size} bytes, over the limit of {limit}")
+
+
 class LogError(Exception):
     """Base of the log's errors. ``retriable`` says whether trying again can help."""
 

@@ -21,10 +21,10 @@ from blackboard.events.log import (
     LogUnavailable,
     OffsetConflict,
     Record,
-    RecordTooLarge,
     StoredRecord,
     TopicMismatch,
     UnknownTopic,
+    check_record_sizes,
 )
 
 POLL_SECONDS = 0.25
@@ -141,11 +141,9 @@ class PostgresLog:
 
     def _rows(self, records: Sequence[Record]) -> list[tuple[Any, ...]]:
         now_ms = int(time.time() * 1000)
+        check_record_sizes(records, self.max_record_bytes)
         rows = []
-        for i, r in enumerate(records):
-            size = len(r.key or b"") + len(r.value or b"") + sum(len(k) + len(v) for k, v in r.headers)
-            if size > self.max_record_bytes:
-                raise RecordTooLarge(f"record #{i} is {size} bytes, over the limit of {self.max_record_bytes}")
+        for r in records:
             stamp = r.timestamp_ms if r.timestamp_ms is not None else now_ms
             rows.append((r.key, [k for k, _ in r.headers], [v for _, v in r.headers], r.value, stamp))
         return rows
