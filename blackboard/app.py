@@ -16,11 +16,12 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from blackboard import __version__
-from blackboard.auth import Authenticator
+from blackboard.auth import Authenticator, rate_limit_identity
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.service import CommandService
 from blackboard.config import Settings
@@ -144,7 +145,11 @@ def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[by
                   if isinstance(e, dict)]
         return _error(422, ErrorBody("invalid_request", "the request's parameters are not valid", errors))
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return _error(exc.status_code, ErrorBody(code, str(exc.detail)), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 429:
+        # RFC 9110 Retry-After, from the limiter's own reset time.
+        headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "1"))
+    return _error(exc.status_code, ErrorBody(code, str(exc.detail)), headers)
 
 
 def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -171,6 +176,11 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     prometheus = PrometheusConfig(app_name="blackboard", prefix="blackboard_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     routes: list[Any] = [health_live, health_ready, PrometheusController]
+    middleware: list[Any] = [prometheus.middleware]
+    if runtime.settings.rate_limit_per_second:
+        limit = RateLimitConfig(rate_limit=("second", runtime.settings.rate_limit_per_second),
+                                identifier_for_request=rate_limit_identity, exclude=["/health", "/metrics"])
+        middleware.append(limit.middleware)
     if "command" in runtime.roles:
         routes += COMMAND_ROUTES
     if "query" in runtime.roles:
@@ -180,7 +190,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         dependencies={"principal": Provide(authenticate, sync_to_thread=False)},
         exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error, Exception: _on_unexpected},
         lifespan=[lifespan],
-        middleware=[prometheus.middleware],
+        middleware=middleware,
         request_max_body_size=runtime.settings.max_body_bytes,
         state=State({"runtime": runtime}),
         openapi_config=OpenAPIConfig(title="Blackboard", version=__version__, path="/schema"),

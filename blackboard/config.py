@@ -33,6 +33,8 @@ class Settings(BaseSettings):
         default=None,
         description="'key=principal:rw,key2=principal2:ro'; without it every caller is 'anonymous' with rw",
     )
+    rate_limit_per_second: int | None = Field(
+        default=None, ge=1, description="requests per second per credential (per client address without one)")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest accepted request body")
     consistency_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     projector_batch_size: int = Field(default=2000, ge=1, le=100_000)
