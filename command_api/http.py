@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 import msgspec
+import structlog
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -53,6 +54,9 @@ async def post_command(request: Request[None, None, State], principal: NamedDepe
         expected_version=req.expected_version,
     )
     service: CommandService = request.app.state.runtime.commands
+    # Every log line while this command is handled names it.
+    structlog.contextvars.bind_contextvars(command_id=command_id, correlation_id=sub.correlation_id,
+                                           stream=req.stream, actor=principal.name)
     try:
         outcome, replayed = await service.submit(sub)
     except IdempotencyKeyReused as exc:
