@@ -198,10 +198,7 @@ class PartitionOwner:
             while len(group) < MAX_GROUP and not self.queue.empty():
                 group.append(self.queue.get_nowait())
             try:
-                if self.stale:
-                    await self._restore(self)
-                    self.stale = False
-                await self._decide_group(group)
+                await self._decide_fresh(group)
             except asyncio.CancelledError:
                 self._fail(group, ServiceUnavailable("the command service is stopping", code="shutting_down"))
                 raise
@@ -209,6 +206,22 @@ class PartitionOwner:
                 self.stale = True
                 log.error("owner.group_failed", partition=self.partition, error=repr(exc))
                 self._fail(group, _unavailable(exc))
+
+    async def _decide_fresh(self, group: list[Submission]) -> None:
+        """Decide ``group`` on current state: when another writer moved the partition (nothing of ours
+        was appended), restore and decide once more rather than answer from a stale state."""
+        for attempt in (1, 2):
+            if self.stale:
+                await self._restore(self)
+                self.stale = False
+            try:
+                await self._decide_group(group)
+                return
+            except OffsetConflict as exc:
+                self.stale = True
+                if exc.appended or attempt == 2:
+                    raise
+                log.warning("owner.stale_state", partition=self.partition, expected=exc.expected, actual=exc.actual)
 
     @staticmethod
     def _fail(group: Sequence[Submission], exc: Exception) -> None:
@@ -300,6 +313,11 @@ class PartitionOwner:
 
     async def _append(self, envelopes: list[Envelope]) -> int:
         if not envelopes:
+            # Refusals and no-ops append no event, so no append can fence them: check instead that
+            # no other writer has moved the partition since our state was built.
+            end = await self.log.end_offset(self.events_topic, self.partition)
+            if end != self.next_offset:
+                raise OffsetConflict(self.events_topic, self.partition, self.next_offset, end, appended=False)
             return self.next_offset
         records = [to_record(e) for e in envelopes]
         try:
