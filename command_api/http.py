@@ -10,6 +10,7 @@ import structlog
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter
 
 from blackboard.command_api.owner import IdempotencyKeyReused, Submission
@@ -18,10 +19,12 @@ from blackboard.command_api.validation import InvalidCommand, validate_command
 from blackboard.schemas.api import (
     Accepted,
     ApiError,
+    ErrorBody,
     Forbidden,
     InvalidRequest,
     NotFound,
     Outcome,
+    Rejected,
     UnsupportedMediaType,
 )
 from blackboard.schemas.auth import Principal
@@ -29,7 +32,21 @@ from blackboard.schemas.auth import Principal
 JSON = "application/json"
 
 
-@post("/v1/commands", status_code=200, summary="Decide a command", tags=["commands"])
+_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="malformed_json: the body is not JSON, or JSON we refuse"),
+    401: ResponseSpec(ErrorBody, description="missing_credentials / invalid_credentials"),
+    403: ResponseSpec(ErrorBody, description="read_only_key"),
+    413: ResponseSpec(ErrorBody, description="payload_too_large"),
+    415: ResponseSpec(ErrorBody, description="unsupported_media_type"),
+    422: ResponseSpec(ErrorBody, description="invalid_command (with the JSON path of each bad field), "
+                                             "idempotency_key_reused"),
+    503: ResponseSpec(ErrorBody, description="log_unavailable / not_owner: retry with the same command_id"),
+}
+
+
+@post("/v1/commands", status_code=200, summary="Decide a command", tags=["commands"],
+      responses={200: ResponseSpec(Accepted, description="accepted: the events and the position token"),
+                 409: ResponseSpec(Rejected, description="rejected by a rule, with its code"), **_ERRORS})
 async def post_command(request: Request[None, None, State], principal: NamedDependency[Principal]) -> Response[bytes]:
     """Decide one command against current state; 200 accepted, 409 rejected by a rule, 4xx bad input.
 
