@@ -87,9 +87,13 @@ async def _send_until_killed(url: str, acked: dict[str, str], sent: list[tuple[s
                 return
 
 
-async def test_kill_minus_nine_loses_nothing_acknowledged(pg_url: str, topic_prefix: str) -> None:
+@pytest.mark.parametrize("engine", ["postgres", "kafka"])
+async def test_kill_minus_nine_loses_nothing_acknowledged(
+    request: pytest.FixtureRequest, engine: str, pg_url: str, topic_prefix: str
+) -> None:
+    kafka = request.getfixturevalue("kafka_bootstrap") if engine == "kafka" else None
     env = {"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_TOPIC_PREFIX": topic_prefix,
-           "BLACKBOARD_PARTITIONS": "4"}
+           "BLACKBOARD_PARTITIONS": "4", **({"BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {})}
     port = _free_port()
     first = Process(env, port)
     await first.ready()
@@ -123,7 +127,7 @@ async def test_kill_minus_nine_loses_nothing_acknowledged(pg_url: str, topic_pre
             await _settled(client, second.url, sent)
     finally:
         second.stop()
-    await _assert_log_and_models(pg_url, topic_prefix, sent)
+    await _assert_log_and_models(engine, pg_url, topic_prefix, sent, kafka)
 
 
 async def _settled(client: httpx.AsyncClient, url: str, sent: list[tuple[str, int]]) -> None:
@@ -138,9 +142,10 @@ async def _settled(client: httpx.AsyncClient, url: str, sent: list[tuple[str, in
     raise AssertionError(f"read models did not reach {len(sent)} costs")
 
 
-async def _assert_log_and_models(pg_url: str, topic_prefix: str, sent: list[tuple[str, int]]) -> None:
-    settings = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix)
-    rebuild = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix, read_schema="rebuild")
+async def _assert_log_and_models(engine: str, pg_url: str, topic_prefix: str, sent: list[tuple[str, int]],
+                                 kafka: str | None) -> None:
+    settings = settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka)
+    rebuild = settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka, read_schema="rebuild")
     runtime = Runtime(rebuild, pg_url, roles=frozenset({"projector"}))
     await runtime.start()
     try:
