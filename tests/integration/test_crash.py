@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from blackboard.app import Runtime
+from blackboard.ops import checksums
 from tests.integration.harness import read_events, settings_for
 
 pytestmark = pytest.mark.slow
@@ -173,17 +174,9 @@ async def _wait_rebuilt(pg_url: str, total: int) -> None:
         await conn.close()
 
 
-async def _checksums(pg_url: str, schema: str) -> dict[str, str]:
+async def _checksums(pg_url: str, schema: str) -> dict[str, tuple[int, str]]:
     conn = await asyncpg.connect(pg_url)
     try:
-        queries = {
-            "projects": f"SELECT md5(string_agg(concat_ws('|', id, title, budget_total, spent, global_spec::text, "
-                        f"version), ',' ORDER BY id)) FROM {schema}.projects",
-            "shots": f"SELECT md5(string_agg(concat_ws('|', project_id, shot_id, fields::text, version), ',' "
-                     f"ORDER BY project_id, shot_id)) FROM {schema}.shots",
-            "change_log": f"SELECT md5(string_agg(concat_ws('|', stream, stream_version, event_id, payload::text), "
-                          f"',' ORDER BY stream, stream_version)) FROM {schema}.change_log",
-        }
-        return {table: str(await conn.fetchval(q)) for table, q in queries.items()}
+        return await checksums(conn, schema)
     finally:
         await conn.close()

@@ -1,0 +1,363 @@
+"""Operator views of a running system: topics, projection lag, dead letters, and a rebuild check.
+
+Each function returns a msgspec Struct that the CLI prints as a table or as one JSON document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from blackboard.config import Settings
+from blackboard.events.log import PartitionedLog, UnknownTopic
+from blackboard.projector.migrate import create_pool, migrate, quote_ident
+from blackboard.projector.runtime import Projector
+
+PROJECTION = "main"
+
+
+@contextlib.asynccontextmanager
+async def opened_log(settings: Settings, postgres_url: str) -> AsyncIterator[PartitionedLog]:
+    """The started log the settings select, closed on exit."""
+    from blackboard.app import open_log
+
+    log = open_log(settings, postgres_url)
+    await log.start()
+    try:
+        yield log
+    finally:
+        await log.close()
+
+
+@contextlib.asynccontextmanager
+async def read_pool(settings: Settings, postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the read-model schema, closed on exit."""
+    pool = await create_pool(postgres_url, settings.read_schema, min_size=1, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+# ── topics ──────────────────────────────────────────────────────────────────────────────
+
+
+class PartitionEnd(msgspec.Struct, frozen=True):
+    partition: int
+    end_offset: int
+
+
+class TopicReport(msgspec.Struct, frozen=True):
+    """One topic: ``exists`` is false (and ``partitions`` empty) when it was never created."""
+
+    name: str
+    exists: bool
+    partitions: list[PartitionEnd]
+    total: int
+
+
+class TopicsReport(msgspec.Struct, frozen=True):
+    engine: str
+    topics: list[TopicReport]
+    total: int
+
+
+async def end_offsets(log: PartitionedLog, topic: str) -> dict[int, int]:
+    """The exact end offset of every partition of ``topic``; ``UnknownTopic`` when it does not exist."""
+    partitions = await log.partition_count(topic)
+    return {p: await log.end_offset(topic, p) for p in range(partitions)}
+
+
+async def topics(log: PartitionedLog, settings: Settings) -> TopicsReport:
+    """Partitions and end offsets of the events, commands and command-results topics."""
+    reports = [await _topic(log, name)
+               for name in (settings.events_topic, settings.commands_topic, settings.results_topic)]
+    return TopicsReport(log.engine, reports, sum(t.total for t in reports))
+
+
+async def _topic(log: PartitionedLog, name: str) -> TopicReport:
+    try:
+        ends = await end_offsets(log, name)
+    except UnknownTopic:
+        return TopicReport(name, False, [], 0)
+    return TopicReport(name, True, [PartitionEnd(p, e) for p, e in ends.items()], sum(ends.values()))
+
+
+# ── lag ─────────────────────────────────────────────────────────────────────────────────
+
+
+class PartitionLag(msgspec.Struct, frozen=True):
+    """``next_offset`` is ``None`` when the projection has no offset row for the partition yet (lag counts from 0)."""
+
+    partition: int
+    next_offset: int | None
+    end_offset: int
+    lag: int
+
+
+class LagReport(msgspec.Struct, frozen=True):
+    projection: str
+    topic: str
+    partitions: list[PartitionLag]
+    total: int
+
+
+async def stored_offsets(pool: asyncpg.Pool, topic: str, projection: str = PROJECTION) -> dict[int, int]:
+    """The projection's stored next offset per partition; empty when its schema was never migrated."""
+    try:
+        rows = await pool.fetch(
+            "SELECT partition, next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2",
+            projection, topic)
+    except asyncpg.UndefinedTableError:
+        return {}
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def lag(log: PartitionedLog, pool: asyncpg.Pool, settings: Settings) -> LagReport:
+    """Per partition of the events topic: the projection's next offset, the log's end, and the difference."""
+    topic = settings.events_topic
+    ends = await end_offsets(log, topic)
+    stored = await stored_offsets(pool, topic)
+    rows = [PartitionLag(p, stored.get(p), end, max(0, end - stored.get(p, 0))) for p, end in ends.items()]
+    return LagReport(PROJECTION, topic, rows, sum(r.lag for r in rows))
+
+
+# ── dead letters ────────────────────────────────────────────────────────────────────────
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    id: int
+    projection: str
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    created_at: datetime
+
+
+class Bytes(msgspec.Struct, frozen=True):
+    """Stored bytes for a reader: the text when they are UTF-8, else their hex."""
+
+    encoding: str
+    data: str
+
+
+class DeadLetterDetail(DeadLetter, frozen=True):
+    headers: dict[str, str]
+    key: Bytes | None
+    value: Bytes | None
+
+
+class DeadLettersReport(msgspec.Struct, frozen=True):
+    """The newest ``dead_letters`` (by id, newest first) and how many there are in all."""
+
+    dead_letters: list[DeadLetter]
+    total: int
+
+
+_DEAD_LETTER_COLUMNS = 'id, projection, topic, partition, "offset", reason, created_at'
+
+
+async def dead_letters(pool: asyncpg.Pool, *, limit: int = 50) -> DeadLettersReport:
+    """The ``limit`` newest dead letters, without their headers and bytes."""
+    try:
+        rows = await pool.fetch(f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id DESC LIMIT $1", limit)
+        total = await pool.fetchval("SELECT count(*) FROM dead_letters")
+    except asyncpg.UndefinedTableError:
+        return DeadLettersReport([], 0)
+    return DeadLettersReport([DeadLetter(**dict(r.items())) for r in rows], int(total))
+
+
+async def dead_letter(pool: asyncpg.Pool, id_: int) -> DeadLetterDetail | None:
+    """One dead letter with its headers, key and value; ``None`` when there is no such id."""
+    try:
+        row = await pool.fetchrow(
+            f"SELECT {_DEAD_LETTER_COLUMNS}, headers, key, value FROM dead_letters WHERE id = $1", id_)
+    except asyncpg.UndefinedTableError:
+        return None
+    if row is None:
+        return None
+    fields = dict(row.items())
+    fields.update(key=readable(fields["key"]), value=readable(fields["value"]))
+    return DeadLetterDetail(**fields)
+
+
+def readable(raw: bytes | None) -> Bytes | None:
+    """``raw`` as text when it is valid UTF-8, else as hex."""
+    if raw is None:
+        return None
+    try:
+        return Bytes("utf-8", raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return Bytes("hex", raw.hex())
+
+
+# ── checksums of the read models ────────────────────────────────────────────────────────
+
+
+class Table(msgspec.Struct, frozen=True):
+    """A read-model table: its primary key and the columns that are a pure function of the log."""
+
+    name: str
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+# Every column but change_log.recorded_at (the clock at insert): created_at/updated_at come
+# from the events' occurred_at, partition/last_offset from their positions.
+READ_MODELS = (
+    Table("projects", ("id",), ("title", "currency", "budget_total", "spent", "global_spec", "version",
+                                "partition", "last_offset", "created_at", "updated_at")),
+    Table("shots", ("project_id", "shot_id"), ("fields", "version", "updated_at")),
+    Table("tasks", ("id",), ("name", "priority", "payload", "status", "version", "partition", "last_offset",
+                             "created_at", "updated_at")),
+    Table("change_log", ("stream", "stream_version"),
+          ("partition", "offset", "event_id", "type", "schema_version", "actor", "command_id", "correlation_id",
+           "causation_id", "occurred_at", "payload")),
+)
+
+
+def _rows_sql(table: Table, schema: str) -> str:
+    """``key`` (the primary key as a jsonb array) and ``digest`` (md5 of the row's text) of every row.
+
+    Note: a row's text form tells NULL from '' and keeps numeric scale; timestamps print in the
+    session's time zone, the same for both schemas compared on one connection.
+    """
+    key = ", ".join(quote_ident(c) for c in table.key)
+    cols = ", ".join(quote_ident(c) for c in table.key + table.columns)
+    return (f"SELECT jsonb_build_array({key}) AS key, md5(ROW({cols})::text) AS digest "
+            f"FROM {quote_ident(schema)}.{quote_ident(table.name)}")
+
+
+async def table_checksum(conn: asyncpg.Connection | asyncpg.Pool, schema: str, table: Table) -> tuple[int, str]:
+    """Row count and an order-independent checksum of ``schema.table`` (rows sorted by primary key)."""
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS n, coalesce(md5(string_agg(digest, ',' ORDER BY key)), '') AS sum "
+        f"FROM ({_rows_sql(table, schema)}) AS r")
+    assert row is not None
+    return int(row["n"]), str(row["sum"])
+
+
+async def checksums(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> dict[str, tuple[int, str]]:
+    """``table_checksum`` of every read model of ``schema``."""
+    return {t.name: await table_checksum(conn, schema, t) for t in READ_MODELS}
+
+
+async def differing_keys(conn: asyncpg.Connection | asyncpg.Pool, table: Table, left: str, right: str,
+                         *, limit: int = 10) -> list[list[Any]]:
+    """Up to ``limit`` primary keys whose rows differ between two schemas (or exist in one only)."""
+    rows = await conn.fetch(
+        f"SELECT coalesce(a.key, b.key)::text AS key FROM ({_rows_sql(table, left)}) AS a "
+        f"FULL JOIN ({_rows_sql(table, right)}) AS b ON a.key = b.key "
+        f"WHERE a.digest IS DISTINCT FROM b.digest ORDER BY 1 LIMIT $1", limit)
+    return [msgspec.json.decode(r["key"]) for r in rows]
+
+
+# ── verify: the read models against a fresh rebuild ─────────────────────────────────────
+
+
+class TableCheck(msgspec.Struct, frozen=True):
+    """One table compared: ``differing_keys`` holds up to 10 primary keys of rows that differ."""
+
+    table: str
+    live_rows: int
+    rebuilt_rows: int
+    equal: bool
+    differing_keys: list[list[Any]]
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    """``targets`` are the end offsets when verify started: the rebuild applied exactly the records below them.
+
+    ``live_offsets`` are the live projection's offsets at the comparison; past a target, rows
+    changed by newer events may differ for that reason alone (verify a quiet log for an exact answer).
+    """
+
+    equal: bool
+    targets: dict[int, int]
+    live_offsets: dict[int, int]
+    tables: list[TableCheck]
+
+
+class VerifyTimeout(Exception):
+    """The rebuild or the live projection did not reach the target offsets in time."""
+
+
+async def verify(log: PartitionedLog, pool: asyncpg.Pool, postgres_url: str, settings: Settings,
+                 *, timeout: float = 60.0) -> VerifyReport:
+    """Rebuild the read models from offset 0 into a temporary schema and compare them with the live ones.
+
+    The temporary schema is dropped at the end, whatever happened.
+    """
+    deadline = time.monotonic() + timeout
+    targets = await end_offsets(log, settings.events_topic)
+    schema = f"verify_{uuid.uuid4().hex[:16]}"
+    try:
+        async with _scratch_pool(postgres_url, schema) as scratch:
+            # Its own channel: the live query API's waiters need not wake for the rebuild.
+            projector = Projector(log, scratch, topic=settings.events_topic, notify_channel="blackboard_verify")
+            await rebuild(log, projector, targets, deadline)
+        live = await _wait_live(pool, settings.events_topic, targets, deadline)
+        async with pool.acquire() as conn:
+            tables = [await _compare(conn, t, settings.read_schema, schema) for t in READ_MODELS]
+    finally:
+        await asyncio.shield(_drop_schema(pool, schema))
+    return VerifyReport(all(t.equal for t in tables), targets, live, tables)
+
+
+@contextlib.asynccontextmanager
+async def _scratch_pool(postgres_url: str, schema: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(postgres_url, schema, min_size=1, max_size=2)
+    try:
+        await migrate(pool, schema)
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _drop_schema(pool: asyncpg.Pool, schema: str) -> None:
+    await pool.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+
+
+async def rebuild(log: PartitionedLog, projector: Projector, targets: Mapping[int, int], deadline: float) -> None:
+    """Apply every record of the projector's topic below ``targets`` (per partition), none beyond."""
+    reader = log.reader(projector.topic)
+    try:
+        read = {p: 0 for p in targets}
+        for p in (p for p, end in targets.items() if end):
+            await reader.seek(p, 0)
+        while any(read[p] < end for p, end in targets.items()):
+            if time.monotonic() > deadline:
+                raise VerifyTimeout(f"the rebuild reached {read}, not {dict(targets)}, in time")
+            records = await reader.read(max_records=projector.batch_size, timeout=1.0)
+            # Records appended after verify started are left out: both sides stop at the targets.
+            await projector.apply([r for r in records if r.offset < targets[r.partition]])
+            for r in records:
+                read[r.partition] = max(read[r.partition], r.offset + 1)
+    finally:
+        await reader.close()
+
+
+async def _wait_live(pool: asyncpg.Pool, topic: str, targets: Mapping[int, int], deadline: float) -> dict[int, int]:
+    """The live projection's offsets once every one has reached its target."""
+    while True:
+        live = await stored_offsets(pool, topic)
+        if all(live.get(p, 0) >= end for p, end in targets.items()):
+            return live
+        if time.monotonic() > deadline:
+            raise VerifyTimeout(f"the live projection is at {live}, not at {dict(targets)}; is it running?")
+        await asyncio.sleep(0.2)
+
+
+async def _compare(conn: asyncpg.Connection, table: Table, live: str, rebuilt: str) -> TableCheck:
+    (live_rows, live_sum), (rebuilt_rows, rebuilt_sum) = [await table_checksum(conn, s, table) for s in (live, rebuilt)]
+    equal = live_rows == rebuilt_rows and live_sum == rebuilt_sum
+    keys = [] if equal else await differing_keys(conn, table, live, rebuilt)
+    return TableCheck(table.name, live_rows, rebuilt_rows, equal, keys)
