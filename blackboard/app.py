@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,8 @@ from blackboard.schemas.auth import parse_api_keys
 log = structlog.get_logger(__name__)
 
 ROLES = frozenset({"command", "projector", "query"})
+#: Longest wait for each step of a shutdown.
+STOP_SECONDS = 5.0
 
 
 def open_log(settings: Settings, postgres_url: str) -> PartitionedLog:
@@ -106,19 +108,32 @@ class Runtime:
                                      consistency_timeout=s.consistency_timeout_seconds)
 
     async def stop(self) -> None:
+        """Stop everything; each step is bounded, so a stuck connection cannot hang a shutdown."""
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await _bounded("background tasks", asyncio.gather(*self.tasks, return_exceptions=True))
         if self.commands:
-            await self.commands.stop()
+            await _bounded("command service", self.commands.stop())
         if self.watch:
-            await self.watch.stop()
+            await _bounded("offset watch", self.watch.stop())
         if self.redis is not None:
-            await self.redis.aclose()
+            await _bounded("redis", self.redis.aclose())
         if self.pool is not None:
-            await self.pool.close()
+            if not await _bounded("read-model pool", self.pool.close()):
+                # A connection still checked out (a task cancelled mid-query) would make close() wait forever.
+                self.pool.terminate()
         if self.log is not None:
-            await self.log.close()
+            await _bounded("log", self.log.close())
+
+
+async def _bounded(what: str, step: Awaitable[Any], seconds: float = STOP_SECONDS) -> bool:
+    """Await ``step`` for at most ``seconds``; ``False`` (and a log line) when it did not finish."""
+    try:
+        await asyncio.wait_for(step, seconds)
+        return True
+    except TimeoutError:
+        log.warning("shutdown.step_timed_out", step=what, seconds=seconds)
+        return False
 
 
 # ── HTTP ──────────────────────────────────────────────────────────────────────────────

@@ -85,7 +85,11 @@ class PostgresLog:
 
     async def close(self) -> None:
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), 5.0)
+            except TimeoutError:
+                # A connection still checked out by a cancelled task would make close() wait forever.
+                self._pool.terminate()
             self._pool = None
 
     async def create_topic(self, topic: str, partitions: int, *, config: Mapping[str, str] | None = None) -> None:
@@ -219,5 +223,5 @@ class PostgresLogReader:
     async def close(self) -> None:
         if self._listener is not None:
             with contextlib.suppress(Exception):
-                await self._listener.close()
+                await self._listener.close(timeout=2.0)
             self._listener = None
