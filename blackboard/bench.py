@@ -220,26 +220,18 @@ async def _main(clients: int, commands: int, projects: int, backlog: int, runs: 
         os.chmod(tmp, 0o755)
         pg_url = start_embedded_postgres(Path(tmp))
         env = {"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_DATA_DIR": tmp}
-        console.print(f"[bold]HTTP command path[/]: {clients} concurrent clients × {commands} project.add_cost "
-                      f"over {projects} projects, {runs} runs after a warm-up; one `blackboard up` process "
-                      "(embedded PostgreSQL, PostgreSQL log, projector running alongside).")
         try:
+            console.print(f"[bold]HTTP command path[/]: {clients} concurrent clients × {commands} "
+                          f"project.add_cost over {projects} projects, {runs} runs after a warm-up; one "
+                          "`blackboard up` process (embedded PostgreSQL, PostgreSQL log, projector alongside).")
             cmd = await _command_runs(env, clients, commands, projects, runs)
-        except BaseException:
-            stop_embedded_postgres(Path(tmp) / "postgres")
-            raise
-        console.print(f"[bold]Command service without HTTP[/]: the same load from {clients} concurrent tasks in "
-                      "this process straight into the partition owners (validation, decide, append to the "
-                      "PostgreSQL log), to show what the HTTP stack costs.")
-        try:
+            console.print(f"[bold]Command service without HTTP[/]: the same load from {clients} concurrent tasks "
+                          "in this process straight into the partition owners (validation, decide, append to "
+                          "the PostgreSQL log), to show what the HTTP stack costs.")
             svc = await _service_runs(pg_url, clients, commands, projects, runs)
-        except BaseException:
-            stop_embedded_postgres(Path(tmp) / "postgres")
-            raise
-        console.print(f"[bold]Projector catch-up[/]: {backlog} events appended with the projector stopped, "
-                      "then a projector-only process started; events/s from its readiness to the last offset "
-                      f"applied (PostgreSQL log → PostgreSQL read models), {runs} runs.")
-        try:
+            console.print(f"[bold]Projector catch-up[/]: {backlog} events appended with the projector stopped, "
+                          "then a projector-only process started; events/s from its readiness to the last "
+                          f"offset applied (PostgreSQL log → PostgreSQL read models), {runs} runs.")
             proj = await _projector_runs(env, pg_url, backlog, clients, runs)
         finally:
             stop_embedded_postgres(Path(tmp) / "postgres")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,15 +20,9 @@ import pytest
 from blackboard.app import Runtime
 from blackboard.ops import checksums
 from tests.integration.harness import read_events, settings_for
+from tests.services import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Process:
@@ -95,7 +88,7 @@ async def test_kill_minus_nine_loses_nothing_acknowledged(
     kafka = request.getfixturevalue("kafka_bootstrap") if engine == "kafka" else None
     env = {"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_TOPIC_PREFIX": topic_prefix,
            "BLACKBOARD_PARTITIONS": "4", **({"BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {})}
-    port = _free_port()
+    port = free_port()
     first = Process(env, port)
     await first.ready()
     async with httpx.AsyncClient() as client:
