@@ -23,12 +23,14 @@ CATEGORY = "task"
 
 
 class Task(msgspec.Struct, frozen=True):
-    """A task as its decisions need it: what it is and where it stands."""
+    """A task as its decisions need it: what it is, where it stands, what it needs and waits for."""
 
     name: str
     priority: int
-    payload: dict[str, Any] | None
+    payload: dict[str, Any]
     status: str
+    required_skills: list[str] = []
+    depends_on: list[str] = []
 
 
 # ── fold ───────────────────────────────────────────────────────────────────────────────
@@ -40,8 +42,8 @@ initial_state: Task | None = None
 def evolve(state: Task | None, event: TaskEvent) -> Task | None:
     """The state after ``event``. Total and trusting: an appended event happened."""
     match event:
-        case TaskCreated(name, priority, payload):
-            return Task(name, priority, dict(payload) if payload is not None else None, "pending")
+        case TaskCreated() as e:
+            return Task(e.name, e.priority, dict(e.payload), "pending", list(e.required_skills), list(e.depends_on))
         case TaskStatusChanged(to_status=to) if state is not None:
             return msgspec.structs.replace(state, status=to)
     return state
@@ -60,13 +62,16 @@ def decide(state: Task | None, command: TaskCommand) -> list[TaskEvent] | Reject
 
 
 def _create(state: Task | None, c: CreateTask) -> list[TaskEvent] | Rejection:
-    event = TaskCreated(c.name, c.priority, dict(c.payload) if c.payload is not None else None)
+    event = TaskCreated(c.name, c.priority, dict(c.payload or {}), list(c.required_skills), list(c.depends_on))
     if state is None:
         return [event]
     # Compared as canonical JSON: Python's == says {"a": True} == {"a": 1}; JSON does not.
-    if _canonical((state.name, state.priority, state.payload)) == _canonical((c.name, c.priority, c.payload)):
+    ours = (state.name, state.priority, state.payload, state.required_skills, state.depends_on)
+    if _canonical(ours) == _canonical((event.name, event.priority, event.payload, event.required_skills,
+                                       event.depends_on)):
         return []  # the same creation again: nothing new happened
-    return Rejection("already_exists", "the task already exists with another name, priority or payload")
+    return Rejection("already_exists",
+                     "the task already exists with another name, priority, payload, required_skills or depends_on")
 
 
 def _canonical(value: Any) -> bytes:

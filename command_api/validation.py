@@ -22,6 +22,7 @@ import msgspec
 from blackboard.schemas import types
 from blackboard.schemas.api import CommandRequest, FieldError
 from blackboard.schemas.registry import COMMAND_TYPES
+from blackboard.schemas.task import CreateTask
 from blackboard.schemas.types import Identifier
 
 T = TypeVar("T")
@@ -79,6 +80,7 @@ def validate_command(body: bytes) -> ValidCommand:
         raise InvalidCommand("invalid_command", errors + exc.errors) from None
     _refuse(errors)
     stream_id = request.stream.partition(":")[2]
+    _refuse_self_dependency(payload, stream_id)
     return ValidCommand(request, payload, category, stream_id, command_fingerprint(request))
 
 
@@ -97,6 +99,18 @@ def command_fingerprint(request: CommandRequest) -> str:
 def _refuse(errors: list[FieldError]) -> None:
     if errors:
         raise InvalidCommand("invalid_command", errors)
+
+
+def _refuse_self_dependency(payload: msgspec.Struct, task_id: str) -> None:
+    """Refuse, with the code ``self_dependency``, a task that names itself in ``depends_on``.
+
+    Note: checked here and not in the decider: only the request knows the stream a payload goes to,
+    and a task waiting for itself could never run.
+    """
+    if isinstance(payload, CreateTask) and task_id in payload.depends_on:
+        at = payload.depends_on.index(task_id)
+        raise InvalidCommand("self_dependency", [FieldError(
+            f"$.payload.depends_on[{at}]", f"task {task_id!r} may not depend on itself")])
 
 
 # ── step 1: parse ──────────────────────────────────────────────────────────────────────

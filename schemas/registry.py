@@ -27,15 +27,18 @@ EVENT_TYPES: dict[str, tuple[type[msgspec.Struct], int]] = {
     "project.created": (project.ProjectCreated, 1),
     "project.cost_added": (project.CostAdded, 1),
     "project.shot_updated": (project.ShotUpdated, 1),
-    "task.created": (task.TaskCreated, 1),
+    "task.created": (task.TaskCreated, 2),
     "task.status_changed": (task.TaskStatusChanged, 1),
 }
 
 _NAME_OF: dict[type[msgspec.Struct], str] = {cls: name for name, (cls, _) in EVENT_TYPES.items()}
 
 #: (type, from_version) → a pure function turning that version's JSON object into the next one's.
+#: Bumping a version means one entry here per older version (``decode_event`` chains them).
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("task.created", 1): task.upcast_task_created_v1,
+}
 
 
 class UnknownEventType(ValueError):

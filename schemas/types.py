@@ -21,6 +21,18 @@ Identifier = Annotated[
     ),
 ]
 
+#: A skill a task requires and a worker offers ("gpu", "ffmpeg-6"): an identifier of at most 64 characters.
+#: The length is in the pattern too, so that its description (the error text) differs from ``Identifier``'s.
+Skill = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}(?!\n)$",
+        description="1-64 characters: letters, digits, '.', '_' and '-', starting with a letter or digit",
+    ),
+]
+
 #: Money on the wire: a non-negative decimal string with at most 4 decimals ("12.50").
 #: Never a JSON number: floats cannot represent cents exactly.
 MoneyText = Annotated[

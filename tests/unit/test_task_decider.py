@@ -81,6 +81,27 @@ def test_a_creation_with_other_values_is_refused(command: CreateTask) -> None:
     assert isinstance(result, Rejection) and result.code == "already_exists"
 
 
+def test_skills_and_dependencies_go_into_the_event_and_the_state() -> None:
+    state = history()
+    result = task.decide(state, CreateTask("render", 5, None, ["gpu", "ffmpeg"], ["t-0"]))
+    assert result == [TaskCreated("render", 5, {}, ["gpu", "ffmpeg"], ["t-0"])]
+    assert history(*result) == Task("render", 5, {}, "pending", ["gpu", "ffmpeg"], ["t-0"])
+
+
+def test_a_null_payload_is_the_same_creation_as_an_empty_one() -> None:
+    state = history(TaskCreated("render", 5))
+    assert task.decide(state, CreateTask("render", 5, None)) == []
+    assert task.decide(state, CreateTask("render", 5, {})) == []
+
+
+@pytest.mark.parametrize("command", [CreateTask("render", 5, {"shot": "s-1"}, ["gpu"]),
+                                     CreateTask("render", 5, {"shot": "s-1"}, [], ["t-0"])])
+def test_a_creation_with_other_skills_or_dependencies_is_refused(command: CreateTask) -> None:
+    state = in_status("pending")
+    result = task.decide(state, command)
+    assert isinstance(result, Rejection) and result.code == "already_exists"
+
+
 def test_a_move_of_a_missing_task_is_refused() -> None:
     state = history()
     result = task.decide(state, SetTaskStatus("claimed"))

@@ -18,6 +18,7 @@ from blackboard.command_api.validation import (
 )
 from blackboard.schemas.api import CommandRequest
 from blackboard.schemas.project import AddCost, CreateProject, UpdateShot
+from blackboard.schemas.task import MAX_DEPENDENCIES, MAX_SKILLS, CreateTask
 
 COST = {"type": "project.add_cost", "stream": "project:p-1", "payload": {"amount": "1.00", "reason": "r"}}
 SHOT = {"type": "project.update_shot", "stream": "project:p-1",
@@ -303,3 +304,34 @@ def test_a_valid_payload_comes_back_as_itself(payload: CreateProject) -> None:
     raw = json.dumps({"type": "project.create", "stream": "project:p-1", "payload": {
         "title": payload.title, "currency": payload.currency, "budget_total": payload.budget_total}}).encode()
     assert validate_command(raw).payload == payload
+
+
+TASK = {"type": "task.create", "stream": "task:t-1", "payload": {"name": "render"}}
+
+
+def test_a_task_takes_skills_and_dependencies() -> None:
+    valid = validate_command(body(TASK, payload={"required_skills": ["gpu", "ffmpeg-6"], "depends_on": ["t-0"]}))
+    assert valid.payload == CreateTask("render", 0, None, ["gpu", "ffmpeg-6"], ["t-0"])
+
+
+@pytest.mark.parametrize(("payload", "code", "path"), [
+    ({"depends_on": ["t-0", "t-1"]}, "self_dependency", "$.payload.depends_on[1]"),
+    ({"required_skills": ["gpu", "gpu"]}, "invalid_command", "$.payload"),
+    ({"depends_on": ["t-0", "t-0"]}, "invalid_command", "$.payload"),
+    ({"required_skills": ["gpu", "has space"]}, "invalid_command", "$.payload.required_skills[1]"),
+    ({"required_skills": ["x" * 65]}, "invalid_command", "$.payload.required_skills[0]"),
+    ({"required_skills": [f"s{i}" for i in range(MAX_SKILLS + 1)]}, "invalid_command", "$.payload.required_skills"),
+    ({"depends_on": [f"t-{i}" for i in range(100, 101 + MAX_DEPENDENCIES)]}, "invalid_command",
+     "$.payload.depends_on"),
+    ({"depends_on": ["task:t-0"]}, "invalid_command", "$.payload.depends_on[0]"),
+    ({"depends_on": "t-0"}, "invalid_command", "$.payload.depends_on"),
+])
+def test_bad_skills_and_dependencies_are_refused_at_their_path(payload: dict[str, Any], code: str, path: str) -> None:
+    assert refusal(body(TASK, payload=payload)) == (code, [path])
+
+
+def test_a_duplicate_names_the_value_and_a_bad_skill_describes_a_skill() -> None:
+    with pytest.raises(InvalidCommand, match="required_skills lists 'gpu' more than once"):
+        validate_command(body(TASK, payload={"required_skills": ["gpu", "gpu"]}))
+    with pytest.raises(InvalidCommand, match="Expected 1-64 characters"):
+        validate_command(body(TASK, payload={"required_skills": ["-gpu"]}))
