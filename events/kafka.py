@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from blackboard.events.log import (
@@ -23,6 +24,7 @@ from blackboard.events.log import (
     Record,
     RecordTooLarge,
     StoredRecord,
+    TopicDescription,
     TopicMismatch,
     UnknownTopic,
     check_record_sizes,
@@ -124,6 +126,19 @@ class KafkaLog:
             raise UnknownTopic(f"topic {topic!r} does not exist")
         return len(info["partitions"])
 
+    async def describe_topic(self, topic: str) -> TopicDescription:
+        """The topic's configuration (DescribeConfigs); sizes are ``None``.
+
+        Note: partition sizes would need DescribeLogDirs, which aiokafka does not implement.
+        """
+        partitions = await self.partition_count(topic)
+        _, admin, _ = self._started()
+        try:
+            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        except KafkaError:
+            return TopicDescription(topic, partitions, None, None)
+        return TopicDescription(topic, partitions, _topic_config(responses, topic), None)
+
     async def append(self, topic: str, partition: int, records: Sequence[Record], *,
                      expected_offset: int | None = None) -> int:
         producer, _, _ = self._started()
@@ -168,6 +183,21 @@ class KafkaLog:
 
     def reader(self, topic: str) -> KafkaLogReader:
         return KafkaLogReader(self, topic)
+
+
+def _topic_config(responses: Sequence[Any], topic: str) -> dict[str, str] | None:
+    """``{name: value}`` of ``topic`` from DescribeConfigs responses; ``None`` when the broker answered an error.
+
+    Every response version starts a resource with (error_code, error_message, type, name, entries)
+    and an entry with (name, value, …); sensitive values come back as null and are left out.
+    """
+    for response in responses:
+        for error_code, _, _, name, entries in (tuple(r)[:5] for r in response.resources):
+            if name == topic:
+                if error_code:
+                    return None
+                return {str(e[0]): str(e[1]) for e in entries if e[1] is not None}
+    return None
 
 
 class KafkaLogReader:

@@ -22,6 +22,7 @@ from blackboard.events.log import (
     OffsetConflict,
     Record,
     StoredRecord,
+    TopicDescription,
     TopicMismatch,
     UnknownTopic,
     check_record_sizes,
@@ -45,6 +46,21 @@ CROSS JOIN LATERAL (
     ORDER BY "offset" LIMIT $4
 ) AS r
 ORDER BY q.p, r."offset"
+"""
+
+# Bytes as stored: key, value, and every header name and value. A full scan of the topic's rows:
+# an operator's question, never a hot path.
+_PARTITION_BYTES = """
+SELECT p.partition, coalesce(sum(
+    coalesce(octet_length(r.key), 0) + coalesce(octet_length(r.value), 0)
+    + (SELECT coalesce(sum(octet_length(k)), 0) FROM unnest(r.header_keys) AS k)
+    + (SELECT coalesce(sum(octet_length(v)), 0) FROM unnest(r.header_values) AS v)
+), 0) AS bytes
+FROM partitions AS p
+LEFT JOIN records AS r ON r.topic = p.topic AND r.partition = p.partition
+WHERE p.topic = $1
+GROUP BY p.partition
+ORDER BY p.partition
 """
 
 
@@ -111,6 +127,21 @@ class PostgresLog:
         if count is None:
             raise UnknownTopic(f"topic {topic!r} does not exist")
         return int(count)
+
+    async def describe_topic(self, topic: str) -> TopicDescription:
+        """The configuration given at creation, and the bytes of key, value and headers per partition."""
+        try:
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow("SELECT partitions, config::text AS config FROM topics WHERE topic = $1",
+                                          topic)
+                sizes = await conn.fetch(_PARTITION_BYTES, topic) if row is not None else []
+        except _CONNECTION_ERRORS as exc:
+            raise LogUnavailable(f"PostgreSQL log unreachable: {exc!r}") from exc
+        if row is None:
+            raise UnknownTopic(f"topic {topic!r} does not exist")
+        config = {str(k): str(v) for k, v in json.loads(row["config"]).items()}
+        return TopicDescription(topic, int(row["partitions"]), config,
+                                {int(r["partition"]): int(r["bytes"]) for r in sizes})
 
     async def end_offset(self, topic: str, partition: int) -> int:
         end = await self._fetchval("SELECT next_offset FROM partitions WHERE topic = $1 AND partition = $2",

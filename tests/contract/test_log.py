@@ -158,3 +158,19 @@ async def test_concurrent_appenders_never_make_a_tailing_reader_skip(log: Partit
         await reader.close()
     assert seen == list(range(total))
     assert await log.end_offset(name, 0) == total
+
+
+async def test_describe_topic_tells_its_config_and_sizes_where_it_can(log: PartitionedLog) -> None:
+    name = topic()
+    await log.create_topic(name, 2, config={"retention.ms": "-1"})
+    await log.append(name, 1, [rec(0), rec(1)])
+    described = await log.describe_topic(name)
+    assert (described.topic, described.partitions) == (name, 2)
+    if described.config is not None:
+        assert described.config.get("retention.ms") == "-1"
+    if described.partition_bytes is not None:
+        # key b"k" + value b"v0" + headers n/b"0" and bin/b"\x00\xff": 1 + 2 + 2 + 5 = 10 per record.
+        assert described.partition_bytes == {0: 0, 1: 20}
+    assert (log.engine == "postgres") == (described.partition_bytes is not None), "the PostgreSQL log can count"
+    with pytest.raises(UnknownTopic):
+        await log.describe_topic(topic())

@@ -17,6 +17,7 @@ import pytest
 from blackboard import ops
 from blackboard.config import Settings
 from blackboard.events.log import PartitionedLog, Record
+from blackboard.projector.migrate import migrate
 from blackboard.projector.runtime import Projector
 from tests.integration.harness import command, running, settings_for
 
@@ -84,6 +85,14 @@ async def test_topics_and_lag_count_what_was_appended(settings: Settings, ops_lo
     assert report.total == sum(t.total for t in report.topics)
     ends = {p.partition: p.end_offset for p in events.partitions}
     assert ends == {p: await ops_log.end_offset(settings.events_topic, p) for p in range(4)}
+    assert events.config is not None and events.config["retention.ms"] == "-1", "events are kept forever"
+    if settings.kafka_bootstrap_servers:
+        assert events.size_bytes is None and {p.size_bytes for p in events.partitions} == {None}
+    else:
+        sizes = {p.partition: p.size_bytes for p in events.partitions}
+        assert events.size_bytes == sum(s or 0 for s in sizes.values())
+        assert all((size or 0) > 0 for p, size in sizes.items() if ends[p]), sizes
+        assert all(size == 0 for p, size in sizes.items() if not ends[p]), sizes
 
     async with ops.read_pool(settings, _url(settings)) as pool:
         before = await ops.lag(ops_log, pool, settings)
@@ -94,6 +103,50 @@ async def test_topics_and_lag_count_what_was_appended(settings: Settings, ops_lo
         after = await ops.lag(ops_log, pool, settings)
     assert after.total == 0
     assert {p.partition: p.next_offset for p in after.partitions} == ends
+
+
+async def test_lag_estimates_the_time_to_catch_up_from_two_samples(pg_settings: Settings) -> None:
+    """One partition moves by 2 during the sample, the others stand still: a rate, an ETA, or ∞ (null)."""
+    await _traffic(pg_settings, projector=False)
+    url = _url(pg_settings)
+    topic = pg_settings.events_topic
+    async with ops.opened_log(pg_settings, url) as log, ops.read_pool(pg_settings, url) as pool:
+        await migrate(pool, pg_settings.read_schema)
+        ends = await ops.end_offsets(log, topic)
+        busiest = max(ends, key=lambda p: ends[p])
+        assert ends[busiest] >= 3
+        set_offset = ("INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
+                      "VALUES ('main', $1, $2, $3) "
+                      "ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset")
+        for p, end in ends.items():
+            await pool.execute(set_offset, topic, p, 0 if p == busiest else end)
+
+        async def advance() -> None:
+            await asyncio.sleep(0.3)
+            await pool.execute(set_offset, topic, busiest, 2)
+
+        report, _ = await asyncio.gather(ops.lag(log, pool, pg_settings, sample_seconds=1.0), advance())
+        rows = {r.partition: r for r in report.partitions}
+        moving = rows[busiest]
+        assert moving.lag == ends[busiest] - 2 and moving.rate is not None and 1.0 < moving.rate <= 2.0
+        assert moving.eta_seconds == pytest.approx(moving.lag / moving.rate)
+        assert all(r.eta_seconds == 0.0 and r.rate == 0.0 for p, r in rows.items() if p != busiest)
+        assert report.eta_seconds == moving.eta_seconds and report.sample_seconds == 1.0
+
+        stalled = await ops.lag(log, pool, pg_settings, sample_seconds=0.2)
+        assert {r.partition: r.eta_seconds for r in stalled.partitions}[busiest] is None
+        assert stalled.eta_seconds is None, "a partition that does not move never catches up"
+        unsampled = await ops.lag(log, pool, pg_settings)
+        assert {r.rate for r in unsampled.partitions} == {None}
+    out = await _cli(pg_settings, "lag", "--sample-seconds", "0.2", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    doc: dict[str, Any] = msgspec.json.decode(out.stdout)
+    assert doc["eta_seconds"] is None and doc["sample_seconds"] == 0.2
+    assert {p["partition"]: p["eta_seconds"] for p in doc["partitions"]}[busiest] is None
+    table = await _cli(pg_settings, "lag", "--sample-seconds", "0.2")
+    assert table.returncode == 0 and "∞" in table.stdout, table.stderr
+    topics = await _cli(pg_settings, "topics")
+    assert topics.returncode == 0 and "retention.ms=-1" in topics.stdout, topics.stderr
 
 
 async def test_topics_of_an_empty_log(pg_settings: Settings) -> None:
