@@ -12,10 +12,14 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from blackboard.command_api.owner import IdempotencyKeyReused, Submission
 from blackboard.command_api.service import CommandService
 from blackboard.command_api.validation import InvalidCommand, validate_command
+from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import (
     Accepted,
     ApiError,
@@ -30,6 +34,9 @@ from blackboard.schemas.api import (
 from blackboard.schemas.auth import Principal
 
 JSON = "application/json"
+ROUTE = "/v1/commands"
+
+tracer = trace.get_tracer(__name__)
 
 
 _ERRORS = {
@@ -44,15 +51,53 @@ _ERRORS = {
 }
 
 
-@post("/v1/commands", status_code=200, summary="Decide a command", tags=["commands"],
+@post(ROUTE, status_code=200, summary="Decide a command", tags=["commands"],
       responses={200: ResponseSpec(Accepted, description="accepted: the events and the position token"),
                  409: ResponseSpec(Rejected, description="rejected by a rule, with its code"), **_ERRORS})
 async def post_command(request: Request[None, None, State], principal: NamedDependency[Principal]) -> Response[bytes]:
     """Decide one command against current state; 200 accepted, 409 rejected by a rule, 4xx bad input.
 
     A repeated ``command_id`` answers the first outcome again (header ``Idempotent-Replayed: true``)
-    and appends nothing; the same id with a different command is refused.
+    and appends nothing; the same id with a different command is refused. Every answer carries the
+    ``traceparent`` of the command's span (when there is a trace: a configured tracer, or one given
+    in the request's ``traceparent`` header).
     """
+    # A trace the caller started (W3C traceparent) goes on; without one this span is a new root.
+    with tracer.start_as_current_span(
+        f"POST {ROUTE}", context=propagate.extract(request.headers), kind=SpanKind.SERVER,
+        attributes={"http.request.method": "POST", "http.route": ROUTE},
+        record_exception=False, set_status_on_exception=False,
+    ) as span:
+        try:
+            outcome, replayed = await _decide(request, principal)
+        except Exception as exc:
+            _answered_with(span, exc)
+            raise
+        response = _answer(outcome, replayed)
+        span.set_attribute("http.response.status_code", response.status_code)
+        return response
+
+
+def _answered_with(span: Span, exc: Exception) -> None:
+    """Mark the span of a request that ends in an error, and give the error response the trace's headers."""
+    status = exc.status if isinstance(exc, ApiError) else 500
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    if isinstance(exc, ApiError):
+        exc.headers.update(_trace_headers())
+
+
+def _trace_headers() -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) of the current span, for a response."""
+    traceparent, tracestate = current_trace_headers()
+    headers = {"traceparent": traceparent} if traceparent else {}
+    return headers | ({"tracestate": tracestate} if tracestate else {})
+
+
+async def _decide(request: Request[None, None, State], principal: Principal) -> tuple[Outcome, bool]:
+    """Validate the request and hand it to its partition's owner; ``(outcome, replayed)``, or an ``ApiError``."""
     if not principal.can_write:
         raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
     _require_json(request)
@@ -68,17 +113,17 @@ async def post_command(request: Request[None, None, State], principal: NamedDepe
         category=valid.category, stream=req.stream, command_type=req.type, payload=valid.payload,
         command_id=command_id, fingerprint=valid.fingerprint, actor=principal.name,
         correlation_id=req.correlation_id or command_id, causation_id=req.causation_id or command_id,
-        expected_version=req.expected_version,
+        expected_version=req.expected_version, trace=otel_context.get_current(),
     )
     service: CommandService = request.app.state.runtime.commands
     # Every log line while this command is handled names it.
     structlog.contextvars.bind_contextvars(command_id=command_id, correlation_id=sub.correlation_id,
                                            stream=req.stream, actor=principal.name)
+    trace.get_current_span().set_attributes({"blackboard.command.id": command_id, "blackboard.stream": req.stream})
     try:
-        outcome, replayed = await service.submit(sub)
+        return await service.submit(sub)
     except IdempotencyKeyReused as exc:
         raise InvalidRequest(str(exc), code="idempotency_key_reused") from None
-    return _answer(outcome, replayed)
 
 
 def _require_json(request: Request[None, None, State]) -> None:
@@ -88,7 +133,7 @@ def _require_json(request: Request[None, None, State]) -> None:
 
 
 def _answer(outcome: Outcome, replayed: bool) -> Response[bytes]:
-    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    headers = ({"Idempotent-Replayed": "true"} if replayed else {}) | _trace_headers()
     status = 200 if isinstance(outcome, Accepted) else 409
     return Response(msgspec.json.encode(outcome), status_code=status, media_type=JSON, headers=headers)
 

@@ -70,4 +70,5 @@ def history_entry(change: Row) -> HistoryEntry:
         occurred_at=change["occurred_at"],
         position=Position(partition=change["partition"], offset=change["offset"]),
         payload=change["payload"],
+        trace_id=change.get("trace_id"),
     )

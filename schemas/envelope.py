@@ -31,6 +31,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     partition_key: str
     payload: bytes
     command_hash: str = ""
+    #: W3C trace context of the span that decided the command; ``None`` in events written without one.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -61,6 +61,8 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     occurred_at: datetime
     position: Position
     payload: Any
+    #: The W3C trace id of the command that wrote the event (``None`` when it came without a trace).
+    trace_id: str | None = None
 
 
 class Page(msgspec.Struct, frozen=True, omit_defaults=True):
