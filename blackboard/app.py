@@ -26,7 +26,9 @@ from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.service import CommandService
 from blackboard.config import Settings
 from blackboard.events.log import PartitionedLog, UnknownTopic
+from blackboard.projector import generations
 from blackboard.projector.cache import DocumentCache
+from blackboard.projector.generations import Generation, GenerationWatch
 from blackboard.projector.migrate import create_pool, migrate
 from blackboard.projector.runtime import Projector
 from blackboard.query_api.consistency import OffsetWatch
@@ -40,6 +42,8 @@ log = structlog.get_logger(__name__)
 ROLES = frozenset({"command", "projector", "query"})
 #: Longest wait for each step of a shutdown.
 STOP_SECONDS = 5.0
+#: Longest wait, when a new generation goes live, for it to catch up with the old before reads move.
+SWITCH_SECONDS = 10.0
 
 
 def open_log(settings: Settings, postgres_url: str) -> PartitionedLog:
@@ -80,38 +84,104 @@ class Runtime:
     projector: Projector | None = None
     watch: OffsetWatch | None = None
     reads: ReadService | None = None
+    generation: Generation | None = None
+    generation_watch: GenerationWatch | None = None
+    partitions: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    projector_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
         self.log = open_log(s, self.postgres_url)
         await self.log.start()
-        partitions = await ensure_topics(self.log, s)
-        self.pool = await create_pool(self.postgres_url, s.read_schema)
-        await migrate(self.pool, s.read_schema)
+        self.partitions = await ensure_topics(self.log, s)
+        self.generation = await self._live_generation()
+        self.pool = await self._open_generation(self.generation)
         if s.redis_url is not None:
             self.redis = aioredis.from_url(s.redis_url.get_secret_value(), socket_timeout=1.0,
                                            socket_connect_timeout=1.0)
-            self.cache = DocumentCache(self.redis, prefix=s.redis_prefix, ttl_seconds=s.cache_ttl_seconds)
+            self.cache = self._cache_of(self.generation)
         if "command" in self.roles:
             self.commands = CommandService(self.log, events_topic=s.events_topic, results_topic=s.results_topic,
-                                           partitions=partitions)
+                                           partitions=self.partitions)
             await self.commands.start()
         if "projector" in self.roles:
-            self.projector = Projector(self.log, self.pool, topic=s.events_topic, cache=self.cache,
-                                       batch_size=s.projector_batch_size)
-            self.tasks.append(asyncio.create_task(self.projector.run(), name="projector"))
+            self._start_projector(self.pool, self.cache)
         if "query" in self.roles:
-            self.watch = OffsetWatch(self.pool, topic=s.events_topic)
-            await self.watch.start()
-            self.reads = ReadService(self.pool, self.watch, cache=self.cache, partitions=partitions,
-                                     consistency_timeout=s.consistency_timeout_seconds)
+            self.watch, self.reads = await self._read_side(self.pool, self.cache)
+        if self.roles & {"projector", "query"}:
+            self.generation_watch = GenerationWatch(self.postgres_url, s.read_schema, self.generation, self._switch)
+            self.generation_watch.start()
+
+    async def _live_generation(self) -> Generation:
+        conn = await asyncpg.connect(self.postgres_url)
+        try:
+            return await generations.live(conn, self.settings.read_schema)
+        finally:
+            await conn.close()
+
+    async def _open_generation(self, generation: Generation) -> asyncpg.Pool:
+        pool = await create_pool(self.postgres_url, generation.schema)
+        try:
+            await migrate(pool, generation.schema)
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    def _cache_of(self, generation: Generation) -> DocumentCache | None:
+        if self.redis is None:
+            return None
+        return DocumentCache(self.redis, prefix=generations.cache_prefix(self.settings.redis_prefix, generation.number),
+                             ttl_seconds=self.settings.cache_ttl_seconds)
+
+    def _start_projector(self, pool: asyncpg.Pool, cache: DocumentCache | None) -> None:
+        assert self.log is not None
+        self.projector = Projector(self.log, pool, topic=self.settings.events_topic, cache=cache,
+                                   batch_size=self.settings.projector_batch_size)
+        self.projector_task = asyncio.create_task(self.projector.run(), name="projector")
+
+    async def _read_side(self, pool: asyncpg.Pool, cache: DocumentCache | None) -> tuple[OffsetWatch, ReadService]:
+        watch = OffsetWatch(pool, topic=self.settings.events_topic)
+        await watch.start()
+        reads = ReadService(pool, watch, cache=cache, partitions=self.partitions,
+                            consistency_timeout=self.settings.consistency_timeout_seconds)
+        return watch, reads
+
+    async def _switch(self, generation: Generation) -> None:
+        """Move the projector and the reads to a generation that has just become live.
+
+        Note: the reads move only once the new schema has caught up with everything the old one
+        served (bounded by ``SWITCH_SECONDS``), so no reader sees a version older than one it has
+        already read. Requests already running finish on the old pool, which closes after them.
+        """
+        pool = await self._open_generation(generation)
+        cache = self._cache_of(generation)
+        old_pool, old_watch, old_task = self.pool, self.watch, self.projector_task
+        if "projector" in self.roles:
+            self._start_projector(pool, cache)
+        if old_task is not None:
+            old_task.cancel()
+            await _bounded("previous projector", asyncio.gather(old_task, return_exceptions=True))
+        if "query" in self.roles:
+            if old_pool is not None:
+                await _bounded("catching up with the previous generation", _caught_up(pool, old_pool),
+                               SWITCH_SECONDS)
+            self.watch, self.reads = await self._read_side(pool, cache)
+        self.pool, self.cache, self.generation = pool, cache, generation
+        if old_watch is not None:
+            await _bounded("previous offset watch", old_watch.stop())
+        if old_pool is not None and not await _bounded("previous read-model pool", old_pool.close()):
+            old_pool.terminate()
 
     async def stop(self) -> None:
         """Stop everything; each step is bounded, so a stuck connection cannot hang a shutdown."""
-        for task in self.tasks:
+        if self.generation_watch is not None:
+            await _bounded("generation watch", self.generation_watch.stop())
+        background = [*self.tasks, *([self.projector_task] if self.projector_task else [])]
+        for task in background:
             task.cancel()
-        await _bounded("background tasks", asyncio.gather(*self.tasks, return_exceptions=True))
+        await _bounded("background tasks", asyncio.gather(*background, return_exceptions=True))
         if self.commands:
             await _bounded("command service", self.commands.stop())
         if self.watch:
@@ -124,6 +194,23 @@ class Runtime:
                 self.pool.terminate()
         if self.log is not None:
             await _bounded("log", self.log.close())
+
+
+_OFFSETS = "SELECT partition, next_offset FROM projection_offsets WHERE projection = 'main'"
+
+
+async def _caught_up(new: asyncpg.Pool, old: asyncpg.Pool) -> None:
+    """Return once every partition of ``new`` has reached ``old``'s offsets (as they are when asked)."""
+    while True:
+        try:
+            behind = {r["partition"]: r["next_offset"] for r in await old.fetch(_OFFSETS)}
+            ahead = {r["partition"]: r["next_offset"] for r in await new.fetch(_OFFSETS)}
+        except (OSError, asyncpg.PostgresError) as exc:  # cannot tell: move the reads rather than stall
+            log.warning("generation.catch_up_unknown", error=repr(exc))
+            return
+        if all(ahead.get(p, 0) >= o for p, o in behind.items()):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _bounded(what: str, step: Awaitable[Any], seconds: float = STOP_SECONDS) -> bool:

@@ -17,6 +17,7 @@ from blackboard import __version__
 from blackboard.config import Settings
 
 if TYPE_CHECKING:
+    from blackboard import doctor as doctor_
     from blackboard import ops
 
 app = cyclopts.App(name="blackboard", version=__version__,
@@ -53,8 +54,10 @@ def up(
 
     from blackboard.app import Runtime, build_app, roles_from
     from blackboard.logs import configure_logging
+    from blackboard.tracing import configure_tracing
 
     configure_logging()
+    configure_tracing()
     settings = _settings(data_dir=data_dir, host=host, port=port)
     runtime = Runtime(settings, _postgres_url(settings), roles=roles_from(role or []))
     engine = "kafka" if settings.kafka_bootstrap_servers else "postgres"
@@ -69,52 +72,101 @@ async def tail(
     *,
     from_beginning: bool = False,
     follow: bool = False,
+    partition: int | None = None,
+    from_offset: Annotated[int | None, cyclopts.Parameter(help="first offset to read (every chosen partition)")] = None,
+    to_offset: Annotated[int | None, cyclopts.Parameter(help="stop before this offset (exclusive)")] = None,
     stream: str | None = None,
+    type: str | None = None,
+    actor: str | None = None,
+    correlation_id: str | None = None,
+    since: Annotated[str | None, cyclopts.Parameter(help="ISO-8601; occurred_at at or after it")] = None,
+    until: Annotated[str | None, cyclopts.Parameter(help="ISO-8601; occurred_at before it")] = None,
+    format: Literal["text", "json", "raw"] = "text",
+    data_dir: Path | None = None,
+) -> None:
+    """Print the events of the log (either engine): new ones, a range, or everything, optionally following.
+
+    text is for reading; json is one line per event with partition, offset, every envelope field, the
+    payload as stored and, for an older schema version, the upcast payload; raw is one line per record with
+    key, headers and value as stored. Undecodable records are always shown, with the reason.
+    """
+    from blackboard import ops
+    from blackboard import tail as tailing
+    from blackboard.events.log import UnknownTopic
+
+    settings = _settings(data_dir=data_dir)
+    try:
+        condition = tailing.Filter(stream, type, actor, correlation_id,
+                                   tailing.parse_time(since) if since else None,
+                                   tailing.parse_time(until) if until else None)
+        if (from_offset or 0) < 0 or (to_offset or 0) < 0:
+            raise ValueError("--from-offset and --to-offset must not be negative")
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise SystemExit(1) from exc
+    async with ops.opened_log(settings, _postgres_url(settings)) as log:
+        try:
+            ends = await ops.end_offsets(log, settings.events_topic)
+            spans = tailing.plan(ends, partition=partition, from_beginning=from_beginning,
+                                 from_offset=from_offset, to_offset=to_offset, follow=follow)
+        except (UnknownTopic, ValueError) as exc:
+            console.print(f"[red]{escape(str(exc))}[/]")
+            raise SystemExit(1) from exc
+        await tailing.tail(log, settings.events_topic, spans, condition, _tail_printer(format))
+
+
+def _tail_printer(format: str) -> Callable[[Any], None]:
+    """Write one record to stdout in ``format``, flushed, so that a followed tail can be piped."""
+    from blackboard import tail as tailing
+
+    out = Console(highlight=False, soft_wrap=True)
+
+    def emit(item: tailing.Decoded) -> None:
+        if format == "text":
+            out.print(tailing.as_text(item))
+            return
+        doc = tailing.as_raw(item.record) if format == "raw" else tailing.as_json(item)
+        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+        sys.stdout.flush()
+
+    return emit
+
+
+@app.command
+async def stream(
+    name: str,
+    /,
+    *,
+    at_version: int | None = None,
+    at_time: str | None = None,
     format: Literal["text", "json"] = "text",
     data_dir: Path | None = None,
 ) -> None:
-    """Print the decoded events of the log (either engine), optionally only one stream."""
-    from blackboard.app import open_log
-    from blackboard.events.codec import UndecodableRecord, from_record
+    """Replay one stream: its events in order and the command side's state after each.
+
+    --at-version N or --at-time ISO prints only the state then. Exit code 1 for an unknown stream.
+    """
+    from blackboard import ops, streams
 
     settings = _settings(data_dir=data_dir)
-    log = open_log(settings, _postgres_url(settings))
-    await log.start()
-    out = Console(highlight=False, soft_wrap=True)
     try:
-        partitions = await log.partition_count(settings.events_topic)
-        reader = log.reader(settings.events_topic)
-        ends = {p: await log.end_offset(settings.events_topic, p) for p in range(partitions)}
-        for p in range(partitions):
-            await reader.seek(p, 0 if from_beginning else ends[p])
-        seen = dict.fromkeys(range(partitions), -1)
-        while True:
-            records = await reader.read(max_records=1000, timeout=1.0)
-            for rec in records:
-                seen[rec.partition] = rec.offset
-                try:
-                    env = from_record(rec).envelope
-                except UndecodableRecord as exc:
-                    out.print(f"[red]{rec.partition}:{rec.offset} undecodable: {exc}[/]")
-                    continue
-                if stream is None or env.stream == stream:
-                    _print_event(out, rec.partition, rec.offset, env, format)
-            if not follow and all(seen[p] + 1 >= ends[p] for p in ends):
-                break
-    finally:
-        await log.close()
-
-
-def _print_event(out: Console, partition: int, offset: int, env: Any, format: str) -> None:
-    payload = msgspec.json.decode(env.payload)
+        at = None if at_time is None else streams.parse_time(at_time)
+        if at is not None and at_version is not None:
+            raise ValueError("give --at-version or --at-time, not both")
+        async with ops.opened_log(settings, _postgres_url(settings)) as log:
+            replay = await streams.read_stream(log, settings.events_topic, name)
+        report: streams.StreamReplay | streams.StreamState = replay
+        if at_version is not None:
+            report = streams.state_at_version(name, replay.topic, replay.partition, replay.events, at_version)
+        elif at is not None:
+            report = streams.state_at_time(name, replay.topic, replay.partition, replay.events, at)
+    except (ValueError, streams.StreamNotFound) as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise SystemExit(1) from None
     if format == "json":
-        doc = {f: getattr(env, f) for f in env.__struct_fields__ if f != "payload"}
-        doc.update(partition=partition, offset=offset, payload=payload)
-        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
-        return
-    out.print(f"[dim]{partition}:{offset}[/] {env.occurred_at:%Y-%m-%d %H:%M:%S} [bold]{env.stream}[/]"
-              f"@{env.stream_version} [cyan]{env.type}[/] actor={env.actor} cmd={env.command_id} "
-              f"{msgspec.json.encode(payload).decode()}")
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        Console(highlight=False, soft_wrap=True).print("\n".join(escape(line) for line in streams.text_lines(report)))
 
 
 @app.command
@@ -125,11 +177,21 @@ def bench(
     projects: int = 20,
     backlog: int = 20000,
     runs: int = 3,
+    suite: Literal["commands", "replay"] = "commands",
+    events: int = 1_000_000,
+    batch_size: int = 10_000,
 ) -> None:
-    """Measure the HTTP command path (commands/s, p50/p99) and the projector's events/s on a backlog.
+    """Measure, on its own embedded PostgreSQL in a temporary directory, and print how it measured.
 
-    Starts its own embedded server in a temporary directory; prints how it measured.
+    --suite commands: the HTTP command path (commands/s, p50/p99), the command service without HTTP,
+    and the projector's events/s on a backlog. --suite replay: a rebuild of --events events
+    (end to end, events/s) beside the raw read rate of the log and PostgreSQL's COPY rate.
     """
+    if suite == "replay":
+        from blackboard.bench_replay import run_replay_bench
+
+        run_replay_bench(events=events, runs=runs, batch_size=batch_size)
+        return
     from blackboard.bench import run_bench
 
     run_bench(clients=clients, commands=commands, projects=projects, backlog=backlog, runs=runs)
@@ -153,7 +215,10 @@ def _show(report: R, format: Format, render: Callable[[R], Table]) -> None:
 
 @app.command
 async def topics(*, format: Format = "text", data_dir: Path | None = None) -> None:
-    """Partitions and exact end offsets of the events, commands and command-results topics."""
+    """Partitions, exact end offsets, sizes in bytes and configuration of the events, commands and results topics.
+
+    Sizes are known on the PostgreSQL log (key, value and headers as stored) and shown as 'unknown' on Kafka.
+    """
     from blackboard import ops
 
     settings = _settings(data_dir=data_dir)
@@ -163,26 +228,63 @@ async def topics(*, format: Format = "text", data_dir: Path | None = None) -> No
 
 
 @app.command
-async def lag(*, format: Format = "text", data_dir: Path | None = None) -> None:
-    """The projection's stored next offset, the log's end offset and the lag, per partition of events."""
+async def lag(*, sample_seconds: float = 1.0, format: Format = "text", data_dir: Path | None = None) -> None:
+    """The projection's stored next offset, the log's end offset, the lag and the time to catch up, per partition.
+
+    The projection's rate comes from reading its stored offsets twice, --sample-seconds apart (0: no estimate).
+    """
     from blackboard import ops
 
     settings = _settings(data_dir=data_dir)
     url = _postgres_url(settings)
     async with ops.opened_log(settings, url) as log, ops.read_pool(settings, url) as pool:
-        report = await ops.lag(log, pool, settings)
+        report = await ops.lag(log, pool, settings, sample_seconds=max(0.0, sample_seconds))
     _show(report, format, _lag_table)
 
 
+DeadLetterStatus = Literal["open", "held", "applied", "skipped"]
+
+
 @dead_letters_app.command(name="list")
-async def dead_letters_list(*, limit: int = 50, format: Format = "text", data_dir: Path | None = None) -> None:
-    """The newest dead letters: id, position, reason, when."""
+async def dead_letters_list(*, limit: int = 50, status: DeadLetterStatus | None = None, format: Format = "text",
+                            data_dir: Path | None = None) -> None:
+    """The newest dead letters: id, position, stream, status, reason, when."""
     from blackboard import ops
 
     settings = _settings(data_dir=data_dir)
     async with ops.read_pool(settings, _postgres_url(settings)) as pool:
-        report = await ops.dead_letters(pool, limit=limit)
+        report = await ops.dead_letters(pool, limit=limit, status=status)
     _show(report, format, _dead_letters_table)
+
+
+@dead_letters_app.command(name="retry")
+async def dead_letters_retry(id: int, /, *, format: Format = "text", data_dir: Path | None = None) -> None:
+    """Apply dead letter ID again with today's code, then the letters its stream held behind it, in order.
+
+    Exit code 1 when it fails again (it stays open with the new reason) or cannot be retried.
+    """
+    await _resolve(id, skip=False, format=format, data_dir=data_dir)
+
+
+@dead_letters_app.command(name="skip")
+async def dead_letters_skip(id: int, /, *, format: Format = "text", data_dir: Path | None = None) -> None:
+    """Give up on dead letter ID (its stream only takes its version) and release the letters held behind it."""
+    await _resolve(id, skip=True, format=format, data_dir=data_dir)
+
+
+async def _resolve(id_: int, *, skip: bool, format: Format, data_dir: Path | None) -> None:
+    from blackboard import ops
+    from blackboard.projector.runtime import DeadLetterError
+
+    settings = _settings(data_dir=data_dir)
+    try:
+        outcome = await ops.resolve_dead_letter(settings, _postgres_url(settings), id_, skip=skip)
+    except DeadLetterError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise SystemExit(1) from exc
+    _show(outcome, format, _resolution_table)
+    if outcome.open:
+        raise SystemExit(1)
 
 
 @dead_letters_app.command(name="show")
@@ -197,6 +299,90 @@ async def dead_letters_show(id: int, /, *, format: Format = "text", data_dir: Pa
         console.print(f"[red]no dead letter with id {id}[/]")
         raise SystemExit(1)
     _show(detail, format, _dead_letter_table)
+
+
+replay_app = cyclopts.App(name="replay", help="Rebuild the read models from the log into a new generation.")
+app.command(replay_app)
+
+
+@replay_app.default
+async def replay(*, batch_size: int = 10_000, swap: bool = True, handover_seconds: float = 3.0,
+                 format: Format = "text", data_dir: Path | None = None) -> None:
+    """Rebuild the read models from offset 0 into a new schema, follow the tail, then swap atomically.
+
+    Reads answer from the live schema until the swap. Ctrl-C leaves the live schema untouched and
+    the partial one marked abandoned ('blackboard replay drop' removes it). With --no-swap the new
+    generation is built and left beside the live one.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from blackboard import ops
+    from blackboard.projector import replay as replaying
+    from blackboard.projector.generations import GenerationError
+
+    settings = _settings(data_dir=data_dir)
+    url = _postgres_url(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn(),
+               TextColumn("[dim]{task.fields[positions]}"))
+    with Progress(*columns, console=console, disable=format != "text" or not console.is_terminal) as bar:
+        task = bar.add_task("catch-up", total=None, rate=0.0, positions="")
+
+        def show(p: replaying.Progress) -> None:
+            positions = " ".join(f"{k}:{v}" for k, v in sorted(p.positions.items()))
+            bar.update(task, description=p.phase, completed=p.done, total=p.total, rate=p.events_per_second,
+                       positions=positions)
+
+        try:
+            async with ops.opened_log(settings, url) as log:
+                report = await replaying.replay(log, url, base=settings.read_schema, topic=settings.events_topic,
+                                                batch_size=batch_size, swap=swap,
+                                                handover_seconds=handover_seconds, on_progress=show)
+        except GenerationError as exc:
+            console.print(f"[red]{escape(str(exc))}[/]")
+            raise SystemExit(1) from exc
+    _show(report, format, _replay_table)
+
+
+@replay_app.command(name="list")
+async def replay_list(*, format: Format = "text", data_dir: Path | None = None) -> None:
+    """Every generation of the read models: number, schema, state (building, live, retired, abandoned)."""
+    import asyncpg
+
+    from blackboard.projector import generations
+
+    settings = _settings(data_dir=data_dir)
+    conn = await asyncpg.connect(_postgres_url(settings))
+    try:
+        report = Generations(await generations.listing(conn, settings.read_schema))
+    finally:
+        await conn.close()
+    _show(report, format, _generations_table)
+
+
+@replay_app.command(name="drop")
+async def replay_drop(*, building: bool = False, format: Format = "text", data_dir: Path | None = None) -> None:
+    """Drop the schemas of retired and abandoned generations (--building: also of unfinished ones;
+    refused while a rebuild runs). The live generation is never dropped."""
+    import asyncpg
+
+    from blackboard.projector import generations
+
+    settings = _settings(data_dir=data_dir)
+    conn = await asyncpg.connect(_postgres_url(settings))
+    try:
+        if building and not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('blackboard.replay:' || $1))",
+                                                settings.read_schema):
+            console.print("[red]a rebuild is running; its schema is not dropped[/]")
+            raise SystemExit(1)
+        report = Generations(await generations.drop(conn, settings.read_schema, building_too=building))
+    finally:
+        await conn.close()
+    _show(report, format, _generations_table)
+
+
+class Generations(msgspec.Struct, frozen=True):
+    generations: list[Any]
 
 
 @app.command
@@ -220,6 +406,56 @@ async def verify(*, timeout: float = 60.0, format: Format = "text", data_dir: Pa
         raise SystemExit(1)
 
 
+@app.command
+async def doctor(*, timeout: float = 3.0, stuck_seconds: float = 60.0, format: Format = "text",
+                 data_dir: Path | None = None) -> None:
+    """Check the configuration, the broker, PostgreSQL and Redis, the topics, the migrations and the projection.
+
+    Each check waits at most --timeout seconds; the projection counts as stuck when it has lag and its stored
+    offset has not moved for --stuck-seconds. Exit code 1, with the list of problems, when any check fails.
+    """
+    from pydantic import ValidationError
+
+    from blackboard import doctor as checkup
+
+    try:
+        settings = _settings(data_dir=data_dir)
+    except ValidationError as exc:
+        report = checkup.invalid_settings(exc)
+    else:
+        report = await checkup.diagnose(settings, _postgres_url(settings), timeout=timeout,
+                                        stuck_after=stuck_seconds)
+    if format == "json":
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        Console(highlight=False).print(_settings_table(report), _checks_table(report))
+    if not report.ok:
+        console.print(f"[red]{len(report.problems)} problem(s):[/]")
+        for check in report.problems:
+            console.print(f"[red]- {escape(check.name)}: {escape(check.detail)}[/]")
+        raise SystemExit(1)
+
+
+_STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def _settings_table(report: doctor_.DoctorReport) -> Table:
+    table = _table("settings (secrets masked)", "setting", "variable", "value", "required")
+    for s in report.settings:
+        value = "—" if s.value is None else escape(s.value)
+        table.add_row(s.name, s.env, value, "required" if s.required else "optional")
+    return table
+
+
+def _checks_table(report: doctor_.DoctorReport) -> Table:
+    verdict = "[green]healthy[/]" if report.ok else "[red]PROBLEMS[/]"
+    table = _table(f"checks: {verdict}", "check", "status", "detail")
+    for c in report.checks:
+        style = _STATUS_STYLE[c.status]
+        table.add_row(escape(c.name), f"[{style}]{c.status}[/]", escape(c.detail))
+    return table
+
+
 def _table(title: str, *columns: str) -> Table:
     table = Table(title=title, title_justify="left")
     for name in columns:
@@ -227,37 +463,83 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
-_NUMERIC = frozenset({"id", "partition", "offset", "end offset", "next offset", "lag", "live rows", "rebuilt rows"})
+_NUMERIC = frozenset({"id", "partition", "offset", "end offset", "next offset", "lag", "live rows", "rebuilt rows",
+                      "bytes", "events/s", "eta"})
 
 
 def _topics_table(report: ops.TopicsReport) -> Table:
-    table = _table(f"topics ({report.engine} log), {report.total} records", "topic", "partition", "end offset")
+    table = _table(f"topics ({report.engine} log), {report.total} records", "topic", "partition", "end offset",
+                   "bytes", "config")
     for topic in report.topics:
         if not topic.exists:
-            table.add_row(escape(topic.name), "—", "missing", end_section=True)
+            table.add_row(escape(topic.name), "—", "missing", "", "", end_section=True)
         for p in topic.partitions:
-            table.add_row(escape(topic.name), str(p.partition), str(p.end_offset))
+            table.add_row(escape(topic.name), str(p.partition), str(p.end_offset), _size(p.size_bytes), "")
         if topic.exists:
-            table.add_row(f"[bold]{escape(topic.name)}[/]", "all", f"[bold]{topic.total}[/]", end_section=True)
+            config = _config_text(topic.config)
+            table.add_row(f"[bold]{escape(topic.name)}[/]", "all", f"[bold]{topic.total}[/]",
+                          f"[bold]{_size(topic.size_bytes)}[/]", escape(config), end_section=True)
     return table
 
 
+def _config_text(config: dict[str, str] | None) -> str:
+    return "unknown" if config is None else ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
+
+
+def _size(size: int | None) -> str:
+    return "unknown" if size is None else str(size)
+
+
 def _lag_table(report: ops.LagReport) -> Table:
-    table = _table(f"projection {report.projection!r} on {escape(report.topic)}", "partition", "next offset",
-                   "end offset", "lag")
+    sampled = f", rate over {report.sample_seconds:g} s" if report.sample_seconds else ""
+    table = _table(f"projection {report.projection!r} on {escape(report.topic)}{sampled}", "partition",
+                   "next offset", "end offset", "lag", "events/s", "eta")
     for p in report.partitions:
         stored = "—" if p.next_offset is None else str(p.next_offset)
-        table.add_row(str(p.partition), stored, str(p.end_offset), str(p.lag))
-    table.add_row("[bold]total[/]", "", "", f"[bold]{report.total}[/]")
+        rate = "—" if p.rate is None else f"{p.rate:.1f}"
+        table.add_row(str(p.partition), stored, str(p.end_offset), str(p.lag), rate,
+                      _eta(p.lag, p.eta_seconds, sampled=bool(report.sample_seconds)))
+    table.add_row("[bold]total[/]", "", "", f"[bold]{report.total}[/]", "",
+                  f"[bold]{_eta(report.total, report.eta_seconds, sampled=bool(report.sample_seconds))}[/]")
+    return table
+
+
+def _eta(lag: int, seconds: float | None, *, sampled: bool) -> str:
+    """``∞`` when the lag will not shrink at the measured rate, ``—`` when no rate was measured."""
+    if seconds is None:
+        return "∞" if sampled else "—"
+    return f"{seconds:.1f} s"
+
+
+def _replay_table(r: Any) -> Table:
+    table = _table(f"generation {r.generation} ({r.schema}): {'live' if r.swapped else 'built, not live'}",
+                   "measure", "value")
+    for name in ("previous", "records", "applied", "dead_letters", "seconds", "events_per_second"):
+        table.add_row(name, str(getattr(r, name)))
+    return table
+
+
+def _generations_table(report: Generations) -> Table:
+    table = _table("generations of the read models", "number", "schema", "state", "created", "swapped")
+    for g in report.generations:
+        table.add_row(str(g.number), g.schema, g.state, f"{g.created_at:%Y-%m-%d %H:%M:%S}",
+                      f"{g.swapped_at:%Y-%m-%d %H:%M:%S}" if g.swapped_at else "")
+    return table
+
+
+def _resolution_table(r: Any) -> Table:
+    table = _table(f"dead letters of {r.stream or 'an unknown stream'}", "outcome", "ids")
+    for name in ("applied", "skipped", "open", "held"):
+        table.add_row(name, ", ".join(map(str, getattr(r, name))) or "-")
     return table
 
 
 def _dead_letters_table(report: ops.DeadLettersReport) -> Table:
     table = _table(f"{len(report.dead_letters)} of {report.total} dead letters, newest first",
-                   "id", "position", "reason", "created at")
+                   "id", "position", "stream", "status", "reason", "created at")
     for d in report.dead_letters:
-        table.add_row(str(d.id), escape(f"{d.topic}/{d.partition}/{d.offset}"), escape(d.reason),
-                      f"{d.created_at:%Y-%m-%d %H:%M:%S}")
+        table.add_row(str(d.id), escape(f"{d.topic}/{d.partition}/{d.offset}"), escape(d.stream or "?"), d.status,
+                      escape(d.reason), f"{d.created_at:%Y-%m-%d %H:%M:%S}")
     return table
 
 

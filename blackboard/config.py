@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(default=None, description="cache; optional")
     partitions: int = Field(default=8, ge=1, le=4096, description="partitions of the commands and events topics")
     topic_prefix: str = Field(default="", description="prefix of every topic name")
-    read_schema: str = Field(default="blackboard", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    read_schema: str = Field(
+        default="blackboard", pattern=r"^[a-z_][a-z0-9_]{0,39}$",
+        description="base name of the read-model schemas: a rebuild's is '<name>_g<N>', the live one's pointer "
+                    "is in '<name>_control'")
     log_schema: str = Field(default="blackboard_log", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     redis_prefix: str = "bb:"
     cache_ttl_seconds: int = Field(default=3600, ge=1)

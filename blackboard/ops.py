@@ -18,8 +18,10 @@ import msgspec
 
 from blackboard.config import Settings
 from blackboard.events.log import PartitionedLog, UnknownTopic
+from blackboard.projector import generations
+from blackboard.projector.cache import DocumentCache
 from blackboard.projector.migrate import create_pool, migrate, quote_ident
-from blackboard.projector.runtime import Projector
+from blackboard.projector.runtime import Projector, Resolution
 
 PROJECTION = "main"
 
@@ -37,10 +39,19 @@ async def opened_log(settings: Settings, postgres_url: str) -> AsyncIterator[Par
         await log.close()
 
 
+async def live_schema(settings: Settings, postgres_url: str) -> str:
+    """The schema of the live generation of the read models (see ``blackboard.projector.generations``)."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        return (await generations.live(conn, settings.read_schema)).schema
+    finally:
+        await conn.close()
+
+
 @contextlib.asynccontextmanager
 async def read_pool(settings: Settings, postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool on the read-model schema, closed on exit."""
-    pool = await create_pool(postgres_url, settings.read_schema, min_size=1, max_size=2)
+    """A small pool on the live read-model schema, closed on exit."""
+    pool = await create_pool(postgres_url, await live_schema(settings, postgres_url), min_size=1, max_size=2)
     try:
         yield pool
     finally:
@@ -50,17 +61,26 @@ async def read_pool(settings: Settings, postgres_url: str) -> AsyncIterator[asyn
 
 
 class PartitionEnd(msgspec.Struct, frozen=True):
+    """``size_bytes`` is ``None`` where the engine cannot tell (the Kafka log)."""
+
     partition: int
     end_offset: int
+    size_bytes: int | None = None
 
 
 class TopicReport(msgspec.Struct, frozen=True):
-    """One topic: ``exists`` is false (and ``partitions`` empty) when it was never created."""
+    """One topic: ``exists`` is false (and ``partitions`` empty) when it was never created.
+
+    ``config`` is the topic's configuration as the engine stores it, ``None`` where it cannot tell;
+    ``size_bytes`` the sum of the partitions' sizes, ``None`` where they are unknown.
+    """
 
     name: str
     exists: bool
     partitions: list[PartitionEnd]
     total: int
+    size_bytes: int | None = None
+    config: dict[str, str] | None = None
 
 
 class TopicsReport(msgspec.Struct, frozen=True):
@@ -76,7 +96,7 @@ async def end_offsets(log: PartitionedLog, topic: str) -> dict[int, int]:
 
 
 async def topics(log: PartitionedLog, settings: Settings) -> TopicsReport:
-    """Partitions and end offsets of the events, commands and command-results topics."""
+    """Partitions, end offsets, sizes and configuration of the events, commands and command-results topics."""
     reports = [await _topic(log, name)
                for name in (settings.events_topic, settings.commands_topic, settings.results_topic)]
     return TopicsReport(log.engine, reports, sum(t.total for t in reports))
@@ -85,28 +105,51 @@ async def topics(log: PartitionedLog, settings: Settings) -> TopicsReport:
 async def _topic(log: PartitionedLog, name: str) -> TopicReport:
     try:
         ends = await end_offsets(log, name)
+        described = await log.describe_topic(name)
     except UnknownTopic:
         return TopicReport(name, False, [], 0)
-    return TopicReport(name, True, [PartitionEnd(p, e) for p, e in ends.items()], sum(ends.values()))
+    sizes = described.partition_bytes
+    parts = [PartitionEnd(p, e, None if sizes is None else sizes.get(p, 0)) for p, e in ends.items()]
+    size = None if sizes is None else sum(sizes.values())
+    return TopicReport(name, True, parts, sum(ends.values()), size, described.config)
 
 
 # ── lag ─────────────────────────────────────────────────────────────────────────────────
 
 
 class PartitionLag(msgspec.Struct, frozen=True):
-    """``next_offset`` is ``None`` when the projection has no offset row for the partition yet (lag counts from 0)."""
+    """``next_offset`` is ``None`` when the projection has no offset row for the partition yet (lag counts from 0).
+
+    ``rate`` is how many events per second the projection advanced while sampled (``None`` when not
+    sampled); ``eta_seconds`` is ``lag / rate``: 0 with no lag, ``None`` when the rate is 0 or unknown.
+    """
 
     partition: int
     next_offset: int | None
     end_offset: int
     lag: int
+    rate: float | None = None
+    eta_seconds: float | None = None
 
 
 class LagReport(msgspec.Struct, frozen=True):
+    """``eta_seconds`` is the slowest partition's (they catch up side by side), ``None`` if one never will."""
+
     projection: str
     topic: str
     partitions: list[PartitionLag]
     total: int
+    sample_seconds: float = 0.0
+    eta_seconds: float | None = None
+
+
+def eta(lag: int, rate: float | None) -> float | None:
+    """Seconds to catch up ``lag`` events at ``rate`` per second: 0 with no lag, ``None`` when it never will."""
+    if lag <= 0:
+        return 0.0
+    if rate is None or rate <= 0:
+        return None
+    return lag / rate
 
 
 async def stored_offsets(pool: asyncpg.Pool, topic: str, projection: str = PROJECTION) -> dict[int, int]:
@@ -120,19 +163,42 @@ async def stored_offsets(pool: asyncpg.Pool, topic: str, projection: str = PROJE
     return {r["partition"]: r["next_offset"] for r in rows}
 
 
-async def lag(log: PartitionedLog, pool: asyncpg.Pool, settings: Settings) -> LagReport:
-    """Per partition of the events topic: the projection's next offset, the log's end, and the difference."""
+async def lag(log: PartitionedLog, pool: asyncpg.Pool, settings: Settings, *,
+              sample_seconds: float = 0.0) -> LagReport:
+    """Per partition of the events topic: the projection's next offset, the log's end, and the difference.
+
+    With ``sample_seconds`` the stored offsets are read twice that far apart, giving the projection's
+    rate and the time to catch up at that rate.
+
+    Note: the estimate ignores appends that arrive meanwhile; under steady traffic it is a lower bound.
+    """
     topic = settings.events_topic
+    first: dict[int, int] | None = None
+    started = time.monotonic()
+    if sample_seconds > 0:
+        first = await stored_offsets(pool, topic)
+        started = time.monotonic()
+        await asyncio.sleep(sample_seconds)
     ends = await end_offsets(log, topic)
     stored = await stored_offsets(pool, topic)
-    rows = [PartitionLag(p, stored.get(p), end, max(0, end - stored.get(p, 0))) for p, end in ends.items()]
-    return LagReport(PROJECTION, topic, rows, sum(r.lag for r in rows))
+    elapsed = time.monotonic() - started
+    rows = []
+    for p, end in ends.items():
+        behind = max(0, end - stored.get(p, 0))
+        rate = None if first is None else max(0, stored.get(p, 0) - first.get(p, 0)) / elapsed
+        rows.append(PartitionLag(p, stored.get(p), end, behind, rate, eta(behind, rate)))
+    etas = [r.eta_seconds for r in rows]
+    overall = None if None in etas else max((e for e in etas if e is not None), default=0.0)
+    return LagReport(PROJECTION, topic, rows, sum(r.lag for r in rows), sample_seconds, overall)
 
 
 # ── dead letters ────────────────────────────────────────────────────────────────────────
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
+    """``status``: ``open`` (waits for a retry or skip), ``held`` (behind an earlier letter of its
+    ``stream``), ``applied`` or ``skipped`` (resolved at ``resolved_at``)."""
+
     id: int
     projection: str
     topic: str
@@ -140,6 +206,9 @@ class DeadLetter(msgspec.Struct, frozen=True):
     offset: int
     reason: str
     created_at: datetime
+    stream: str | None
+    status: str
+    resolved_at: datetime | None
 
 
 class Bytes(msgspec.Struct, frozen=True):
@@ -162,14 +231,15 @@ class DeadLettersReport(msgspec.Struct, frozen=True):
     total: int
 
 
-_DEAD_LETTER_COLUMNS = 'id, projection, topic, partition, "offset", reason, created_at'
+_DEAD_LETTER_COLUMNS = 'id, projection, topic, partition, "offset", reason, created_at, stream, status, resolved_at'
 
 
-async def dead_letters(pool: asyncpg.Pool, *, limit: int = 50) -> DeadLettersReport:
-    """The ``limit`` newest dead letters, without their headers and bytes."""
+async def dead_letters(pool: asyncpg.Pool, *, limit: int = 50, status: str | None = None) -> DeadLettersReport:
+    """The ``limit`` newest dead letters (of ``status`` when given), without their headers and bytes."""
     try:
-        rows = await pool.fetch(f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id DESC LIMIT $1", limit)
-        total = await pool.fetchval("SELECT count(*) FROM dead_letters")
+        rows = await pool.fetch(f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE $2::text IS NULL OR "
+                                "status = $2 ORDER BY id DESC LIMIT $1", limit, status)
+        total = await pool.fetchval("SELECT count(*) FROM dead_letters WHERE $1::text IS NULL OR status = $1", status)
     except asyncpg.UndefinedTableError:
         return DeadLettersReport([], 0)
     return DeadLettersReport([DeadLetter(**dict(r.items())) for r in rows], int(total))
@@ -187,6 +257,29 @@ async def dead_letter(pool: asyncpg.Pool, id_: int) -> DeadLetterDetail | None:
     fields = dict(row.items())
     fields.update(key=readable(fields["key"]), value=readable(fields["value"]))
     return DeadLetterDetail(**fields)
+
+
+async def resolve_dead_letter(settings: Settings, postgres_url: str, id_: int, *, skip: bool) -> Resolution:
+    """Retry (or skip) dead letter ``id_`` of the live generation and release what its stream held.
+
+    The documents it changes are written through to the live generation's Redis namespace, when
+    there is a cache, as the projector would.
+    """
+    import redis.asyncio as aioredis
+
+    async with opened_log(settings, postgres_url) as log, read_pool(settings, postgres_url) as pool:
+        redis = cache = None
+        if settings.redis_url is not None:
+            generation = await generations.live(pool, settings.read_schema)
+            redis = aioredis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2.0)
+            cache = DocumentCache(redis, prefix=generations.cache_prefix(settings.redis_prefix, generation.number),
+                                  ttl_seconds=settings.cache_ttl_seconds)
+        try:
+            projector = Projector(log, pool, topic=settings.events_topic, projection=PROJECTION, cache=cache)
+            return await projector.resolve(id_, skip=skip)
+        finally:
+            if redis is not None:
+                await redis.aclose()
 
 
 def readable(raw: bytes | None) -> Bytes | None:
@@ -220,7 +313,7 @@ READ_MODELS = (
                              "created_at", "updated_at")),
     Table("change_log", ("stream", "stream_version"),
           ("partition", "offset", "event_id", "type", "schema_version", "actor", "command_id", "correlation_id",
-           "causation_id", "occurred_at", "payload")),
+           "causation_id", "occurred_at", "payload", "trace_id")),
 )
 
 
@@ -306,7 +399,8 @@ async def verify(log: PartitionedLog, pool: asyncpg.Pool, postgres_url: str, set
             await rebuild(log, projector, targets, deadline)
         live = await _wait_live(pool, settings.events_topic, targets, deadline)
         async with pool.acquire() as conn:
-            tables = [await _compare(conn, t, settings.read_schema, schema) for t in READ_MODELS]
+            live_schema_ = (await generations.live(conn, settings.read_schema)).schema
+            tables = [await _compare(conn, t, live_schema_, schema) for t in READ_MODELS]
     finally:
         await asyncio.shield(_drop_schema(pool, schema))
     return VerifyReport(all(t.equal for t in tables), targets, live, tables)

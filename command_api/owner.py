@@ -14,22 +14,28 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import structlog
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind
 
 from blackboard.command_api import metrics
 from blackboard.command_api.decider import DECIDERS, Rejection
-from blackboard.events.codec import UndecodableRecord, from_record, to_record
+from blackboard.events.codec import UndecodableRecord, from_record, stream_header, to_record
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog, Record, StoredRecord
+from blackboard.events.tracing import current_trace_headers, distinct
 from blackboard.schemas.api import Accepted, EventView, Outcome, Rejected, ServiceUnavailable
 from blackboard.schemas.envelope import Envelope, RecordedEvent, encode_token, stream_partition_key
 from blackboard.schemas.registry import UnknownEventType, decode_event, encode_payload, event_name, schema_version_of
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 #: Most commands one group commit decides and appends together.
 MAX_GROUP = 256
@@ -61,6 +67,8 @@ class Submission:
     future: asyncio.Future[tuple[Outcome, bool]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    #: The trace context of the request (its HTTP span): the owner decides in a task of its own.
+    trace: Context | None = None
 
 
 class IdempotencyKeyReused(Exception):
@@ -69,6 +77,14 @@ class IdempotencyKeyReused(Exception):
     def __init__(self, command_id: str) -> None:
         super().__init__(f"command_id {command_id!r} was already used for a different command")
         self.command_id = command_id
+
+
+class StreamUnreadable(ServiceUnavailable):
+    """The stream has a record this build cannot fold: deciding would build on a hole (503)."""
+
+
+#: Answers that are not outcomes: raised to the caller, never stored.
+Refusal = IdempotencyKeyReused | StreamUnreadable
 
 
 @dataclass(slots=True)
@@ -105,6 +121,8 @@ class PartitionOwner:
         self.partition = partition
         self.clock = clock
         self.streams: dict[str, _Stream] = {}
+        #: Streams with a record this build cannot fold, and why: their commands are refused.
+        self.unreadable: dict[str, str] = {}
         self.known: dict[str, _Known] = {}
         self.next_offset = 0
         self.results_offset = 0
@@ -116,26 +134,44 @@ class PartitionOwner:
     # ── restore ──────────────────────────────────────────────────────────────────────
 
     def fold_event(self, rec: StoredRecord) -> None:
-        """Fold one record of the events topic into the in-memory state (restore and catch-up)."""
+        """Fold one record of the events topic into the in-memory state (restore and catch-up).
+
+        Note: a record of a stream this build cannot read (a newer schema version, a payload that
+        does not decode) or that skips a version leaves a hole in that stream: the stream is marked
+        unreadable and its commands are refused, never decided on the hole, until a build that
+        reads it restores the partition.
+        """
         self.next_offset = rec.offset + 1
         try:
             ev = from_record(rec)
             env = ev.envelope
+        except UndecodableRecord as exc:
+            self._hole(stream_header(rec), rec, f"undecodable: {exc}")
+            return
+        try:
             event = decode_event(env.type, env.schema_version, env.payload)
-        except (UndecodableRecord, UnknownEventType, msgspec.DecodeError) as exc:
-            # The projector sets it aside with its reason; the decider cannot fold what it cannot read.
-            log.warning("restore.undecodable", partition=self.partition, offset=rec.offset, reason=str(exc))
+        except (UnknownEventType, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._hole(env.stream, rec, f"undecodable: {exc}")
             return
         self.epoch = max(self.epoch, env.writer_epoch + 1)
         category = env.stream.partition(":")[0]
         current = self.streams.get(env.stream)
         version = current.version if current else 0
+        if env.stream in self.unreadable:
+            return
+        if env.stream_version <= version:  # a repeat of an event already folded (an ambiguous append)
+            return
         if env.stream_version != version + 1 or category not in DECIDERS:
-            log.warning("restore.out_of_order", stream=env.stream, version=env.stream_version, expected=version + 1)
+            self._hole(env.stream, rec, f"version {env.stream_version} of {env.stream} follows version {version}")
             return
         state = current.state if current else DECIDERS[category].initial_state
         self.streams[env.stream] = _Stream(DECIDERS[category].evolve(state, event), env.stream_version)
         self._remember_event(ev, event)
+
+    def _hole(self, stream: str | None, rec: StoredRecord, reason: str) -> None:
+        log.warning("restore.unreadable", partition=self.partition, offset=rec.offset, stream=stream, reason=reason)
+        if stream is not None:
+            self.unreadable.setdefault(stream, f"offset {rec.offset}: {reason}")
 
     def _remember_event(self, ev: RecordedEvent, event: msgspec.Struct) -> None:
         env = ev.envelope
@@ -164,6 +200,7 @@ class PartitionOwner:
     def reset(self) -> None:
         """Forget everything before a restore from offset 0."""
         self.streams.clear()
+        self.unreadable.clear()
         self.known.clear()
         self.next_offset = self.results_offset = 0
 
@@ -233,14 +270,23 @@ class PartitionOwner:
         scratch: dict[str, _Stream] = {}
         decided: dict[str, _Known] = {}
         envelopes: list[Envelope] = []
-        answers: list[tuple[Submission, Outcome | IdempotencyKeyReused, bool]] = []
+        answers: list[tuple[Submission, Outcome | Refusal, bool]] = []
         started = time.perf_counter()
+        # The decide span of every command that appends events: the context its events carry.
+        writers: list[SpanContext] = []
         for sub in group:
-            answers.append(self._decide_one(sub, scratch, decided, envelopes))
+            appended = len(envelopes)
+            with tracer.start_as_current_span(f"decide {sub.command_type}", context=sub.trace,
+                                              attributes=_command_attributes(sub)) as span:
+                answers.append(self._decide_one(sub, scratch, decided, envelopes))
+                _set_outcome(span, answers[-1][1], answers[-1][2])
+            if len(envelopes) > appended:
+                writers.append(span.get_span_context())
         appending = time.perf_counter()
         metrics.DECIDE_SECONDS.observe(appending - started)
         metrics.GROUP_SIZE.observe(len(group))
-        base = await self._append(envelopes)
+        with self._append_span(group, writers, len(envelopes)):
+            base = await self._append(envelopes)
         metrics.APPEND_SECONDS.observe(time.perf_counter() - appending)
         results = [
             StoredOutcome(cid, k.outcome.stream if isinstance(k.outcome, Accepted) else _stream_of(group, cid),
@@ -251,8 +297,9 @@ class PartitionOwner:
         await self._append_results(results)
         self._commit(scratch, decided, envelopes, base)
         for sub, answer, replayed in answers:
-            if isinstance(answer, IdempotencyKeyReused):
-                metrics.COMMANDS.labels(sub.command_type, "idempotency_key_reused").inc()
+            if isinstance(answer, (IdempotencyKeyReused, StreamUnreadable)):
+                metrics.COMMANDS.labels(sub.command_type, "idempotency_key_reused" if isinstance(
+                    answer, IdempotencyKeyReused) else "stream_unreadable").inc()
                 sub.future.set_exception(answer)
             else:
                 final = self.known[sub.command_id].outcome if sub.command_id in self.known else answer
@@ -262,12 +309,16 @@ class PartitionOwner:
 
     def _decide_one(
         self, sub: Submission, scratch: dict[str, _Stream], decided: dict[str, _Known], envelopes: list[Envelope]
-    ) -> tuple[Submission, Outcome | IdempotencyKeyReused, bool]:
+    ) -> tuple[Submission, Outcome | Refusal, bool]:
         prior = decided.get(sub.command_id) or self.known.get(sub.command_id)
         if prior is not None:
             if prior.fingerprint != sub.fingerprint:
                 return sub, IdempotencyKeyReused(sub.command_id), False
             return sub, prior.outcome, True
+        if sub.stream in self.unreadable:
+            return sub, StreamUnreadable(
+                f"{sub.stream} holds an event this build cannot read ({self.unreadable[sub.stream]}); "
+                "no command is decided on it until a build that reads it runs", code="stream_unreadable"), False
         current = scratch.get(sub.stream) or self.streams.get(sub.stream)
         version = current.version if current else 0
         decider = DECIDERS[sub.category]
@@ -294,6 +345,8 @@ class PartitionOwner:
         evolve = DECIDERS[sub.category].evolve
         views: list[EventView] = []
         now = self.clock()
+        # Called inside the command's decide span: its events carry that span's context through the log.
+        traceparent, tracestate = current_trace_headers()
         for event in events:
             version += 1
             state = evolve(state, event)
@@ -304,12 +357,30 @@ class PartitionOwner:
                 correlation_id=sub.correlation_id, causation_id=sub.causation_id, actor=sub.actor,
                 writer_epoch=self.epoch, partition_key=stream_partition_key(sub.stream),
                 payload=encode_payload(event), command_hash=sub.fingerprint,
+                traceparent=traceparent, tracestate=tracestate,
             )
             envelopes.append(env)
             views.append(EventView(env.event_id, name, sub.stream, version, msgspec.to_builtins(event)))
         scratch[sub.stream] = _Stream(state, version)
         # The position is filled in once the log has said where the batch went.
         return Accepted(sub.command_id, sub.stream, version, views, position="")
+
+    def _append_span(self, group: Sequence[Submission], writers: Sequence[SpanContext],
+                     events: int) -> AbstractContextManager[Span]:
+        """The span of one group commit: a child of the first writer's decide span, linked to the others'.
+
+        Note: one append carries the events of several commands, each of its own trace; the span
+        lives in one of them and links to the rest, as a batch publish does in messaging.
+        """
+        contexts = distinct(writers)
+        parent = trace.set_span_in_context(NonRecordingSpan(contexts[0])) if contexts else group[0].trace
+        return tracer.start_as_current_span(
+            f"append {self.events_topic}", context=parent, kind=SpanKind.PRODUCER,
+            links=[Link(c) for c in contexts[1:]],
+            attributes={"messaging.system": self.log.engine, "messaging.destination.name": self.events_topic,
+                        "messaging.destination.partition.id": str(self.partition),
+                        "messaging.batch.message_count": events, "blackboard.commands": len(group)},
+        )
 
     async def _append(self, envelopes: list[Envelope]) -> int:
         if not envelopes:
@@ -350,6 +421,23 @@ class PartitionOwner:
                 outcome = msgspec.structs.replace(outcome, position=encode_token({self.partition: offset}))
             self.known[cid] = _Known(k.fingerprint, outcome)
         self.next_offset = base + len(envelopes)
+
+
+def _command_attributes(sub: Submission) -> dict[str, str]:
+    return {"blackboard.command.id": sub.command_id, "blackboard.command.type": sub.command_type,
+            "blackboard.stream": sub.stream}
+
+
+def _set_outcome(span: Span, answer: Outcome | Refusal, replayed: bool) -> None:
+    if isinstance(answer, IdempotencyKeyReused):
+        outcome = "idempotency_key_reused"
+    elif isinstance(answer, StreamUnreadable):
+        outcome = "stream_unreadable"
+    else:
+        outcome = "replayed" if replayed else "accepted" if isinstance(answer, Accepted) else "rejected"
+    span.set_attribute("blackboard.command.outcome", outcome)
+    if isinstance(answer, Rejected):
+        span.set_attribute("blackboard.rejection.code", answer.code)
 
 
 def _stream_of(group: Sequence[Submission], command_id: str) -> str:

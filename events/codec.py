@@ -23,6 +23,8 @@ _TEXT_FIELDS = (
     "command_hash",
 )
 _INT_FIELDS = ("stream_version", "schema_version", "writer_epoch")
+#: Optional: events written before tracing, or without a trace, have none.
+_TRACE_FIELDS = ("traceparent", "tracestate")
 
 
 class UndecodableRecord(ValueError):
@@ -35,6 +37,8 @@ def to_record(env: Envelope) -> Record:
     headers += [(name, str(getattr(env, name)).encode()) for name in _INT_FIELDS]
     headers.append(("occurred_at", env.occurred_at.isoformat().encode()))
     headers.append(("content-type", CONTENT_TYPE))
+    # W3C trace context under its standard header names, so that any Kafka consumer's tracing finds it.
+    headers += [(name, value.encode()) for name in _TRACE_FIELDS if (value := getattr(env, name)) is not None]
     timestamp_ms = int(env.occurred_at.timestamp() * 1000)
     return Record(key=env.partition_key.encode(), value=env.payload, headers=tuple(headers), timestamp_ms=timestamp_ms)
 
@@ -64,5 +68,17 @@ def from_record(rec: StoredRecord) -> RecordedEvent:
         command_hash=h.get("command_hash", ""), stream_version=ints["stream_version"],
         schema_version=ints["schema_version"], writer_epoch=ints["writer_epoch"],
         occurred_at=occurred_at, partition_key=partition_key, payload=rec.value,
+        traceparent=h.get("traceparent"), tracestate=h.get("tracestate"),
     )
     return RecordedEvent(envelope=env, partition=rec.partition, offset=rec.offset)
+
+
+def stream_header(rec: StoredRecord) -> str | None:
+    """The record's ``stream`` header when it is readable text, whatever else is wrong with the record."""
+    for name, value in rec.headers:
+        if name == "stream":
+            try:
+                return value.decode("utf-8") or None
+            except UnicodeDecodeError:
+                return None
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -29,6 +30,19 @@ class StoredRecord(msgspec.Struct, frozen=True):
     value: bytes | None
     headers: Headers
     timestamp_ms: int
+
+
+class TopicDescription(msgspec.Struct, frozen=True):
+    """What an engine can tell about a topic besides its offsets.
+
+    ``config`` is the topic's configuration as the engine stores it (``None`` when the engine
+    cannot tell); ``partition_bytes`` is the stored size of each partition (``None`` likewise).
+    """
+
+    topic: str
+    partitions: int
+    config: dict[str, str] | None
+    partition_bytes: dict[int, int] | None
 
 
 def check_record_sizes(records: Sequence[Record], limit: int) -> None:
@@ -117,6 +131,12 @@ class PartitionedLog(Protocol):
     async def partition_count(self, topic: str) -> int:
         """Partitions of ``topic``; ``UnknownTopic`` when it does not exist."""
 
+    async def describe_topic(self, topic: str) -> TopicDescription:
+        """Configuration and per-partition sizes of ``topic``, as far as the engine can tell.
+
+        ``UnknownTopic`` when it does not exist.
+        """
+
     async def append(
         self, topic: str, partition: int, records: Sequence[Record], *, expected_offset: int | None = None
     ) -> int:
@@ -130,3 +150,34 @@ class PartitionedLog(Protocol):
 
     def reader(self, topic: str) -> LogReader:
         """A new reader of ``topic`` with no partition assigned yet."""
+
+
+async def read_at(log: PartitionedLog, topic: str, positions: Sequence[tuple[int, int]], *,
+                  timeout: float = 10.0) -> dict[tuple[int, int], StoredRecord]:
+    """The records at ``positions`` ((partition, offset) pairs) of ``topic``, read with one reader.
+
+    A position at or past its partition's end is not in the answer; ``LogUnavailable`` when
+    the records do not come within ``timeout`` seconds.
+    """
+    found: dict[tuple[int, int], StoredRecord] = {}
+    by_partition: dict[int, list[int]] = {}
+    for partition, offset in sorted(set(positions)):
+        by_partition.setdefault(partition, []).append(offset)
+    loop = asyncio.get_running_loop()
+    for partition, offsets in by_partition.items():
+        end = await log.end_offset(topic, partition)
+        # One reader per partition: a reader also returns the other partitions assigned to it.
+        reader = log.reader(topic)
+        try:
+            for offset in (o for o in offsets if o < end):
+                await reader.seek(partition, offset)
+                deadline = loop.time() + timeout
+                while (partition, offset) not in found:
+                    if loop.time() > deadline:
+                        raise LogUnavailable(f"{topic}[{partition}] offset {offset} did not come within {timeout}s")
+                    for rec in await reader.read(max_records=1, timeout=1.0):
+                        if rec.offset == offset:
+                            found[(partition, offset)] = rec
+        finally:
+            await reader.close()
+    return found

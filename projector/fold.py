@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from blackboard.events.codec import from_record
+from blackboard.events.codec import from_record, stream_header
 from blackboard.events.log import StoredRecord
 from blackboard.schemas.envelope import Envelope
 from blackboard.schemas.merge_patch import merge_patch
@@ -46,10 +46,17 @@ class Decoded:
 
 @dataclass(frozen=True, slots=True)
 class Poison:
-    """A record set aside for the dead letters, with the reason."""
+    """A record set aside for the dead letters, with the reason.
+
+    ``stream`` is the stream it belongs to when its headers tell (even if its payload does not
+    decode): later events of that stream are held behind it. ``held`` says it was set aside only
+    because an earlier event of its stream was.
+    """
 
     rec: StoredRecord
     reason: str
+    stream: str | None = None
+    held: bool = False
 
 
 Item = Decoded | Poison
@@ -59,16 +66,23 @@ def decode(rec: StoredRecord) -> Item:
     """The record's envelope and event, or the reason it is poison."""
     try:
         env = from_record(rec).envelope
-        event = decode_event(env.type, env.schema_version, env.payload)
     except Exception as exc:  # decoding is pure: whatever fails, fails for this record alone
-        return Poison(rec, f"undecodable: {type(exc).__name__}: {exc}")
+        return Poison(rec, f"undecodable: {type(exc).__name__}: {exc}", stream_header(rec))
+    try:
+        event = decode_event(env.type, env.schema_version, env.payload)
+    except Exception as exc:
+        return Poison(rec, f"undecodable: {type(exc).__name__}: {exc}", env.stream)
     category, _, ident = env.stream.partition(":")
     expected = _CATEGORY.get(type(event))
     if expected is None:
-        return Poison(rec, f"{env.type} has no read model to apply to")
+        return Poison(rec, f"{env.type} has no read model to apply to", env.stream)
     if category != expected or not ident:
-        return Poison(rec, f"{env.type} does not belong on stream {env.stream!r}")
+        return Poison(rec, f"{env.type} does not belong on stream {env.stream!r}", env.stream)
     return Decoded(rec, env, event, category, ident)
+
+
+def stream_of(item: Item) -> str | None:
+    return item.env.stream if isinstance(item, Decoded) else item.stream
 
 
 # ── the fold: the batch's rows, changed in memory in log order ──────────────────────────
@@ -87,29 +101,68 @@ class BatchFold:
     tasks: dict[str, dict[str, Any]]
     #: (stream, version) → event_id of events already in the change log or applied by this batch.
     recorded: dict[tuple[str, int], str]
+    #: Streams with a dead letter not yet resolved: their later events are held behind it.
+    blocked: set[str] = field(default_factory=set)
     applied: list[Decoded] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
     duplicates: int = 0
     changed_shots: dict[tuple[str, str], None] = field(default_factory=dict)
     event_ids: set[str] = field(default_factory=set)
+    #: (category, id) of rows that only took the version of an event an operator gave up on (``skip``).
+    stamped: list[tuple[str, str]] = field(default_factory=list)
 
     def fold(self, item: Item) -> None:
-        """Apply one record, or count it as a duplicate, or set it aside with its reason."""
+        """Apply one record, or count it as a duplicate, or set it aside with its reason.
+
+        Note: once a record of a stream is set aside, every later record of that stream is set
+        aside behind it (``held``), so the stream's read model is never built over a hole.
+        """
         if isinstance(item, Poison):
-            self.poison.append(item)
+            self._set_aside(item)
             return
         env = item.env
         recorded = self.recorded.get((env.stream, env.stream_version))
         if recorded == env.event_id:
             self.duplicates += 1  # an ambiguous produce wrote it twice; it happened once
             return
+        if env.stream in self.blocked:
+            self._set_aside(Poison(item.rec, f"held behind an unresolved dead letter of {env.stream}",
+                                   env.stream, held=True))
+            return
         reason = self._refusal(item, recorded) or self._evolve(item)
         if reason:
-            self.poison.append(Poison(item.rec, reason))
+            self._set_aside(Poison(item.rec, reason, env.stream))
             return
         self.recorded[(env.stream, env.stream_version)] = env.event_id
         self.event_ids.add(env.event_id)
         self.applied.append(item)
+
+    def _set_aside(self, poison: Poison) -> None:
+        if poison.stream is not None and not poison.held and poison.stream in self.blocked:
+            poison = Poison(poison.rec, f"{poison.reason} (and held behind an earlier dead letter)", poison.stream,
+                            held=True)
+        self.poison.append(poison)
+        if poison.stream is not None:
+            self.blocked.add(poison.stream)
+
+    def skip(self, item: Item) -> None:
+        """Give up on ``item`` for good: its stream's row takes its version, its content does not change.
+
+        Note: so the events after it are the next versions again and can be released. It needs the
+        envelope (a payload that does not decode is fine); when the row is not exactly one version
+        behind, or the envelope is unreadable, there is nothing to move.
+        """
+        try:
+            env = item.env if isinstance(item, Decoded) else from_record(item.rec).envelope
+        except Exception:
+            return
+        category, _, ident = env.stream.partition(":")
+        rows = {"project": self.projects, "task": self.tasks}.get(category)
+        row = rows.get(ident) if rows is not None else None
+        if row is not None and row["version"] == env.stream_version - 1:
+            row |= {"version": env.stream_version, "partition": item.rec.partition, "last_offset": item.rec.offset,
+                    "updated_at": occurred_at(env)}
+            self.stamped.append((category, ident))
 
     def _refusal(self, item: Decoded, recorded: str | None) -> str | None:
         env = item.env
@@ -138,7 +191,8 @@ class BatchFold:
                 return self._shot_updated(item, e)
             case TaskCreated() as e:
                 self.tasks[item.ident] = {
-                    "id": item.ident, "name": e.name, "priority": e.priority, "payload": e.payload,
+                    # Version 2 made "no payload" {}; the row keeps it NULL, as version 1 wrote it.
+                    "id": item.ident, "name": e.name, "priority": e.priority, "payload": e.payload or None,
                     "status": "pending", "created_at": occurred_at(item.env),
                 } | _stamp(item)
             case TaskStatusChanged() as e:
@@ -174,7 +228,8 @@ class BatchFold:
     def changed(self, category: str) -> list[dict[str, Any]]:
         """The rows of ``category`` this batch's applied events changed, once each."""
         rows = self.projects if category == "project" else self.tasks
-        idents = dict.fromkeys(e.ident for e in self.applied if e.category == category)
+        idents = dict.fromkeys([*(e.ident for e in self.applied if e.category == category),
+                                *(i for c, i in self.stamped if c == category)])
         return [rows[i] for i in idents]
 
 

@@ -14,26 +14,34 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
 import structlog
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind
 
-from blackboard.events.log import LogReader, PartitionedLog, StoredRecord
+from blackboard.events.log import LogReader, PartitionedLog, StoredRecord, read_at
+from blackboard.events.tracing import distinct, event_span_context, event_trace_id
 from blackboard.projector import metrics
 from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
 from blackboard.projector.documents import project_view, task_view
-from blackboard.projector.fold import BatchFold, Decoded, Item, Poison, decode, occurred_at, touched
+from blackboard.projector.fold import BatchFold, Decoded, Item, Poison, decode, occurred_at, stream_of, touched
 
 logger = structlog.get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 READ_TIMEOUT = 1.0
 LAG_EVERY_SECONDS = 5.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 30.0
 #: Longest reason kept in a dead letter.
 MAX_REASON = 2000
+#: Most links a batch span carries (the SDK's default limit): one per command whose events it folds.
+MAX_LINKS = 128
 
 # Errors a statement raises because of the data one record carried (a NUL in a text, a value too
 # long, a nesting too deep, a duplicate event_id), not because PostgreSQL is unwell.
@@ -113,12 +121,26 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::jsonb[], $5::tex
 ON CONFLICT (id) DO UPDATE SET status = excluded.status, version = excluded.version, partition = excluded.partition,
     last_offset = excluded.last_offset, updated_at = excluded.updated_at"""
 _CHANGE_COLUMNS = ("stream", "stream_version", "partition", "offset", "event_id", "type", "schema_version", "actor",
-                   "command_id", "correlation_id", "causation_id", "occurred_at", "payload")
+                   "command_id", "correlation_id", "causation_id", "occurred_at", "payload", "trace_id")
+# A letter set aside again (a retry that failed, a held record still behind one) keeps its row
+# and takes the new reason and status.
 _INSERT_DEAD_LETTERS = """
-INSERT INTO dead_letters (projection, topic, partition, "offset", reason, key, headers, value)
+INSERT INTO dead_letters (projection, topic, partition, "offset", reason, key, headers, value, stream, status)
 SELECT $1, * FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::text[], $6::bytea[], $7::jsonb[],
-                         $8::bytea[])
-ON CONFLICT (projection, topic, partition, "offset") DO NOTHING"""
+                         $8::bytea[], $9::text[], $10::text[])
+ON CONFLICT (projection, topic, partition, "offset") DO UPDATE SET reason = excluded.reason,
+    stream = excluded.stream, status = excluded.status, resolved_at = NULL"""
+_BLOCKED_STREAMS = """
+SELECT DISTINCT stream FROM dead_letters
+WHERE projection = $1 AND status IN ('open', 'held') AND stream = ANY($2::text[])"""
+_LOCK_LETTER = """
+SELECT id, topic, partition, "offset", stream, status FROM dead_letters WHERE projection = $1 AND id = $2 FOR UPDATE"""
+_LOCK_STREAM_LETTERS = """
+SELECT id, topic, partition, "offset", stream, status FROM dead_letters
+WHERE projection = $1 AND stream = $2 AND status IN ('open', 'held') ORDER BY partition, "offset" FOR UPDATE"""
+_RESOLVE_LETTERS = """
+UPDATE dead_letters SET status = $3, resolved_at = now()
+WHERE projection = $1 AND id = ANY($2::bigint[])"""
 
 
 def _columns(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[list[Any]]:
@@ -134,7 +156,7 @@ def _change_records(events: Sequence[Decoded]) -> list[tuple[Any, ...]]:
     return [
         (e.env.stream, e.env.stream_version, e.rec.partition, e.rec.offset, e.env.event_id, e.env.type,
          e.env.schema_version, e.env.actor, e.env.command_id, e.env.correlation_id, e.env.causation_id,
-         occurred_at(e.env), msgspec.Raw(e.env.payload))
+         occurred_at(e.env), msgspec.Raw(e.env.payload), event_trace_id(e.env))
         for e in events
     ]
 
@@ -144,7 +166,8 @@ def _dead_letter_columns(poison: Sequence[Poison]) -> list[list[Any]]:
         [_text(p.rec.topic) for p in poison], [p.rec.partition for p in poison], [p.rec.offset for p in poison],
         [_text(p.reason)[:MAX_REASON] for p in poison], [p.rec.key for p in poison],
         [{_text(name): _text(value) for name, value in p.rec.headers} for p in poison],
-        [p.rec.value for p in poison],
+        [p.rec.value for p in poison], [None if p.stream is None else _text(p.stream) for p in poison],
+        ["held" if p.held else "open" for p in poison],
     ]
 
 
@@ -155,6 +178,24 @@ def _text(raw: str | bytes) -> str:
     else:
         text = raw.encode("utf-8", "backslashreplace").decode("utf-8")
     return text.replace("\x00", "\\x00")
+
+
+class Resolution(msgspec.Struct, frozen=True):
+    """What a ``retry`` or ``skip`` of a dead letter did to it and to the letters held behind it.
+
+    ``applied`` and ``skipped`` are the ids resolved; ``open`` the ids that failed again (with a
+    new reason); ``held`` the ids still waiting behind one of those.
+    """
+
+    stream: str | None
+    applied: list[int] = []
+    skipped: list[int] = []
+    open: list[int] = []
+    held: list[int] = []
+
+
+class DeadLetterError(Exception):
+    """A retry or skip that cannot be done: no such letter, already resolved, or held behind another."""
 
 
 # ── the runtime ─────────────────────────────────────────────────────────────────────────
@@ -185,7 +226,7 @@ class Projector:
         projection: str = "main",
         cache: DocumentCache | None = None,
         batch_size: int = 2000,
-        notify_channel: str = "blackboard_projection",
+        notify_channel: str | None = "blackboard_projection",
     ) -> None:
         self.log, self.pool, self.topic, self.projection = log, pool, topic, projection
         self.cache, self.batch_size, self.notify_channel = cache, batch_size, notify_channel
@@ -265,6 +306,66 @@ class Projector:
         """
         return await self._apply_items(self._prepare(records))
 
+    def prepare(self, records: Sequence[StoredRecord]) -> list[Item]:
+        """``records`` decoded for ``apply_items``: the CPU half of ``apply``, to overlap with a write."""
+        return self._prepare(records)
+
+    async def apply_items(self, items: list[Item]) -> AppliedBatch:
+        """The I/O half of ``apply``: fold prepared items in one transaction, then the cache."""
+        return await self._apply_items(items)
+
+    async def resolve(self, letter_id: int, *, skip: bool = False) -> Resolution:
+        """Retry (after a fix) or skip the dead letter ``letter_id``, then release what its stream held.
+
+        The records are read again from the log and folded by today's code, in log order, in one
+        transaction: the letter first (or, skipping, its stream only takes its version), then every
+        letter held behind it, until one fails again; those after it stay held.
+
+        Note: the transaction locks the partition's offset row, as every batch does, so the live
+        projector cannot hold a new event of the stream behind a letter this call is releasing.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            letter = await conn.fetchrow(_LOCK_LETTER, self.projection, letter_id)
+            if letter is None:
+                raise DeadLetterError(f"there is no dead letter {letter_id}")
+            if letter["status"] in ("applied", "skipped"):
+                raise DeadLetterError(f"dead letter {letter_id} is already {letter['status']}")
+            await self._lock_offsets(conn, [letter["partition"]])
+            letters = [letter]
+            if letter["stream"] is not None:
+                letters = list(await conn.fetch(_LOCK_STREAM_LETTERS, self.projection, letter["stream"]))
+                if letters[0]["id"] != letter_id:
+                    raise DeadLetterError(f"dead letter {letter_id} is held behind dead letter {letters[0]['id']} "
+                                          f"of {letter['stream']}; resolve that one first")
+            records = await read_at(self.log, letter["topic"], [(r["partition"], r["offset"]) for r in letters])
+            missing = [r["id"] for r in letters if (r["partition"], r["offset"]) not in records]
+            if missing:
+                raise DeadLetterError(f"the log no longer holds the records of dead letters {missing}")
+            items = [decode(records[(r["partition"], r["offset"])]) for r in letters]
+            fold = await self._load(conn, [i for i in items if isinstance(i, Decoded)],
+                                    [letter["stream"]] if letter["stream"] else [])
+            if skip:
+                fold.skip(items[0])
+            else:
+                fold.fold(items[0])
+            for item in items[1:]:
+                fold.fold(item)
+            docs = await self._write(conn, fold, {})
+            again = {(p.rec.partition, p.rec.offset): p for p in fold.poison}
+            outcome = Resolution(
+                letter["stream"],
+                applied=[r["id"] for r in letters[skip:] if (r["partition"], r["offset"]) not in again],
+                skipped=[letter_id] if skip else [],
+                open=[r["id"] for r in letters if (k := (r["partition"], r["offset"])) in again and not again[k].held],
+                held=[r["id"] for r in letters if (k := (r["partition"], r["offset"])) in again and again[k].held],
+            )
+            await conn.execute(_RESOLVE_LETTERS, self.projection, outcome.applied, "applied")
+            await conn.execute(_RESOLVE_LETTERS, self.projection, outcome.skipped, "skipped")
+        await self._write_through(docs)
+        logger.info("projector.dead_letter_resolved", letter=letter_id, skip=skip, applied=len(outcome.applied),
+                    open=len(outcome.open), held=len(outcome.held))
+        return outcome
+
     def _prepare(self, records: Sequence[StoredRecord]) -> list[Item]:
         """``records`` decoded, each partition's in offset order, each offset once."""
         strangers = {r.topic for r in records} - {self.topic}
@@ -277,6 +378,24 @@ class Projector:
     async def _apply_items(self, items: list[Item]) -> AppliedBatch:
         if not items:
             return AppliedBatch()
+        with self._batch_span(items):
+            return await self._apply_batch(items)
+
+    def _batch_span(self, items: Sequence[Item]) -> AbstractContextManager[Span]:
+        """A new root span for one batch, linked to the span that decided each of its commands.
+
+        Note: a batch folds the events of many commands, each in its own trace; links (not a
+        parent) tie it to all of them. Past ``MAX_LINKS`` commands the rest go unlinked.
+        """
+        contexts = distinct(event_span_context(i.env) for i in items if isinstance(i, Decoded))
+        return tracer.start_as_current_span(
+            f"project {self.topic}", context=Context(), kind=SpanKind.CONSUMER,
+            links=[Link(c) for c in contexts[:MAX_LINKS]],
+            attributes={"messaging.destination.name": self.topic, "messaging.batch.message_count": len(items),
+                        "blackboard.projection": self.projection, "blackboard.traces": len(contexts)},
+        )
+
+    async def _apply_batch(self, items: list[Item]) -> AppliedBatch:
         started = time.perf_counter()
         async with self.pool.acquire() as conn:
             outcome = await self._transact(conn, items)
@@ -287,7 +406,10 @@ class Projector:
                               ("duplicate", batch.duplicates), ("dead_letter", batch.dead_letters)):
             if count:
                 metrics.APPLIED.labels(result).inc(count)
-        await self._write_through(outcome.docs)
+        if self.cache is not None:
+            documents = {"blackboard.documents": len(outcome.docs)}
+            with tracer.start_as_current_span("cache write-through", attributes=documents):
+                await self._write_through(outcome.docs)
         return batch
 
     async def _transact(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
@@ -305,7 +427,8 @@ class Projector:
         each half runs in a savepoint, so the outcome is the same as one record at a time.
         """
         if len(items) == 1:
-            return await self._apply_tx(conn, [Poison(items[0].rec, f"rejected by the read model: {error}")])
+            culprit = Poison(items[0].rec, f"rejected by the read model: {error}", stream_of(items[0]))
+            return await self._apply_tx(conn, [culprit])
         mid = len(items) // 2
         return await self._attempt(conn, items[:mid]) + await self._attempt(conn, items[mid:])
 
@@ -323,6 +446,7 @@ class Projector:
         if not fresh:
             return _Outcome(AppliedBatch(skipped=len(items)), [])
         fold = await self._load(conn, [i for i in fresh if isinstance(i, Decoded)])
+        fold.blocked = await self._blocked(conn, fresh)
         for item in fresh:
             fold.fold(item)
         positions = {i.rec.partition: i.rec.offset + 1 for i in fresh}
@@ -338,13 +462,23 @@ class Projector:
             rows = await conn.fetch(_LOCK_OFFSETS, self.projection, self.topic, partitions)
         return {r["partition"]: r["next_offset"] for r in rows}
 
-    async def _load(self, conn: asyncpg.Connection, events: list[Decoded]) -> BatchFold:
+    async def _blocked(self, conn: asyncpg.Connection, items: Sequence[Item]) -> set[str]:
+        """The streams of ``items`` held behind an unresolved dead letter."""
+        streams = list({s for s in map(stream_of, items) if s is not None})
+        rows = await conn.fetch(_BLOCKED_STREAMS, self.projection, streams)
+        return {r["stream"] for r in rows}
+
+    async def _load(self, conn: asyncpg.Connection, events: list[Decoded], streams: Sequence[str] = ()) -> BatchFold:
         """The current rows of everything ``events`` touch, one query per table.
 
         Note: the rows are read without a row lock. The offset rows locked before are enough:
         every event of an entity is in its key's partition, so one batch at a time touches it.
         """
         project_ids, shot_keys, task_ids = touched(events)
+        for category, _, ident in (s.partition(":") for s in streams):  # rows of records that did not decode
+            ids = project_ids if category == "project" else task_ids if category == "task" else None
+            if ids is not None and ident not in ids:
+                ids.append(ident)
         projects = await _fetch_by(conn, _LOAD_PROJECTS, [project_ids], ("id",)) if project_ids else {}
         tasks = await _fetch_by(conn, _LOAD_TASKS, [task_ids], ("id",)) if task_ids else {}
         shots: dict[Any, dict[str, Any]] = {}
@@ -386,9 +520,11 @@ class Projector:
                                              columns=_CHANGE_COLUMNS)
         if fold.poison:
             await conn.execute(_INSERT_DEAD_LETTERS, self.projection, *_dead_letter_columns(fold.poison))
-        await conn.execute(_SAVE_OFFSETS, self.projection, self.topic, list(positions), list(positions.values()))
+        if positions:
+            await conn.execute(_SAVE_OFFSETS, self.projection, self.topic, list(positions), list(positions.values()))
         # Delivered on commit: a reader waiting for a position re-reads the offsets then.
-        await conn.execute("SELECT pg_notify($1, $2)", self.notify_channel, self.projection)
+        if self.notify_channel is not None:
+            await conn.execute("SELECT pg_notify($1, $2)", self.notify_channel, self.projection)
         return await _documents(conn, project_rows, task_rows) if self.cache is not None else []
 
     async def _write_through(self, docs: list[CachedDoc]) -> None:

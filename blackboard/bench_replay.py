@@ -1,0 +1,199 @@
+"""``blackboard bench --suite replay``: a full rebuild of the read models, beside the machine's limits.
+
+One embedded PostgreSQL holds a PostgreSQL log seeded with ``events`` events (projects with costs
+and shot patches, tasks moving through their states, over 8 partitions). Measured in the same run:
+the raw consume rate of the log (records read, nothing decoded), PostgreSQL's COPY rate into the
+change log (the largest write of a rebuild), and ``blackboard replay`` end to end — migrate a new
+schema, fold every event, swap — in events per second. Each figure is the median of ``runs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
+from blackboard.events.codec import to_record
+from blackboard.events.log import Record
+from blackboard.events.partitioner import partition_for
+from blackboard.events.postgres import PostgresLog
+from blackboard.projector import generations
+from blackboard.projector.migrate import create_pool, migrate
+from blackboard.projector.replay import replay
+from blackboard.schemas.envelope import Envelope, stream_partition_key
+from blackboard.schemas.project import CostAdded, ProjectCreated, ShotUpdated
+from blackboard.schemas.registry import encode_payload, event_name, schema_version_of
+from blackboard.schemas.task import TaskCreated, TaskStatusChanged
+
+console = Console()
+PARTITIONS = 8
+TOPIC = "events"
+BASE = "bench"
+#: Events per project stream and per task stream in the seeded log.
+PROJECT_EVENTS, TASK_EVENTS = 50, 5
+
+
+def _envelope(event: msgspec.Struct, stream: str, version: int, at: datetime) -> Envelope:
+    name = event_name(event)
+    return Envelope(
+        event_id=str(uuid.uuid4()), stream=stream, stream_version=version, type=name,
+        schema_version=schema_version_of(name), occurred_at=at, command_id=f"cmd-{uuid.uuid4()}",
+        correlation_id="bench", causation_id="bench", actor="bench", writer_epoch=1,
+        partition_key=stream_partition_key(stream), payload=encode_payload(event))
+
+
+def _project_stream(i: int, at: datetime) -> list[Envelope]:
+    stream = f"project:p-{i}"
+    events: list[msgspec.Struct] = [ProjectCreated(f"Project {i}", "EUR", Decimal(1_000_000), {"style": "noir"})]
+    for n in range(1, PROJECT_EVENTS):
+        if n % 2:
+            events.append(CostAdded(Decimal("12.50"), "render"))
+        else:
+            events.append(ShotUpdated(f"s-{n % 7}", {"status": "review", "take": n}, n // 14 + 1))
+    # Shot versions: each shot's patches count up from 1 in the order they come.
+    seen: dict[str, int] = {}
+    fixed: list[msgspec.Struct] = []
+    for ev in events:
+        if isinstance(ev, ShotUpdated):
+            seen[ev.shot_id] = seen.get(ev.shot_id, 0) + 1
+            ev = ShotUpdated(ev.shot_id, ev.patch, seen[ev.shot_id])
+        fixed.append(ev)
+    return [_envelope(ev, stream, v, at + timedelta(milliseconds=v)) for v, ev in enumerate(fixed, 1)]
+
+
+def _task_stream(i: int, at: datetime) -> list[Envelope]:
+    stream = f"task:t-{i}"
+    moves = [("pending", "claimed"), ("claimed", "running"), ("running", "succeeded")]
+    events: list[msgspec.Struct] = [TaskCreated(f"task {i}", i % 10, {"frames": i % 100})]
+    events += [TaskStatusChanged(a, b) for a, b in moves][: TASK_EVENTS - 1]
+    return [_envelope(ev, stream, v, at + timedelta(milliseconds=v)) for v, ev in enumerate(events, 1)]
+
+
+async def seed(log: PostgresLog, events: int) -> int:
+    """Append about ``events`` events (80% project streams, 20% task streams); return how many."""
+    await log.create_topic(TOPIC, PARTITIONS)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    projects = max(1, int(events * 0.8) // PROJECT_EVENTS)
+    tasks = max(1, (events - projects * PROJECT_EVENTS) // min(TASK_EVENTS, 4))
+    pending: dict[int, list[Record]] = {p: [] for p in range(PARTITIONS)}
+    written = 0
+
+    async def flush(limit: int) -> None:
+        nonlocal written
+        jobs = []
+        for p, records in pending.items():
+            if len(records) >= limit and records:
+                jobs.append(log.append(TOPIC, p, records))
+                written += len(records)
+                pending[p] = []
+        await asyncio.gather(*jobs)
+
+    streams = [(_project_stream, i) for i in range(projects)] + [(_task_stream, i) for i in range(tasks)]
+    for make, i in streams:
+        for env in make(i, at):
+            pending[partition_for(env.partition_key.encode(), PARTITIONS)].append(to_record(env))
+        await flush(5000)
+    await flush(1)
+    return written
+
+
+async def consume_rate(log: PostgresLog, total: int) -> float:
+    """Records per second read from offset 0 to the end of every partition, nothing decoded."""
+    reader = log.reader(TOPIC)
+    for p in range(PARTITIONS):
+        await reader.seek(p, 0)
+    started, read = time.perf_counter(), 0
+    try:
+        while read < total:
+            read += len(await reader.read(max_records=10_000, timeout=1.0))
+    finally:
+        await reader.close()
+    return read / (time.perf_counter() - started)
+
+
+async def copy_rate(pg_url: str, total: int) -> float:
+    """Rows per second COPYed into a fresh read-model schema's change log, with its indexes."""
+    schema = f"copy_{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(pg_url, schema, min_size=1, max_size=1)
+    try:
+        await migrate(pool, schema)
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        payload = msgspec.Raw(b'{"amount":"12.50","reason":"render","artifact_id":null}')
+        rows = [(f"project:p-{i // 50}", i % 50 + 1, i % PARTITIONS, i, str(uuid.uuid4()), "project.cost_added", 1,
+                 "bench", "cmd", "bench", "bench", at, payload) for i in range(total)]
+        columns = ("stream", "stream_version", "partition", "offset", "event_id", "type", "schema_version", "actor",
+                   "command_id", "correlation_id", "causation_id", "occurred_at", "payload")
+        started = time.perf_counter()
+        async with pool.acquire() as conn:
+            for chunk in range(0, total, 10_000):
+                await conn.copy_records_to_table("change_log", records=rows[chunk:chunk + 10_000], columns=columns)
+        return total / (time.perf_counter() - started)
+    finally:
+        await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+        await pool.close()
+
+
+async def _main(events: int, runs: int, batch_size: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="blackboard-bench-") as tmp:
+        os.chmod(tmp, 0o755)
+        pg_url = start_embedded_postgres(Path(tmp))
+        try:
+            log = PostgresLog(pg_url, schema="bench_log")
+            await log.start()
+            try:
+                console.print(f"Seeding the PostgreSQL log with ~{events:,} events over {PARTITIONS} partitions…")
+                t0 = time.perf_counter()
+                total = await seed(log, events)
+                console.print(f"  {total:,} events in {time.perf_counter() - t0:.0f} s")
+                results: list[dict[str, Any]] = []
+                for run in range(runs):
+                    raw = await consume_rate(log, total)
+                    copy = await copy_rate(pg_url, min(total, 1_000_000))
+                    report = await replay(log, pg_url, base=BASE, topic=TOPIC, batch_size=batch_size,
+                                          handover_seconds=0.0)
+                    assert report.records == total, (report.records, total)
+                    conn = await asyncpg.connect(pg_url)
+                    try:
+                        await generations.drop(conn, BASE)
+                    finally:
+                        await conn.close()
+                    results.append({"raw": raw, "copy": copy, "replay": report.events_per_second})
+                    console.print(f"  run {run + 1}: log read {raw:,.0f} records/s, COPY {copy:,.0f} rows/s, "
+                                  f"replay {report.events_per_second:,.0f} events/s ({report.seconds:.1f} s)")
+            finally:
+                await log.close()
+        finally:
+            stop_embedded_postgres(Path(tmp) / "postgres")
+    table = Table(title=f"blackboard bench --suite replay: {total:,} events, median of {runs} runs "
+                        f"({os.cpu_count()} cores, batch {batch_size})")
+    for col in ("measure", "median", "runs"):
+        table.add_column(col)
+    for key, label in (("raw", "log read, records/s (no decoding)"), ("copy", "COPY into change_log, rows/s"),
+                       ("replay", "replay end to end, events/s")):
+        values = [r[key] for r in results]
+        table.add_row(label, f"{statistics.median(values):,.0f}", ", ".join(f"{v:,.0f}" for v in values))
+    console.print(table)
+    console.print("Replay end to end = migrate a new schema, read + decode + fold + write every event "
+                  "(rows, change log by COPY, offsets) in batches, then swap; Redis and notifications off.")
+
+
+def run_replay_bench(*, events: int, runs: int, batch_size: int) -> None:
+    import logging
+
+    from blackboard.logs import configure_logging
+
+    configure_logging(logging.WARNING)
+    asyncio.run(_main(events, runs, batch_size))
