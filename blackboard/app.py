@@ -307,25 +307,35 @@ async def health_live() -> dict[str, str]:
 
 @get("/health/ready", tags=["health"], include_in_schema=False)
 async def health_ready(request: Request[None, None, State]) -> Response[bytes]:
-    """Ready when PostgreSQL answers; ``degraded`` while the cache is failing over to PostgreSQL."""
+    """Ready when PostgreSQL and the log answer; ``degraded`` while the cache is failing over to PostgreSQL.
+
+    The answer names each dependency's state, and the live generation of the read models.
+    """
     runtime: Runtime = request.app.state.runtime
     deps: dict[str, str] = {}
     try:
         assert runtime.pool is not None
-        await runtime.pool.fetchval("SELECT 1")
+        await asyncio.wait_for(runtime.pool.fetchval("SELECT 1"), 2.0)
         deps["postgres"] = "up"
     except Exception:
         deps["postgres"] = "down"
+    try:
+        assert runtime.log is not None
+        await asyncio.wait_for(runtime.log.partition_count(runtime.settings.events_topic), 2.0)
+        deps["log"] = "up"
+    except Exception:
+        deps["log"] = "down"
     if runtime.redis is not None:
         try:
             await runtime.redis.ping()
             deps["redis"] = "up"
         except Exception:
             deps["redis"] = "down"
-    status = "ready" if deps["postgres"] == "up" else "not_ready"
+    status = "ready" if deps["postgres"] == deps["log"] == "up" else "not_ready"
     if status == "ready" and deps.get("redis") == "down":
         status = "degraded"
-    body = msgspec.json.encode({"status": status, "dependencies": deps})
+    generation = runtime.generation.number if runtime.generation is not None else None
+    body = msgspec.json.encode({"status": status, "dependencies": deps, "generation": generation})
     return Response(body, status_code=200 if status != "not_ready" else 503, media_type="application/json")
 
 

@@ -344,6 +344,24 @@ async def replay(*, batch_size: int = 10_000, swap: bool = True, handover_second
     _show(report, format, _replay_table)
 
 
+@replay_app.command(name="dry-run")
+async def replay_dry_run(*, batch_size: int = 10_000, format: Format = "text", data_dir: Path | None = None) -> None:
+    """Fold the whole log with today's projection code into a scratch schema, compare it with the live
+    read models table by table, report the dead letters it would make, and drop it: nothing live changes.
+
+    Exit code 0 when every table is equal, 1 otherwise.
+    """
+    from blackboard import ops
+
+    settings = _settings(data_dir=data_dir)
+    url = _postgres_url(settings)
+    async with ops.opened_log(settings, url) as log:
+        report = await ops.dry_run(log, settings, url, batch_size=batch_size)
+    _show(report, format, _dry_run_table)
+    if not report.equal:
+        raise SystemExit(1)
+
+
 @replay_app.command(name="list")
 async def replay_list(*, format: Format = "text", data_dir: Path | None = None) -> None:
     """Every generation of the read models: number, schema, state (building, live, retired, abandoned)."""
@@ -516,6 +534,15 @@ def _replay_table(r: Any) -> Table:
                    "measure", "value")
     for name in ("previous", "records", "applied", "dead_letters", "seconds", "events_per_second"):
         table.add_row(name, str(getattr(r, name)))
+    return table
+
+
+def _dry_run_table(r: ops.DryRunReport) -> Table:
+    table = _table(f"dry run: {r.records} records, {r.applied} applied, {r.dead_letters} dead letters, "
+                   f"{r.seconds} s", "table", "live rows", "rebuilt rows", "equal", "differing keys")
+    for t in r.tables:
+        table.add_row(t.table, str(t.live_rows), str(t.rebuilt_rows), "yes" if t.equal else "[red]no[/]",
+                      escape(", ".join(map(str, t.differing_keys))))
     return table
 
 

@@ -156,6 +156,18 @@ async def drop(conn: asyncpg.Connection, base: str, *, building_too: bool = Fals
     return dropped
 
 
+async def drop_one(conn: asyncpg.Connection, base: str, number: int) -> None:
+    """Drop generation ``number``'s schema and row; never the live one."""
+    async with conn.transaction():
+        row = await conn.fetchrow(f"SELECT * FROM {_table(base)} WHERE number = $1 FOR UPDATE", number)
+        if row is None:
+            return
+        if row["state"] == "live":
+            raise GenerationError(f"generation {number} is live; it is never dropped")
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(row['schema'])} CASCADE")
+        await conn.execute(f"DELETE FROM {_table(base)} WHERE number = $1", number)
+
+
 class GenerationWatch:
     """Calls ``on_change`` with the new live generation whenever it changes.
 

@@ -35,6 +35,7 @@ async def test_reads_survive_redis_going_away(pg_url: str, topic_prefix: str, ow
             assert r.status_code == 200 and r.json()["version"] == 1
         ready = await client.get("/health/ready")
         assert ready.json()["status"] == "degraded" and ready.json()["dependencies"]["redis"] == "down"
+        assert ready.json()["dependencies"]["log"] == ready.json()["dependencies"]["postgres"] == "up"
         # Commands go on while the cache is down; PostgreSQL has the truth.
         spent = await command(client, "project.add_cost", "project:p-1", {"amount": "5.00", "reason": "r"})
         assert spent.status_code == 200

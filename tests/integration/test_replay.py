@@ -164,9 +164,10 @@ async def test_an_interrupted_rebuild_leaves_the_live_schema_untouched(pg_url: s
         for _ in range(200):
             assert (await add_cost(client, "p-1")).status_code == 200
         async with started_log(settings) as log:
+            under_way = asyncio.Event()
             slow = asyncio.create_task(replay(log, pg_url, base=settings.read_schema, topic=settings.events_topic,
-                                              batch_size=1))
-            await asyncio.sleep(0.5)
+                                              batch_size=1, on_progress=lambda _: under_way.set()))
+            await asyncio.wait_for(under_way.wait(), 30)  # one record of 201 applied
             # Two rebuilds of one base never run at once.
             with pytest.raises(generations.GenerationError, match="already running"):
                 await replay(log, pg_url, base=settings.read_schema, topic=settings.events_topic)
@@ -286,3 +287,30 @@ async def test_skipping_a_dead_letter_releases_the_events_behind_it(pg_url: str,
         p1 = (await client.get("/v1/projects/p-1")).json()
         assert p1["version"] == 4 and p1["budget"]["spent"] in ("8", "8.0", "8.00")
         assert [d.status for d in await letters(settings, pg_url)] == ["skipped", "applied", "applied"]
+
+
+async def test_a_dry_run_compares_a_fresh_fold_with_the_live_models_and_leaves_nothing(
+        pg_url: str, topic_prefix: str) -> None:
+    settings = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix)
+    async with running(settings) as (client, _):
+        await create_project(client, "p-1")
+        for _ in range(20):
+            position = (await add_cost(client, "p-1")).json()["position"]
+        assert (await client.get("/v1/projects/p-1", params={"consistent_with": position})).status_code == 200
+        async with started_log(settings) as log:
+            report = await ops.dry_run(log, settings, pg_url, batch_size=7)
+            assert report.equal and report.records == 21 and report.applied == 21 and report.dead_letters == 0
+            # The live models changed behind its back: the dry run names the row that differs.
+            conn = await asyncpg.connect(pg_url)
+            try:
+                await conn.execute(f"UPDATE {settings.read_schema}.projects SET title = 'edited' WHERE id = 'p-1'")
+                report = await ops.dry_run(log, settings, pg_url)
+                assert not report.equal
+                assert {t.table: t.differing_keys for t in report.tables}["projects"] == [["p-1"]]
+                states = {g.number: g.state for g in await generations.listing(conn, settings.read_schema)}
+                assert states == {0: "live"}
+                left = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1",
+                                           f"{settings.read_schema}_g%")
+                assert left == 0
+            finally:
+                await conn.close()
