@@ -71,25 +71,21 @@ class Follower:
 
     def __init__(self, log: PartitionedLog, projector: Projector) -> None:
         self.log, self.projector = log, projector
-        #: The stored offsets when it started, and the positions read so far.
+        #: The stored offsets when it started.
         self.start_positions: dict[int, int] = {}
-        self.positions: dict[int, int] = {}
         self.applied = AppliedBatch()
         self._reader: LogReader | None = None
         self._ahead: asyncio.Task[list[Item]] | None = None
 
     async def start(self) -> None:
         self.start_positions = await self.projector.positions()
-        self.positions = dict(self.start_positions)
         self._reader = self.log.reader(self.projector.topic)
-        for partition, offset in sorted(self.positions.items()):
+        for partition, offset in sorted(self.start_positions.items()):
             await self._reader.seek(partition, offset)
 
     async def _read(self) -> list[Item]:
         assert self._reader is not None
         records = await self._reader.read(max_records=self.projector.batch_size, timeout=READ_TIMEOUT)
-        for rec in records:
-            self.positions[rec.partition] = max(self.positions.get(rec.partition, 0), rec.offset + 1)
         return self.projector.prepare(records)
 
     async def step(self) -> int:

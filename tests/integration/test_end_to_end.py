@@ -5,23 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import pytest
 
 from blackboard.app import Runtime
 from blackboard.config import Settings
-from tests.integration.harness import command, read_events, running, settings_for
-
-ENGINES = ["postgres", "kafka"]
-
-
-@pytest.fixture(params=ENGINES)
-def settings(request: pytest.FixtureRequest, pg_url: str, topic_prefix: str, redis_url: str,
-             redis_prefix: str) -> Settings:
-    """Kafka (tansu) + PostgreSQL + Redis, and the PostgreSQL log + PostgreSQL + Redis."""
-    engine: str = request.param
-    kafka = request.getfixturevalue("kafka_bootstrap") if engine == "kafka" else None
-    return settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka,
-                        redis_url=redis_url, redis_prefix=redis_prefix)
+from tests.integration.harness import command, read_events, running
 
 
 async def test_command_to_row_and_back(settings: Settings) -> None:

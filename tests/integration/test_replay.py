@@ -30,19 +30,6 @@ from tests.factories import envelope
 from tests.integration.harness import command, running, settings_for
 
 
-@pytest.fixture(params=["postgres", "kafka"])
-def engine(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def settings(engine: str, request: pytest.FixtureRequest, pg_url: str, topic_prefix: str, redis_url: str,
-             redis_prefix: str) -> Settings:
-    kafka = request.getfixturevalue("kafka_bootstrap") if engine == "kafka" else None
-    return settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka, redis_url=redis_url,
-                        redis_prefix=redis_prefix)
-
-
 @contextlib.asynccontextmanager
 async def started_log(settings: Settings) -> AsyncIterator[PartitionedLog]:
     assert settings.postgres_url is not None

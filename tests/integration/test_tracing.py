@@ -17,19 +17,9 @@ from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from blackboard.app import Runtime
 from blackboard.config import Settings
-from tests.integration.harness import read_events, running, settings_for
+from tests.integration.harness import read_events, running
 
-ENGINES = ["postgres", "kafka"]
 CREATE = {"type": "project.create", "payload": {"title": "t", "currency": "EUR", "budget_total": "10.00"}}
-
-
-@pytest.fixture(params=ENGINES)
-def settings(request: pytest.FixtureRequest, pg_url: str, topic_prefix: str, redis_url: str,
-             redis_prefix: str) -> Settings:
-    engine: str = request.param
-    kafka = request.getfixturevalue("kafka_bootstrap") if engine == "kafka" else None
-    return settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka,
-                        redis_url=redis_url, redis_prefix=redis_prefix)
 
 
 @pytest.fixture(scope="module")
