@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
@@ -20,11 +22,38 @@ class Rejection(msgspec.Struct, frozen=True):
     details: dict[str, Any] = {}
 
 
+class Check(msgspec.Struct, frozen=True):
+    """A rule a decision checked, and whether the command passed it."""
+
+    rule: str
+    passed: bool
+
+
+@dataclass(slots=True)
+class Context:
+    """What a decision may know besides state and command: when it is made and by whom.
+
+    Note: ``now`` is the owner's clock read once per command and written into the events it causes
+    (as ``occurred_at``, and as expiry times in their payloads), so the log holds every time a
+    decision used: ``evolve`` never needs a clock, and a replay folds to the same state.
+    ``checks`` collects the rules the decision checked, for a dry run to show.
+    """
+
+    now: datetime
+    actor: str
+    checks: list[Check] = field(default_factory=list)
+
+    def require(self, rule: str, passed: bool) -> bool:
+        """Record that ``rule`` was checked, and return whether it held."""
+        self.checks.append(Check(rule, passed))
+        return passed
+
+
 class Decider(NamedTuple, Generic[S, C, E]):
     """The three pure functions of one aggregate, over state ``S``, commands ``C`` and events ``E``."""
 
     initial_state: S
-    decide: Callable[[S, C], list[E] | Rejection]
+    decide: Callable[[S, C, Context], list[E] | Rejection]
     evolve: Callable[[S, E], S]
 
 
@@ -47,11 +76,12 @@ def __getattr__(name: str) -> dict[str, Decider[Any, Any, Any]]:
     """
     if name != "DECIDERS":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from blackboard.command_api import project, task
+    from blackboard.command_api import lease, project, task
 
     registry: dict[str, Decider[Any, Any, Any]] = {
         project.CATEGORY: Decider(project.initial_state, project.decide, project.evolve),
         task.CATEGORY: Decider(task.initial_state, task.decide, task.evolve),
+        lease.CATEGORY: Decider(lease.initial_state, lease.decide, lease.evolve),
     }
     globals()["DECIDERS"] = registry
     return registry

@@ -23,6 +23,7 @@ from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import (
     Accepted,
     ApiError,
+    DryRun,
     ErrorBody,
     Forbidden,
     InvalidRequest,
@@ -52,7 +53,9 @@ _ERRORS = {
 
 
 @post(ROUTE, status_code=200, summary="Decide a command", tags=["commands"],
-      responses={200: ResponseSpec(Accepted, description="accepted: the events and the position token"),
+      responses={200: ResponseSpec(Accepted | DryRun,  # type: ignore[arg-type]
+                                   description="accepted: the events and the position token; or, with dry_run, "
+                                               "what would happen (nothing appended)"),
                  409: ResponseSpec(Rejected, description="rejected by a rule, with its code"), **_ERRORS})
 async def post_command(request: Request[None, None, State], principal: NamedDependency[Principal]) -> Response[bytes]:
     """Decide one command against current state; 200 accepted, 409 rejected by a rule, 4xx bad input.
@@ -96,7 +99,7 @@ def _trace_headers() -> dict[str, str]:
     return headers | ({"tracestate": tracestate} if tracestate else {})
 
 
-async def _decide(request: Request[None, None, State], principal: Principal) -> tuple[Outcome, bool]:
+async def _decide(request: Request[None, None, State], principal: Principal) -> tuple[Outcome | DryRun, bool]:
     """Validate the request and hand it to its partition's owner; ``(outcome, replayed)``, or an ``ApiError``."""
     if not principal.can_write:
         raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
@@ -114,6 +117,7 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
         command_id=command_id, fingerprint=valid.fingerprint, actor=principal.name,
         correlation_id=req.correlation_id or command_id, causation_id=req.causation_id or command_id,
         expected_version=req.expected_version, trace=otel_context.get_current(),
+        dry_run=req.dry_run, agent=req.agent,
     )
     service: CommandService = request.app.state.runtime.commands
     # Every log line while this command is handled names it.
@@ -132,9 +136,9 @@ def _require_json(request: Request[None, None, State]) -> None:
         raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {media_type or 'nothing'!r}")
 
 
-def _answer(outcome: Outcome, replayed: bool) -> Response[bytes]:
+def _answer(outcome: Outcome | DryRun, replayed: bool) -> Response[bytes]:
     headers = ({"Idempotent-Replayed": "true"} if replayed else {}) | _trace_headers()
-    status = 200 if isinstance(outcome, Accepted) else 409
+    status = 200 if isinstance(outcome, Accepted | DryRun) else 409
     return Response(msgspec.json.encode(outcome), status_code=status, media_type=JSON, headers=headers)
 
 

@@ -22,15 +22,24 @@ from typing import Any
 import msgspec
 import structlog
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context as OtelContext
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind
 
 from blackboard.command_api import metrics
-from blackboard.command_api.decider import DECIDERS, Rejection
+from blackboard.command_api.decider import DECIDERS, Context, Rejection
 from blackboard.events.codec import UndecodableRecord, from_record, stream_header, to_record
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog, Record, StoredRecord
 from blackboard.events.tracing import current_trace_headers, distinct
-from blackboard.schemas.api import Accepted, EventView, Outcome, Rejected, ServiceUnavailable
+from blackboard.schemas.api import (
+    Accepted,
+    AgentMetadata,
+    CheckView,
+    DryRun,
+    EventView,
+    Outcome,
+    Rejected,
+    ServiceUnavailable,
+)
 from blackboard.schemas.envelope import Envelope, RecordedEvent, encode_token, stream_partition_key
 from blackboard.schemas.registry import UnknownEventType, decode_event, encode_payload, event_name, schema_version_of
 
@@ -64,11 +73,14 @@ class Submission:
     correlation_id: str
     causation_id: str
     expected_version: int | None
-    future: asyncio.Future[tuple[Outcome, bool]] = field(
+    future: asyncio.Future[tuple[Outcome | DryRun, bool]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     #: The trace context of the request (its HTTP span): the owner decides in a task of its own.
-    trace: Context | None = None
+    trace: OtelContext | None = None
+    #: Decide and answer what would happen, append nothing, remember nothing.
+    dry_run: bool = False
+    agent: AgentMetadata | None = None
 
 
 class IdempotencyKeyReused(Exception):
@@ -270,7 +282,7 @@ class PartitionOwner:
         scratch: dict[str, _Stream] = {}
         decided: dict[str, _Known] = {}
         envelopes: list[Envelope] = []
-        answers: list[tuple[Submission, Outcome | Refusal, bool]] = []
+        answers: list[tuple[Submission, Outcome | DryRun | Refusal, bool]] = []
         started = time.perf_counter()
         # The decide span of every command that appends events: the context its events carry.
         writers: list[SpanContext] = []
@@ -301,6 +313,9 @@ class PartitionOwner:
                 metrics.COMMANDS.labels(sub.command_type, "idempotency_key_reused" if isinstance(
                     answer, IdempotencyKeyReused) else "stream_unreadable").inc()
                 sub.future.set_exception(answer)
+            elif isinstance(answer, DryRun):
+                metrics.COMMANDS.labels(sub.command_type, "dry_run").inc()
+                sub.future.set_result((answer, False))
             else:
                 final = self.known[sub.command_id].outcome if sub.command_id in self.known else answer
                 label = "replayed" if replayed else "accepted" if isinstance(final, Accepted) else "rejected"
@@ -309,9 +324,9 @@ class PartitionOwner:
 
     def _decide_one(
         self, sub: Submission, scratch: dict[str, _Stream], decided: dict[str, _Known], envelopes: list[Envelope]
-    ) -> tuple[Submission, Outcome | Refusal, bool]:
+    ) -> tuple[Submission, Outcome | DryRun | Refusal, bool]:
         prior = decided.get(sub.command_id) or self.known.get(sub.command_id)
-        if prior is not None:
+        if prior is not None and not sub.dry_run:
             if prior.fingerprint != sub.fingerprint:
                 return sub, IdempotencyKeyReused(sub.command_id), False
             return sub, prior.outcome, True
@@ -323,28 +338,32 @@ class PartitionOwner:
         version = current.version if current else 0
         decider = DECIDERS[sub.category]
         state = current.state if current else decider.initial_state
-        if sub.expected_version is not None and sub.expected_version != version:
+        ctx = Context(now=self.clock(), actor=sub.actor)
+        if not ctx.require("expected_version is the stream's version",
+                           sub.expected_version is None or sub.expected_version == version):
             result: list[Any] | Rejection = Rejection(
                 "version_conflict",
                 f"{sub.stream} is at version {version}, the command expected {sub.expected_version}",
                 {"stream": sub.stream, "expected_version": sub.expected_version, "actual_version": version},
             )
         else:
-            result = decider.decide(state, sub.payload)
+            result = decider.decide(state, sub.payload, ctx)
+        if sub.dry_run:
+            return sub, _dry_run(sub, state, version, result, ctx), False
         if isinstance(result, Rejection):
             outcome: Outcome = Rejected(sub.command_id, result.code, result.message, result.details)
         else:
-            outcome = self._accept(sub, state, version, result, scratch, envelopes)
+            outcome = self._accept(sub, state, version, result, scratch, envelopes, ctx.now)
         decided[sub.command_id] = _Known(sub.fingerprint, outcome)
         return sub, outcome, False
 
     def _accept(
         self, sub: Submission, state: Any, version: int, events: list[Any],
-        scratch: dict[str, _Stream], envelopes: list[Envelope],
+        scratch: dict[str, _Stream], envelopes: list[Envelope], now: datetime,
     ) -> Accepted:
         evolve = DECIDERS[sub.category].evolve
         views: list[EventView] = []
-        now = self.clock()
+        agent = sub.agent or AgentMetadata()
         # Called inside the command's decide span: its events carry that span's context through the log.
         traceparent, tracestate = current_trace_headers()
         for event in events:
@@ -358,6 +377,7 @@ class PartitionOwner:
                 writer_epoch=self.epoch, partition_key=stream_partition_key(sub.stream),
                 payload=encode_payload(event), command_hash=sub.fingerprint,
                 traceparent=traceparent, tracestate=tracestate,
+                agent_run_id=agent.run_id, agent_model=agent.model, prompt_hash=agent.prompt_hash,
             )
             envelopes.append(env)
             views.append(EventView(env.event_id, name, sub.stream, version, msgspec.to_builtins(event)))
@@ -428,8 +448,10 @@ def _command_attributes(sub: Submission) -> dict[str, str]:
             "blackboard.stream": sub.stream}
 
 
-def _set_outcome(span: Span, answer: Outcome | Refusal, replayed: bool) -> None:
-    if isinstance(answer, IdempotencyKeyReused):
+def _set_outcome(span: Span, answer: Outcome | DryRun | Refusal, replayed: bool) -> None:
+    if isinstance(answer, DryRun):
+        outcome = "dry_run"
+    elif isinstance(answer, IdempotencyKeyReused):
         outcome = "idempotency_key_reused"
     elif isinstance(answer, StreamUnreadable):
         outcome = "stream_unreadable"
@@ -438,6 +460,28 @@ def _set_outcome(span: Span, answer: Outcome | Refusal, replayed: bool) -> None:
     span.set_attribute("blackboard.command.outcome", outcome)
     if isinstance(answer, Rejected):
         span.set_attribute("blackboard.rejection.code", answer.code)
+
+
+def _dry_run(sub: Submission, state: Any, version: int, result: list[Any] | Rejection, ctx: Context) -> DryRun:
+    """What ``sub`` would do to ``state``: its events, the fields they change, the rules checked.
+
+    Note: the events are folded into a copy of the state only (states are immutable values);
+    nothing reaches the log or the owner's memory.
+    """
+    from blackboard.schemas.changes import diff
+
+    checks = [CheckView(c.rule, c.passed) for c in ctx.checks]
+    if isinstance(result, Rejection):
+        return DryRun(sub.command_id, sub.stream, "rejected", version, [], [], checks, result.code, result.message,
+                      result.details)
+    evolve = DECIDERS[sub.category].evolve
+    after = state
+    views = []
+    for i, event in enumerate(result, start=1):
+        after = evolve(after, event)
+        views.append(EventView("", event_name(event), sub.stream, version + i, msgspec.to_builtins(event)))
+    changes = diff(msgspec.to_builtins(state), msgspec.to_builtins(after))
+    return DryRun(sub.command_id, sub.stream, "accepted", version + len(result), views, changes, checks)
 
 
 def _stream_of(group: Sequence[Submission], command_id: str) -> str:

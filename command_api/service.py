@@ -14,7 +14,7 @@ import structlog
 from blackboard.command_api.owner import IdempotencyKeyReused, PartitionOwner, Submission
 from blackboard.events.log import LogUnavailable, PartitionedLog, StoredRecord
 from blackboard.events.partitioner import partition_for
-from blackboard.schemas.api import Outcome
+from blackboard.schemas.api import DryRun, Outcome
 from blackboard.schemas.envelope import stream_partition_key
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ class CommandService:
     def partition_of(self, stream: str) -> int:
         return partition_for(stream_partition_key(stream), self.partitions)
 
-    async def submit(self, sub: Submission) -> tuple[Outcome, bool]:
+    async def submit(self, sub: Submission) -> tuple[Outcome | DryRun, bool]:
         """Decide ``sub`` on its partition's owner; ``(outcome, replayed)``.
 
         Raises ``IdempotencyKeyReused`` when the id was used for a different command.
@@ -58,7 +58,7 @@ class CommandService:
         if seen_in != partition:
             raise IdempotencyKeyReused(sub.command_id)
         owner = self.owners[partition]
-        known = owner.lookup(sub.command_id, sub.fingerprint)
+        known = None if sub.dry_run else owner.lookup(sub.command_id, sub.fingerprint)
         if known is not None:
             return known, True
         self._pending.add(sub.command_id)

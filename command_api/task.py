@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from blackboard.command_api.decider import Rejection
+from blackboard.command_api.decider import Context, Rejection
 from blackboard.schemas.task import (
     TRANSITIONS,
     CreateTask,
@@ -52,7 +52,7 @@ def evolve(state: Task | None, event: TaskEvent) -> Task | None:
 # ── decisions ──────────────────────────────────────────────────────────────────────────
 
 
-def decide(state: Task | None, command: TaskCommand) -> list[TaskEvent] | Rejection:
+def decide(state: Task | None, command: TaskCommand, ctx: Context) -> list[TaskEvent] | Rejection:
     """The events ``command`` causes in ``state``, or the rule that refuses it."""
     if isinstance(command, CreateTask):
         return _create(state, command)

@@ -25,6 +25,8 @@ _TEXT_FIELDS = (
 _INT_FIELDS = ("stream_version", "schema_version", "writer_epoch")
 #: Optional: events written before tracing, or without a trace, have none.
 _TRACE_FIELDS = ("traceparent", "tracestate")
+#: Optional: the agent that sent the command, when it said.
+_AGENT_FIELDS = ("agent_run_id", "agent_model", "prompt_hash")
 
 
 class UndecodableRecord(ValueError):
@@ -38,7 +40,8 @@ def to_record(env: Envelope) -> Record:
     headers.append(("occurred_at", env.occurred_at.isoformat().encode()))
     headers.append(("content-type", CONTENT_TYPE))
     # W3C trace context under its standard header names, so that any Kafka consumer's tracing finds it.
-    headers += [(name, value.encode()) for name in _TRACE_FIELDS if (value := getattr(env, name)) is not None]
+    headers += [(name, value.encode()) for name in (*_TRACE_FIELDS, *_AGENT_FIELDS)
+                if (value := getattr(env, name)) is not None]
     timestamp_ms = int(env.occurred_at.timestamp() * 1000)
     return Record(key=env.partition_key.encode(), value=env.payload, headers=tuple(headers), timestamp_ms=timestamp_ms)
 
@@ -69,6 +72,7 @@ def from_record(rec: StoredRecord) -> RecordedEvent:
         schema_version=ints["schema_version"], writer_epoch=ints["writer_epoch"],
         occurred_at=occurred_at, partition_key=partition_key, payload=rec.value,
         traceparent=h.get("traceparent"), tracestate=h.get("tracestate"),
+        agent_run_id=h.get("agent_run_id"), agent_model=h.get("agent_model"), prompt_hash=h.get("prompt_hash"),
     )
     return RecordedEvent(envelope=env, partition=rec.partition, offset=rec.offset)
 

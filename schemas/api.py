@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from blackboard.schemas.types import ExpectedVersion
+from blackboard.schemas.views import FieldChange
+
+#: An agent's run id, model name or prompt hash: printable, no spaces, at most 200 characters.
+AgentText = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+(?!\n)$",
+                                        description="1-200 printable ASCII characters without spaces")]
+
+
+class AgentMetadata(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Which agent run sent a command: it travels in the headers of the command's events and shows in history."""
+
+    run_id: AgentText | None = None
+    model: AgentText | None = None
+    prompt_hash: AgentText | None = None
 
 
 class CommandRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``POST /v1/commands`` body. ``payload`` is decoded by ``type`` in a second step."""
+    """``POST /v1/commands`` body. ``payload`` is decoded by ``type`` in a second step.
+
+    With ``dry_run`` the command is decided against current state and nothing is appended: the
+    answer shows the events it would append, the fields they would change and the rules checked.
+    """
 
     type: str
     stream: str
@@ -19,6 +36,8 @@ class CommandRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     expected_version: ExpectedVersion | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
+    dry_run: bool = False
+    agent: AgentMetadata | None = None
 
 
 class EventView(msgspec.Struct, frozen=True):
@@ -41,6 +60,29 @@ class Rejected(msgspec.Struct, frozen=True, tag="rejected", tag_field="outcome")
     command_id: str
     code: str
     message: str
+    details: dict[str, Any] = {}
+
+
+class CheckView(msgspec.Struct, frozen=True):
+    rule: str
+    passed: bool
+
+
+class DryRun(msgspec.Struct, frozen=True, tag="dry_run", tag_field="outcome"):
+    """What a command would do, decided against current state; nothing was appended.
+
+    ``would`` is ``accepted`` or ``rejected``; when rejected, ``code`` and ``message`` say by which rule.
+    """
+
+    command_id: str
+    stream: str
+    would: str
+    version: int
+    events: list[EventView]
+    changes: list[FieldChange]
+    checks: list[CheckView]
+    code: str | None = None
+    message: str | None = None
     details: dict[str, Any] = {}
 
 

@@ -34,6 +34,10 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     #: W3C trace context of the span that decided the command; ``None`` in events written without one.
     traceparent: str | None = None
     tracestate: str | None = None
+    #: The agent run that sent the command, its model and prompt hash, when it said.
+    agent_run_id: str | None = None
+    agent_model: str | None = None
+    prompt_hash: str | None = None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):

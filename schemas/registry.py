@@ -11,13 +11,27 @@ from typing import Any
 
 import msgspec
 
-from blackboard.schemas import project, task
+from blackboard.schemas import lease, project, task
 
 #: Command wire names → (aggregate category, payload Struct).
 COMMAND_TYPES: dict[str, tuple[str, type[msgspec.Struct]]] = {
     "project.create": ("project", project.CreateProject),
     "project.add_cost": ("project", project.AddCost),
     "project.update_shot": ("project", project.UpdateShot),
+    "project.set_status": ("project", project.SetProjectStatus),
+    "project.patch_spec": ("project", project.PatchSpec),
+    "project.set_budget_total": ("project", project.SetBudgetTotal),
+    "project.reserve_budget": ("project", project.ReserveBudget),
+    "project.commit_reservation": ("project", project.CommitReservation),
+    "project.release_reservation": ("project", project.ReleaseReservation),
+    "project.expire_reservations": ("project", project.ExpireReservations),
+    "project.put_dna": ("project", project.PutDnaEntry),
+    "project.remove_dna": ("project", project.RemoveDnaEntry),
+    "project.create_shot": ("project", project.CreateShot),
+    "project.register_artifact": ("project", project.RegisterArtifact),
+    "lease.acquire": ("lease", lease.AcquireLease),
+    "lease.renew": ("lease", lease.RenewLease),
+    "lease.release": ("lease", lease.ReleaseLease),
     "task.create": ("task", task.CreateTask),
     "task.set_status": ("task", task.SetTaskStatus),
 }
@@ -27,6 +41,19 @@ EVENT_TYPES: dict[str, tuple[type[msgspec.Struct], int]] = {
     "project.created": (project.ProjectCreated, 1),
     "project.cost_added": (project.CostAdded, 1),
     "project.shot_updated": (project.ShotUpdated, 1),
+    "project.status_changed": (project.ProjectStatusChanged, 1),
+    "project.spec_patched": (project.SpecPatched, 1),
+    "project.budget_total_set": (project.BudgetTotalSet, 1),
+    "project.budget_reserved": (project.BudgetReserved, 1),
+    "project.reservation_committed": (project.ReservationCommitted, 1),
+    "project.reservation_released": (project.ReservationReleased, 1),
+    "project.dna_put": (project.DnaEntryPut, 1),
+    "project.dna_removed": (project.DnaEntryRemoved, 1),
+    "project.shot_created": (project.ShotCreated, 1),
+    "project.artifact_registered": (project.ArtifactRegistered, 1),
+    "lease.granted": (lease.LeaseGranted, 1),
+    "lease.renewed": (lease.LeaseRenewed, 1),
+    "lease.released": (lease.LeaseReleased, 1),
     "task.created": (task.TaskCreated, 2),
     "task.status_changed": (task.TaskStatusChanged, 1),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blackboard.command_api import project
-from blackboard.command_api.decider import DECIDERS, Decider, Rejection, fold
-from blackboard.command_api.project import Project, Shot
+from blackboard.command_api.decider import DECIDERS, Context, Decider, Rejection, fold
+from blackboard.command_api.project import Budget, Project, Spec
 from blackboard.schemas.project import (
     AddCost,
     CostAdded,
@@ -29,6 +30,8 @@ PROJECT: Decider[Project | None, ProjectCommand, ProjectEvent] = Decider(
     project.initial_state, project.decide, project.evolve)
 CREATE = CreateProject("Trailer", "EUR", "100.00", {"style": "noir"})
 CREATED = ProjectCreated("Trailer", "EUR", Decimal("100.00"), {"style": "noir"})
+
+CTX = Context(datetime(2026, 1, 1, tzinfo=UTC), "tester")
 
 
 def history(*events: ProjectEvent) -> Project | None:
@@ -59,18 +62,18 @@ def test_each_decider_module_imports_on_its_own(module: str) -> None:
 
 def test_create_a_new_project() -> None:
     state = history()
-    result = project.decide(state, CREATE)
+    result = project.decide(state, CREATE, CTX)
     assert result == [CREATED]
 
 
 def test_a_created_project_has_spent_nothing_and_has_no_shots() -> None:
     state = history(CREATED)
-    assert state == Project("Trailer", "EUR", Decimal("100.00"), Decimal(0), {"style": "noir"}, {})
+    assert state == Project("Trailer", "draft", "EUR", Budget(Decimal("100.00")), Spec({"style": "noir"}))
 
 
 def test_the_same_creation_again_changes_nothing() -> None:
     state = history(CREATED, CostAdded(Decimal("5"), "r"), ShotUpdated("s-1", {"a": 1}, 1))
-    result = project.decide(state, CreateProject("Trailer", "EUR", "100", {"style": "noir"}))
+    result = project.decide(state, CreateProject("Trailer", "EUR", "100", {"style": "noir"}), CTX)
     assert result == []
 
 
@@ -85,13 +88,13 @@ def test_the_same_creation_again_changes_nothing() -> None:
 )
 def test_creation_with_other_values_is_refused_naming_the_field(command: CreateProject, field: str) -> None:
     state = history(CREATED)
-    result = project.decide(state, command)
+    result = project.decide(state, command, CTX)
     assert isinstance(result, Rejection) and (result.code, result.details) == ("already_exists", {"fields": [field]})
 
 
 def test_a_spec_equal_only_to_python_is_another_spec() -> None:
     state = history(ProjectCreated("T", "EUR", Decimal(1), {"flag": True}))
-    result = project.decide(state, CreateProject("T", "EUR", "1", {"flag": 1}))
+    result = project.decide(state, CreateProject("T", "EUR", "1", {"flag": 1}), CTX)
     assert code_of(result) == "already_exists"
 
 
@@ -101,7 +104,7 @@ def test_a_spec_equal_only_to_python_is_another_spec() -> None:
 @pytest.mark.parametrize("command", [AddCost("1.00", "r"), UpdateShot("s-1", {"a": 1}, 0)])
 def test_a_command_on_a_missing_project_is_refused(command: ProjectCommand) -> None:
     state = history()
-    result = project.decide(state, command)
+    result = project.decide(state, command, CTX)
     assert code_of(result) == "not_found"
 
 
@@ -110,30 +113,31 @@ def test_a_command_on_a_missing_project_is_refused(command: ProjectCommand) -> N
 
 def test_a_cost_within_the_budget_is_added() -> None:
     state = history(CREATED)
-    result = project.decide(state, AddCost("100.00", "all of it", "a-1"))
+    result = project.decide(state, AddCost("100.00", "all of it", "a-1"), CTX)
     assert result == [CostAdded(Decimal("100.00"), "all of it", "a-1")]
 
 
 def test_costs_add_up() -> None:
     state = history(CREATED, CostAdded(Decimal("0.0001"), "r"), CostAdded(Decimal("12.5"), "r"))
-    assert state is not None and state.spent == Decimal("12.5001")
+    assert state is not None and state.budget.spent == Decimal("12.5001")
 
 
 def test_a_cost_past_the_total_is_refused_with_the_figures() -> None:
     state = history(CREATED, CostAdded(Decimal("60"), "r"))
-    result = project.decide(state, AddCost("40.01", "r"))
+    result = project.decide(state, AddCost("40.01", "r"), CTX)
     assert result == Rejection(
         "budget_exceeded",
-        "spent 60 + 40.01 would exceed the total 100.00 EUR",
-        {"spent": "60", "amount": "40.01", "total": "100.00", "remaining": "40.00"},
+        "40.01 is more than what remains, 40.00 EUR (total 100.00, spent 60, reserved 0)",
+        {"spent": "60", "amount": "40.01", "total": "100.00", "remaining": "40.00", "reserved": "0",
+             "currency": "EUR"},
     )
 
 
 def test_figures_are_never_in_exponent_notation() -> None:
     state = history(ProjectCreated("T", "EUR", Decimal("1E+2"), {}), CostAdded(Decimal("1E+1"), "r"))
-    result = project.decide(state, AddCost("95", "r"))
+    result = project.decide(state, AddCost("95", "r"), CTX)
     assert isinstance(result, Rejection) and result.details == {"spent": "10", "amount": "95", "total": "100",
-                                                                "remaining": "90"}
+                                                                "remaining": "90", "reserved": "0", "currency": "EUR"}
 
 
 # ── shots ──────────────────────────────────────────────────────────────────────────────
@@ -141,27 +145,28 @@ def test_figures_are_never_in_exponent_notation() -> None:
 
 def test_a_shot_that_does_not_exist_is_created_at_version_zero() -> None:
     state = history(CREATED)
-    result = project.decide(state, UpdateShot("s-1", {"status": "draft"}, 0))
-    assert result == [ShotUpdated("s-1", {"status": "draft"}, 1)]
+    result = project.decide(state, UpdateShot("s-1", {"status": "draft"}, 0), CTX)
+    assert result == [ShotUpdated("s-1", {"status": "draft"}, 1, "tester")]
 
 
 def test_a_shot_update_is_a_merge_patch_of_its_fields() -> None:
     state = history(CREATED, ShotUpdated("s-1", {"status": "draft", "prompt": "rain", "cam": {"lens": 35}}, 1))
     after = project.evolve(state, ShotUpdated("s-1", {"prompt": None, "take": 2, "cam": {"iso": 800}}, 2))
-    assert after is not None and after.shots["s-1"] == Shot(
-        {"status": "draft", "take": 2, "cam": {"lens": 35, "iso": 800}}, 2)
+    assert after is not None
+    assert after.shots["s-1"].fields == {"status": "draft", "take": 2, "cam": {"lens": 35, "iso": 800}}
+    assert after.shots["s-1"].version == 2
 
 
 def test_an_update_at_the_current_version_is_the_next_version() -> None:
     state = history(CREATED, ShotUpdated("s-1", {"a": 1}, 1), ShotUpdated("s-1", {"a": 2}, 2))
-    result = project.decide(state, UpdateShot("s-1", {"a": 3}, 2))
-    assert result == [ShotUpdated("s-1", {"a": 3}, 3)]
+    result = project.decide(state, UpdateShot("s-1", {"a": 3}, 2), CTX)
+    assert result == [ShotUpdated("s-1", {"a": 3}, 3, "tester")]
 
 
 @pytest.mark.parametrize("expected", [0, 2, 7])
 def test_a_stale_or_future_shot_version_is_refused_naming_both_versions(expected: int) -> None:
     state = history(CREATED, ShotUpdated("s-1", {"a": 1}, 1))
-    result = project.decide(state, UpdateShot("s-1", {"a": 2}, expected))
+    result = project.decide(state, UpdateShot("s-1", {"a": 2}, expected), CTX)
     assert result == Rejection(
         "version_conflict",
         f"shot 's-1' is at version 1, the command expected version {expected}",
@@ -171,8 +176,8 @@ def test_a_stale_or_future_shot_version_is_refused_naming_both_versions(expected
 
 def test_shots_have_versions_of_their_own() -> None:
     state = history(CREATED, ShotUpdated("s-1", {"a": 1}, 1), ShotUpdated("s-1", {"a": 2}, 2))
-    result = project.decide(state, UpdateShot("s-2", {"a": 1}, 0))
-    assert result == [ShotUpdated("s-2", {"a": 1}, 1)]
+    result = project.decide(state, UpdateShot("s-2", {"a": 1}, 0), CTX)
+    assert result == [ShotUpdated("s-2", {"a": 1}, 1, "tester")]
 
 
 # ── evolve is total and trusting ───────────────────────────────────────────────────────
@@ -181,7 +186,7 @@ def test_shots_have_versions_of_their_own() -> None:
 def test_evolve_never_checks_a_rule() -> None:
     state = history(CREATED)
     after = project.evolve(state, CostAdded(Decimal("1000"), "it happened"))
-    assert after is not None and after.spent == Decimal("1000")
+    assert after is not None and after.budget.spent == Decimal("1000")
 
 
 def test_evolve_of_an_event_before_creation_keeps_the_missing_state() -> None:
@@ -195,7 +200,7 @@ def test_evolve_copies_rather_than_mutates() -> None:
     after = project.evolve(before, ShotUpdated("s-1", {"a": 2, "b": 3}, 2))
     spec["style"] = "changed"
     assert before is not None and after is not None
-    assert (before.global_spec, before.shots["s-1"].fields, after.shots["s-1"].fields) == (
+    assert (before.spec.doc, before.shots["s-1"].fields, after.shots["s-1"].fields) == (
         {"style": "noir"}, {"a": 1}, {"a": 2, "b": 3})
 
 
@@ -231,13 +236,13 @@ def run(steps: list[Step]) -> tuple[Project | None, list[ProjectEvent], list[Pro
     state, events, accepted = project.initial_state, [], []
     for step in steps:
         command = command_of(step, state)
-        result = project.decide(state, command)
+        result = project.decide(state, command, CTX)
         if isinstance(result, Rejection):
             continue
         state = fold(PROJECT, state, result)
         events += result
         accepted.append(command)
-        assert state is None or Decimal(0) <= state.spent <= state.budget_total
+        assert state is None or Decimal(0) <= state.budget.spent <= state.budget.total
     return state, events, accepted
 
 
@@ -260,7 +265,7 @@ def test_an_accepted_creation_repeated_after_its_effect_yields_nothing(steps: li
     state, _, accepted = run(steps)
     for command in accepted:
         if isinstance(command, CreateProject):
-            assert project.decide(state, command) == []
+            assert project.decide(state, command, CTX) == []
 
 
 @settings(max_examples=200, deadline=None)

@@ -72,7 +72,7 @@ def test_a_project_state_encodes_money_as_text() -> None:
     p.event(ProjectCreated("Trailer", "EUR", Decimal("100.00")), stream="project:p-1", version=1)
     p.event(CostAdded(Decimal("12.5"), "render"), stream="project:p-1", version=2)
     [_, after] = streams.replay("project:p-1", p.records)
-    assert after.state["spent"] == "12.5" and after.state["budget_total"] == "100.00"
+    assert after.state["budget"]["spent"] == "12.5" and after.state["budget"]["total"] == "100.00"
 
 
 @pytest.mark.parametrize(("stream", "message"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, get_args
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blackboard.command_api import task
-from blackboard.command_api.decider import DECIDERS, Decider, Rejection, fold
+from blackboard.command_api.decider import DECIDERS, Context, Decider, Rejection, fold
 from blackboard.command_api.task import Task
 from blackboard.schemas.task import (
     TRANSITIONS,
@@ -38,6 +39,8 @@ PATHS = {
     "cancelled": ["claimed", "running", "cancelled"],
 }
 
+CTX = Context(datetime(2026, 1, 1, tzinfo=UTC), "tester")
+
 
 def history(*events: TaskEvent) -> Task | None:
     """The state after ``events``, from a stream that did not exist."""
@@ -60,13 +63,13 @@ def test_the_state_machine_names_every_status() -> None:
 
 def test_create_a_task_pending() -> None:
     state = history()
-    result = task.decide(state, CreateTask("render", 5, {"shot": "s-1"}))
+    result = task.decide(state, CreateTask("render", 5, {"shot": "s-1"}), CTX)
     assert result == [CREATED] and history(*result) == Task("render", 5, {"shot": "s-1"}, "pending")
 
 
 def test_the_same_creation_again_changes_nothing() -> None:
     state = in_status("running")
-    result = task.decide(state, CreateTask("render", 5, {"shot": "s-1"}))
+    result = task.decide(state, CreateTask("render", 5, {"shot": "s-1"}), CTX)
     assert result == []
 
 
@@ -77,34 +80,34 @@ def test_the_same_creation_again_changes_nothing() -> None:
 )
 def test_a_creation_with_other_values_is_refused(command: CreateTask) -> None:
     state = in_status("pending")
-    result = task.decide(state, command)
+    result = task.decide(state, command, CTX)
     assert isinstance(result, Rejection) and result.code == "already_exists"
 
 
 def test_skills_and_dependencies_go_into_the_event_and_the_state() -> None:
     state = history()
-    result = task.decide(state, CreateTask("render", 5, None, ["gpu", "ffmpeg"], ["t-0"]))
+    result = task.decide(state, CreateTask("render", 5, None, ["gpu", "ffmpeg"], ["t-0"]), CTX)
     assert result == [TaskCreated("render", 5, {}, ["gpu", "ffmpeg"], ["t-0"])]
     assert history(*result) == Task("render", 5, {}, "pending", ["gpu", "ffmpeg"], ["t-0"])
 
 
 def test_a_null_payload_is_the_same_creation_as_an_empty_one() -> None:
     state = history(TaskCreated("render", 5))
-    assert task.decide(state, CreateTask("render", 5, None)) == []
-    assert task.decide(state, CreateTask("render", 5, {})) == []
+    assert task.decide(state, CreateTask("render", 5, None), CTX) == []
+    assert task.decide(state, CreateTask("render", 5, {}), CTX) == []
 
 
 @pytest.mark.parametrize("command", [CreateTask("render", 5, {"shot": "s-1"}, ["gpu"]),
                                      CreateTask("render", 5, {"shot": "s-1"}, [], ["t-0"])])
 def test_a_creation_with_other_skills_or_dependencies_is_refused(command: CreateTask) -> None:
     state = in_status("pending")
-    result = task.decide(state, command)
+    result = task.decide(state, command, CTX)
     assert isinstance(result, Rejection) and result.code == "already_exists"
 
 
 def test_a_move_of_a_missing_task_is_refused() -> None:
     state = history()
-    result = task.decide(state, SetTaskStatus("claimed"))
+    result = task.decide(state, SetTaskStatus("claimed"), CTX)
     assert isinstance(result, Rejection) and result.code == "not_found"
 
 
@@ -112,7 +115,7 @@ def test_a_move_of_a_missing_task_is_refused() -> None:
 @pytest.mark.parametrize("frm", STATUSES)
 def test_every_move_of_the_grid(frm: str, to: Any) -> None:
     state = in_status(frm)
-    result = task.decide(state, SetTaskStatus(to))
+    result = task.decide(state, SetTaskStatus(to), CTX)
     if frm == to:
         assert result == []
     elif to in TRANSITIONS[frm]:
@@ -138,7 +141,7 @@ def test_random_moves_follow_the_state_machine(targets: list[Any]) -> None:
     accepted: list[TaskEvent] = [CREATED]
     state, last = in_status("pending"), "pending"
     for to in targets:
-        result = task.decide(state, SetTaskStatus(to))
+        result = task.decide(state, SetTaskStatus(to), CTX)
         if isinstance(result, Rejection):
             assert to not in TRANSITIONS[last]
             continue
