@@ -307,13 +307,18 @@ class Table(msgspec.Struct, frozen=True):
 # from the events' occurred_at, partition/last_offset from their positions.
 READ_MODELS = (
     Table("projects", ("id",), ("title", "currency", "budget_total", "spent", "global_spec", "version",
-                                "partition", "last_offset", "created_at", "updated_at")),
-    Table("shots", ("project_id", "shot_id"), ("fields", "version", "updated_at")),
+                                "partition", "last_offset", "created_at", "updated_at", "state", "status",
+                                "reserved", "spec_version", "dna", "reservations")),
+    Table("shots", ("project_id", "shot_id"), ("fields", "version", "created_at", "updated_at")),
+    Table("artifacts", ("project_id", "artifact_id"), ("kind", "uri", "params", "cost", "shot_id", "task_id",
+                                                       "reservation_id", "created_by", "created_at", "version")),
+    Table("leases", ("name",), ("holder", "token", "expires_at", "state", "version", "partition", "last_offset",
+                                "created_at", "updated_at")),
     Table("tasks", ("id",), ("name", "priority", "payload", "status", "version", "partition", "last_offset",
                              "created_at", "updated_at")),
     Table("change_log", ("stream", "stream_version"),
           ("partition", "offset", "event_id", "type", "schema_version", "actor", "command_id", "correlation_id",
-           "causation_id", "occurred_at", "payload", "trace_id")),
+           "causation_id", "occurred_at", "payload", "trace_id", "agent_run_id", "agent_model", "prompt_hash")),
 )
 
 

@@ -13,21 +13,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from blackboard.command_api import lease as lease_decider
+from blackboard.command_api import project as project_decider
 from blackboard.events.codec import from_record, stream_header
 from blackboard.events.log import StoredRecord
+from blackboard.schemas import lease as lease_events
+from blackboard.schemas import project as project_events
 from blackboard.schemas.envelope import Envelope
-from blackboard.schemas.merge_patch import merge_patch
-from blackboard.schemas.project import CostAdded, ProjectCreated, ShotUpdated
 from blackboard.schemas.registry import decode_event
 from blackboard.schemas.task import TaskCreated, TaskStatusChanged
 
 # The read model's money columns: at most 20 integer digits and 4 decimals.
 _MONEY_LIMIT, _MONEY_STEP = Decimal(10) ** 20, Decimal("0.0001")
 _CATEGORY: dict[type[Any], str] = {
-    ProjectCreated: "project", CostAdded: "project", ShotUpdated: "project",
+    **{cls: "project" for cls in project_events.ProjectEvent.__args__},
+    **{cls: "lease" for cls in lease_events.LeaseEvent.__args__},
     TaskCreated: "task", TaskStatusChanged: "task",
 }
-_CREATIONS = (ProjectCreated, TaskCreated)
+#: The event that must open a stream of the category (a lease's first grant opens its stream).
+_CREATIONS: dict[str, type[Any]] = {"project": project_events.ProjectCreated, "task": TaskCreated}
 
 
 # ── decoding ────────────────────────────────────────────────────────────────────────────
@@ -92,21 +96,30 @@ def stream_of(item: Item) -> str | None:
 class BatchFold:
     """The rows a batch touches, as loaded, then as its events leave them.
 
-    Note: beyond the stream order and the read model's constraints it trusts the events, as the
-    deciders' ``evolve`` does: a shot takes the event's ``shot_version``, a task its ``to_status``.
+    Note: projects and leases are folded with their decider's own ``evolve`` (the row keeps the
+    state it returns, and every other column is derived from that state), so the read model shows
+    exactly what the decisions saw. Beyond the stream order and the money limits of the columns it
+    trusts the events, as ``evolve`` does.
     """
 
+    #: Project rows, each with its decider state under ``"state"`` (a ``Project``).
     projects: dict[str, dict[str, Any]]
-    shots: dict[tuple[str, str], dict[str, Any]]
     tasks: dict[str, dict[str, Any]]
     #: (stream, version) → event_id of events already in the change log or applied by this batch.
     recorded: dict[tuple[str, int], str]
+    #: Lease rows, each with its decider state under ``"state"`` (a ``Lease``).
+    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Streams with a dead letter not yet resolved: their later events are held behind it.
     blocked: set[str] = field(default_factory=set)
     applied: list[Decoded] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
     duplicates: int = 0
+    #: (project id, shot id) and (project id, artifact id) of the shots and artifacts the batch changed.
     changed_shots: dict[tuple[str, str], None] = field(default_factory=dict)
+    new_artifacts: dict[tuple[str, str], None] = field(default_factory=dict)
+    #: When each changed shot was first touched in this batch, and the creation time/version of new artifacts.
+    shot_times: dict[tuple[str, str], tuple[datetime, datetime]] = field(default_factory=dict)
+    artifact_rows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     event_ids: set[str] = field(default_factory=set)
     #: (category, id) of rows that only took the version of an event an operator gave up on (``skip``).
     stamped: list[tuple[str, str]] = field(default_factory=list)
@@ -157,7 +170,7 @@ class BatchFold:
         except Exception:
             return
         category, _, ident = env.stream.partition(":")
-        rows = {"project": self.projects, "task": self.tasks}.get(category)
+        rows = self.rows(category)
         row = rows.get(ident) if rows is not None else None
         if row is not None and row["version"] == env.stream_version - 1:
             row |= {"version": env.stream_version, "partition": item.rec.partition, "last_offset": item.rec.offset,
@@ -170,9 +183,12 @@ class BatchFold:
             return f"{env.stream} version {env.stream_version} is event {recorded}, not {env.event_id}"
         if env.event_id in self.event_ids:
             return f"event_id {env.event_id} was already applied by another event of this batch"
-        row = (self.projects if item.category == "project" else self.tasks).get(item.ident)
-        creation = isinstance(item.event, _CREATIONS)
-        if row is None and not creation:
+        rows = self.rows(item.category)
+        assert rows is not None
+        row = rows.get(item.ident)
+        opener = _CREATIONS.get(item.category)
+        creation = opener is not None and isinstance(item.event, opener)
+        if row is None and opener is not None and not creation:
             return f"{item.category} {item.ident!r} does not exist; {env.type} cannot apply"
         if row is not None and creation:
             return f"{item.category} {item.ident!r} already exists at version {row['version']}"
@@ -181,14 +197,12 @@ class BatchFold:
             return f"{env.stream} is at version {current}; version {env.stream_version} is not the next"
         return None
 
+    def rows(self, category: str) -> dict[str, dict[str, Any]] | None:
+        """The rows of ``category`` this batch holds, by id (``None`` for a category without a read model)."""
+        return {"project": self.projects, "task": self.tasks, "lease": self.leases}.get(category)
+
     def _evolve(self, item: Decoded) -> str | None:
         match item.event:
-            case ProjectCreated() as e:
-                return self._project_created(item, e)
-            case CostAdded() as e:
-                return self._cost_added(item, e)
-            case ShotUpdated() as e:
-                return self._shot_updated(item, e)
             case TaskCreated() as e:
                 self.tasks[item.ident] = {
                     # Version 2 made "no payload" {}; the row keeps it NULL, as version 1 wrote it.
@@ -197,37 +211,67 @@ class BatchFold:
                 } | _stamp(item)
             case TaskStatusChanged() as e:
                 self.tasks[item.ident] |= {"status": e.to_status} | _stamp(item)
+            case _ if item.category == "project":
+                return self._project_event(item)
+            case _ if item.category == "lease":
+                self._lease_event(item)
         return None
 
-    def _project_created(self, item: Decoded, e: ProjectCreated) -> str | None:
-        if not _is_money(e.budget_total):
-            return f"budget_total {e.budget_total} is not an amount of 0 or more with at most 4 decimals"
-        self.projects[item.ident] = {
-            "id": item.ident, "title": e.title, "currency": e.currency, "budget_total": e.budget_total,
-            "spent": Decimal(0), "global_spec": e.global_spec, "created_at": occurred_at(item.env),
-        } | _stamp(item)
+    def _project_event(self, item: Decoded) -> str | None:
+        row = self.projects.get(item.ident)
+        state = project_decider.evolve(row["state"] if row else None, item.event)
+        if state is None:
+            return f"{item.env.type} cannot apply to project {item.ident!r}"
+        reason = _money_refusal(state)
+        if reason:
+            return reason
+        at = occurred_at(item.env)
+        if row is None:
+            row = self.projects[item.ident] = {"id": item.ident, "created_at": at}
+        row |= project_columns(state) | _stamp(item)
+        match item.event:
+            case project_events.ShotCreated(shot_id=shot_id) | project_events.ShotUpdated(shot_id=shot_id):
+                self.changed_shots[(item.ident, shot_id)] = None
+                first = self.shot_times.get((item.ident, shot_id), (at, at))[0]
+                self.shot_times[(item.ident, shot_id)] = (first, at)
+            case project_events.ArtifactRegistered(artifact_id=artifact_id):
+                self.new_artifacts[(item.ident, artifact_id)] = None
+                self.artifact_rows[(item.ident, artifact_id)] = {
+                    "created_at": at, "version": item.env.stream_version}
         return None
 
-    def _cost_added(self, item: Decoded, e: CostAdded) -> str | None:
-        row = self.projects[item.ident]
-        spent = row["spent"] + e.amount
-        if not (_is_money(e.amount) and _is_money(spent) and spent <= row["budget_total"]):
-            return f"cost {e.amount} takes spent from {row['spent']} to {spent}, outside 0..{row['budget_total']}"
-        row |= {"spent": spent} | _stamp(item)
-        return None
+    def _lease_event(self, item: Decoded) -> None:
+        row = self.leases.get(item.ident)
+        state = lease_decider.evolve(row["state"] if row else lease_decider.initial_state, item.event)
+        if row is None:
+            row = self.leases[item.ident] = {"name": item.ident, "created_at": occurred_at(item.env)}
+        row |= {"state": state, "holder": state.holder, "token": state.token, "expires_at": state.expires_at,
+                "id": item.ident} | _stamp(item)
 
-    def _shot_updated(self, item: Decoded, e: ShotUpdated) -> str | None:
-        key = (item.ident, e.shot_id)
-        fields = merge_patch(self.shots[key]["fields"] if key in self.shots else {}, e.patch)
-        self.shots[key] = {"project_id": item.ident, "shot_id": e.shot_id, "fields": fields,
-                           "version": e.shot_version, "updated_at": occurred_at(item.env)}
-        self.changed_shots[key] = None
-        self.projects[item.ident] |= _stamp(item)
-        return None
+    def shot_rows(self) -> list[dict[str, Any]]:
+        """The ``shots`` rows of the shots this batch changed, from their projects' states."""
+        rows = []
+        for key in self.changed_shots:
+            shot = self.projects[key[0]]["state"].shots[key[1]]
+            first, last = self.shot_times[key]
+            rows.append({"project_id": key[0], "shot_id": key[1], "fields": shot.fields, "version": shot.version,
+                         "created_at": first, "updated_at": last})
+        return rows
+
+    def artifact_rows_new(self) -> list[dict[str, Any]]:
+        """The ``artifacts`` rows of the artifacts this batch registered."""
+        rows = []
+        for key in self.new_artifacts:
+            a = self.projects[key[0]]["state"].artifacts[key[1]]
+            rows.append({"project_id": key[0], "artifact_id": key[1], "kind": a.kind, "uri": a.uri,
+                         "params": a.params, "cost": a.cost, "shot_id": a.shot_id, "task_id": a.task_id,
+                         "reservation_id": a.reservation_id, "created_by": a.by} | self.artifact_rows[key])
+        return rows
 
     def changed(self, category: str) -> list[dict[str, Any]]:
         """The rows of ``category`` this batch's applied events changed, once each."""
-        rows = self.projects if category == "project" else self.tasks
+        rows = self.rows(category)
+        assert rows is not None
         idents = dict.fromkeys([*(e.ident for e in self.applied if e.category == category),
                                 *(i for c, i in self.stamped if c == category)])
         return [rows[i] for i in idents]
@@ -250,13 +294,33 @@ def _is_money(value: Decimal) -> bool:
     return value.is_finite() and 0 <= value < _MONEY_LIMIT and value == value.quantize(_MONEY_STEP)
 
 
-def touched(events: Iterable[Decoded]) -> tuple[list[str], list[tuple[str, str]], list[str]]:
-    """The project ids, (project id, shot id) pairs and task ids a batch's events touch."""
-    projects: dict[str, None] = {}
-    shots: dict[tuple[str, str], None] = {}
-    tasks: dict[str, None] = {}
+def touched(events: Iterable[Decoded]) -> dict[str, list[str]]:
+    """The ids of the rows a batch's events touch, by category (``project``, ``task``, ``lease``)."""
+    found: dict[str, dict[str, None]] = {"project": {}, "task": {}, "lease": {}}
     for ev in events:
-        (projects if ev.category == "project" else tasks)[ev.ident] = None
-        if isinstance(ev.event, ShotUpdated):
-            shots[(ev.ident, ev.event.shot_id)] = None
-    return list(projects), list(shots), list(tasks)
+        found.setdefault(ev.category, {})[ev.ident] = None
+    return {category: list(ids) for category, ids in found.items()}
+
+
+def project_columns(state: project_decider.Project) -> dict[str, Any]:
+    """The columns of a project row derived from its decider state."""
+    budget = state.budget
+    return {
+        "state": state, "title": state.title, "status": state.status, "currency": state.currency,
+        "budget_total": budget.total, "spent": budget.spent, "reserved": budget.reserved,
+        "global_spec": state.spec.doc, "spec_version": state.spec.version,
+        "dna": {k: e for k, e in state.dna.items() if e.value is not None},
+        "reservations": state.reservations,
+    }
+
+
+def _money_refusal(state: project_decider.Project) -> str | None:
+    """Why the read model cannot show ``state``'s budget (outside its columns, or overcommitted), or ``None``."""
+    b = state.budget
+    amounts = {"budget_total": b.total, "spent": b.spent, "reserved": b.reserved}
+    for name, amount in amounts.items():
+        if not _is_money(amount):
+            return f"{name} {amount} is not an amount of 0 or more with at most 4 decimals"
+    if b.spent + b.reserved > b.total:
+        return f"spent {b.spent} + reserved {b.reserved} is more than the total {b.total}"
+    return None

@@ -25,11 +25,13 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind
 
+from blackboard.command_api.lease import Lease
+from blackboard.command_api.project import Budget, Project, Shot, Spec
 from blackboard.events.log import LogReader, PartitionedLog, StoredRecord, read_at
 from blackboard.events.tracing import distinct, event_span_context, event_trace_id
 from blackboard.projector import metrics
 from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
-from blackboard.projector.documents import project_view, task_view
+from blackboard.projector.documents import PROJECT_VIEW_COLUMNS, project_view, task_view
 from blackboard.projector.fold import BatchFold, Decoded, Item, Poison, decode, occurred_at, stream_of, touched
 
 logger = structlog.get_logger(__name__)
@@ -89,29 +91,49 @@ SELECT $1, $2, * FROM unnest($3::integer[], $4::bigint[])
 ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()"""
 _LOAD_PROJECTS = "SELECT * FROM projects WHERE id = ANY($1::text[])"
 _LOAD_TASKS = "SELECT * FROM tasks WHERE id = ANY($1::text[])"
-_LOAD_SHOTS = """
-SELECT s.* FROM shots s
-JOIN unnest($1::text[], $2::text[]) AS k(pid, sid) ON s.project_id = k.pid AND s.shot_id = k.sid"""
+_LOAD_LEASES = "SELECT * FROM leases WHERE name = ANY($1::text[])"
 _LOAD_RECORDED = """
 SELECT c.stream, c.stream_version, c.event_id FROM change_log c
 JOIN unnest($1::text[], $2::bigint[]) AS k(s, v) ON c.stream = k.s AND c.stream_version = k.v"""
 _ALL_SHOTS = "SELECT * FROM shots WHERE project_id = ANY($1::text[])"
 
 _PROJECT_COLUMNS = ("id", "title", "currency", "budget_total", "spent", "global_spec", "version", "partition",
-                    "last_offset", "created_at", "updated_at")
+                    "last_offset", "created_at", "updated_at", "state", "status", "reserved", "spec_version", "dna",
+                    "reservations")
 _UPSERT_PROJECTS = """
 INSERT INTO projects (id, title, currency, budget_total, spent, global_spec, version, partition, last_offset,
-                      created_at, updated_at)
+                      created_at, updated_at, state, status, reserved, spec_version, dna, reservations)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::jsonb[], $7::bigint[],
-                     $8::integer[], $9::bigint[], $10::timestamptz[], $11::timestamptz[])
-ON CONFLICT (id) DO UPDATE SET spent = excluded.spent, version = excluded.version, partition = excluded.partition,
-    last_offset = excluded.last_offset, updated_at = excluded.updated_at"""
-_SHOT_COLUMNS = ("project_id", "shot_id", "fields", "version", "updated_at")
+                     $8::integer[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::jsonb[], $13::text[],
+                     $14::numeric[], $15::bigint[], $16::jsonb[], $17::jsonb[])
+ON CONFLICT (id) DO UPDATE SET title = excluded.title, currency = excluded.currency,
+    budget_total = excluded.budget_total, spent = excluded.spent, global_spec = excluded.global_spec,
+    version = excluded.version, partition = excluded.partition, last_offset = excluded.last_offset,
+    updated_at = excluded.updated_at, state = excluded.state, status = excluded.status, reserved = excluded.reserved,
+    spec_version = excluded.spec_version, dna = excluded.dna, reservations = excluded.reservations"""
+_SHOT_COLUMNS = ("project_id", "shot_id", "fields", "version", "created_at", "updated_at")
 _UPSERT_SHOTS = """
-INSERT INTO shots (project_id, shot_id, fields, version, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[])
+INSERT INTO shots (project_id, shot_id, fields, version, created_at, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[], $6::timestamptz[])
 ON CONFLICT (project_id, shot_id) DO UPDATE SET fields = excluded.fields, version = excluded.version,
     updated_at = excluded.updated_at"""
+_ARTIFACT_COLUMNS = ("project_id", "artifact_id", "kind", "uri", "params", "cost", "shot_id", "task_id",
+                     "reservation_id", "created_by", "created_at", "version")
+_INSERT_ARTIFACTS = """
+INSERT INTO artifacts (project_id, artifact_id, kind, uri, params, cost, shot_id, task_id, reservation_id,
+                       created_by, created_at, version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::numeric[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::bigint[])
+ON CONFLICT (project_id, artifact_id) DO NOTHING"""
+_LEASE_COLUMNS = ("name", "holder", "token", "expires_at", "state", "version", "partition", "last_offset",
+                  "created_at", "updated_at")
+_UPSERT_LEASES = """
+INSERT INTO leases (name, holder, token, expires_at, state, version, partition, last_offset, created_at, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[], $6::bigint[],
+                     $7::integer[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_at = excluded.expires_at,
+    state = excluded.state, version = excluded.version, partition = excluded.partition,
+    last_offset = excluded.last_offset, updated_at = excluded.updated_at"""
 _TASK_COLUMNS = ("id", "name", "priority", "payload", "status", "version", "partition", "last_offset",
                  "created_at", "updated_at")
 _UPSERT_TASKS = """
@@ -121,7 +143,8 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::jsonb[], $5::tex
 ON CONFLICT (id) DO UPDATE SET status = excluded.status, version = excluded.version, partition = excluded.partition,
     last_offset = excluded.last_offset, updated_at = excluded.updated_at"""
 _CHANGE_COLUMNS = ("stream", "stream_version", "partition", "offset", "event_id", "type", "schema_version", "actor",
-                   "command_id", "correlation_id", "causation_id", "occurred_at", "payload", "trace_id")
+                   "command_id", "correlation_id", "causation_id", "occurred_at", "payload", "trace_id",
+                   "agent_run_id", "agent_model", "prompt_hash")
 # A letter set aside again (a retry that failed, a held record still behind one) keeps its row
 # and takes the new reason and status.
 _INSERT_DEAD_LETTERS = """
@@ -156,7 +179,8 @@ def _change_records(events: Sequence[Decoded]) -> list[tuple[Any, ...]]:
     return [
         (e.env.stream, e.env.stream_version, e.rec.partition, e.rec.offset, e.env.event_id, e.env.type,
          e.env.schema_version, e.env.actor, e.env.command_id, e.env.correlation_id, e.env.causation_id,
-         occurred_at(e.env), msgspec.Raw(e.env.payload), event_trace_id(e.env))
+         occurred_at(e.env), msgspec.Raw(e.env.payload), event_trace_id(e.env), e.env.agent_run_id,
+         e.env.agent_model, e.env.prompt_hash)
         for e in events
     ]
 
@@ -474,18 +498,17 @@ class Projector:
         Note: the rows are read without a row lock. The offset rows locked before are enough:
         every event of an entity is in its key's partition, so one batch at a time touches it.
         """
-        project_ids, shot_keys, task_ids = touched(events)
+        ids = touched(events)
         for category, _, ident in (s.partition(":") for s in streams):  # rows of records that did not decode
-            ids = project_ids if category == "project" else task_ids if category == "task" else None
-            if ids is not None and ident not in ids:
-                ids.append(ident)
-        projects = await _fetch_by(conn, _LOAD_PROJECTS, [project_ids], ("id",)) if project_ids else {}
-        tasks = await _fetch_by(conn, _LOAD_TASKS, [task_ids], ("id",)) if task_ids else {}
-        shots: dict[Any, dict[str, Any]] = {}
-        if shot_keys:
-            shots = await _fetch_by(conn, _LOAD_SHOTS, [list(k) for k in zip(*shot_keys, strict=True)],
-                                    ("project_id", "shot_id"))
-        fold = BatchFold(projects, shots, tasks, recorded={})
+            if category in ids and ident not in ids[category]:
+                ids[category].append(ident)
+        projects = await _fetch_by(conn, _LOAD_PROJECTS, [ids["project"]], ("id",)) if ids["project"] else {}
+        await _project_states(conn, projects)
+        tasks = await _fetch_by(conn, _LOAD_TASKS, [ids["task"]], ("id",)) if ids["task"] else {}
+        leases = await _fetch_by(conn, _LOAD_LEASES, [ids["lease"]], ("name",)) if ids["lease"] else {}
+        for row in leases.values():
+            row["state"] = msgspec.convert(row["state"], Lease, strict=False)
+        fold = BatchFold(projects, tasks, recorded={}, leases=leases)
         fold.recorded = await self._recorded(conn, fold, events)
         return fold
 
@@ -496,7 +519,8 @@ class Projector:
         An event above it cannot be in the change log yet, so the common batch asks nothing.
         """
         def current(e: Decoded) -> int:
-            row = (fold.projects if e.category == "project" else fold.tasks).get(e.ident)
+            rows = fold.rows(e.category)
+            row = rows.get(e.ident) if rows is not None else None
             return int(row["version"]) if row else 0
 
         older = [e for e in events if e.env.stream_version <= current(e)]
@@ -507,13 +531,19 @@ class Projector:
 
     async def _write(self, conn: asyncpg.Connection, fold: BatchFold, positions: dict[int, int]) -> list[CachedDoc]:
         """Write the batch's rows, change log, dead letters and offsets; notify; return the new documents."""
-        projects, tasks = fold.changed("project"), fold.changed("task")
-        shots = [fold.shots[k] for k in fold.changed_shots]
-        returning = " RETURNING *" if self.cache is not None else ""
-        project_rows = await _upsert(conn, _UPSERT_PROJECTS + returning, _columns(projects, _PROJECT_COLUMNS))
+        projects, tasks, leases = fold.changed("project"), fold.changed("task"), fold.changed("lease")
+        shots, artifacts = fold.shot_rows(), fold.artifact_rows_new()
+        caching = self.cache is not None
+        project_rows = await _upsert(conn, _UPSERT_PROJECTS + (f" RETURNING {PROJECT_VIEW_COLUMNS}" if caching else ""),
+                                     _columns(projects, _PROJECT_COLUMNS))
         if shots:
             await conn.execute(_UPSERT_SHOTS, *_columns(shots, _SHOT_COLUMNS))
-        task_rows = await _upsert(conn, _UPSERT_TASKS + returning, _columns(tasks, _TASK_COLUMNS))
+        if artifacts:
+            await conn.execute(_INSERT_ARTIFACTS, *_columns(artifacts, _ARTIFACT_COLUMNS))
+        if leases:
+            await conn.execute(_UPSERT_LEASES, *_columns(leases, _LEASE_COLUMNS))
+        task_rows = await _upsert(conn, _UPSERT_TASKS + (" RETURNING *" if caching else ""),
+                                  _columns(tasks, _TASK_COLUMNS))
         if fold.applied:
             # COPY: the largest write of a batch, and a third faster than INSERT … unnest here.
             await conn.copy_records_to_table("change_log", records=_change_records(fold.applied),
@@ -557,6 +587,26 @@ async def _fetch_by(
     if len(key) == 1:
         return {r[key[0]]: dict(r.items()) for r in rows}
     return {tuple(r[k] for k in key): dict(r.items()) for r in rows}
+
+
+async def _project_states(conn: asyncpg.Connection, rows: dict[Any, dict[str, Any]]) -> None:
+    """Turn each project row's ``state`` into the decider's ``Project``.
+
+    Note: a row written before the state column existed has none; its state is rebuilt from its
+    columns and its shots (every such project is ``draft`` with nothing reserved, as it was then).
+    """
+    legacy = [ident for ident, row in rows.items() if row["state"] is None]
+    shots: dict[str, dict[str, Shot]] = defaultdict(dict)
+    if legacy:
+        for shot in await conn.fetch(_ALL_SHOTS, legacy):
+            shots[shot["project_id"]][shot["shot_id"]] = Shot(shot["fields"], shot["version"])
+    for ident, row in rows.items():
+        if row["state"] is None:
+            row["state"] = Project(row["title"], row["status"], row["currency"],
+                                   Budget(row["budget_total"], row["spent"], row["reserved"]),
+                                   Spec(row["global_spec"], row["spec_version"]), shots=shots[ident])
+        else:
+            row["state"] = msgspec.convert(row["state"], Project, strict=False)
 
 
 async def _upsert(conn: asyncpg.Connection, sql: str, columns: list[list[Any]]) -> list[Any]:

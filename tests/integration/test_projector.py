@@ -209,7 +209,7 @@ async def test_poison_records_become_dead_letters_and_the_rest_applies(pool: asy
     got = await reasons(pool)
     expected = {1: "undecodable", 2: "unknown event type 'project.renamed'", 3: "schema_version 2 is not in 1..1",
                 4: "record has no key", 5: "undecodable: DecodeError", 6: "project 'p-404' does not exist",
-                7: "outside 0..10", 8: "held behind an unresolved dead letter of project:p-1",
+                7: "more than the total 10", 8: "held behind an unresolved dead letter of project:p-1",
                 9: "rejected by the read model", 10: "held behind an unresolved dead letter of project:p-1",
                 11: "does not belong on stream 'task:t-9'"}
     assert got.keys() == expected.keys()

@@ -90,22 +90,25 @@ TASKS = [
 ]
 PROJECTS = [
     {"id": "p-1", "title": "Trailer", "currency": "EUR",
-     "budget": {"total": "100.00", "spent": "72.50", "remaining": "27.50", "currency": "EUR"},
+     "budget": {"total": "100.00", "spent": "72.50", "remaining": "27.50", "currency": "EUR", "reserved": "0"},
      "global_spec": {"style": "noir"}, "shots": {"s-1": {"status": "review", "id": "s-1", "version": 2}},
      "version": 5, "created_at": at(1), "updated_at": at(17)},
     {"id": "p-2", "title": "Teaser", "currency": "USD",
-     "budget": {"total": "50", "spent": "0", "remaining": "50", "currency": "USD"}, "global_spec": {},
+     "budget": {"total": "50", "spent": "0", "remaining": "50", "currency": "USD", "reserved": "0"}, "global_spec": {},
      "shots": {"s-1": {"status": "draft", "camera": {"lens": 50}, "note": "wide", "id": "s-1", "version": 2},
                "s-2": {"status": "draft", "id": "s-2", "version": 1}},
      "version": 4, "created_at": at(5), "updated_at": at(26)},
     {"id": "p-3", "title": "Short", "currency": "GBP",
-     "budget": {"total": "0.00", "spent": "0", "remaining": "0.00", "currency": "GBP"}, "global_spec": {},
+     "budget": {"total": "0.00", "spent": "0", "remaining": "0.00", "currency": "GBP", "reserved": "0"},
+     "global_spec": {},
      "shots": {}, "version": 1, "created_at": at(13), "updated_at": at(13)},
     {"id": "p-4", "title": "Ads", "currency": "EUR",
-     "budget": {"total": "250.0000", "spent": "10.0001", "remaining": "239.9999", "currency": "EUR"},
+     "budget": {"total": "250.0000", "spent": "10.0001", "remaining": "239.9999", "currency": "EUR", "reserved": "0"},
      "global_spec": {"brand": {"colour": "#ff0000"}}, "shots": {}, "version": 3, "created_at": at(20),
      "updated_at": at(30)},
 ]
+# Written before projects had a status, a spec version or a DNA bank: today's defaults.
+PROJECTS = [p | {"status": "draft", "spec_version": 1, "dna": {}} for p in PROJECTS]
 
 
 async def read(client: httpx.AsyncClient, path: str, token: str) -> Any:

@@ -89,9 +89,12 @@ async def test_the_replay_shows_every_event_and_the_state_after_it(
     assert offsets == sorted(offsets) and {e["position"]["partition"] for e in events} == {doc["partition"]}
     assert events[1]["payload"] == {"amount": "60.00", "reason": "render", "artifact_id": None}
     assert all(e["actor"] == "anonymous" and e["command_id"] and e["error"] is None for e in events)
+    setters = {"status": {"by": "anonymous", "version": 2}, "prompt": {"by": "anonymous", "version": 2}}
     assert events[-1]["state"] == {
-        "title": "Trailer", "currency": "EUR", "budget_total": "100.00", "spent": "72.50",
-        "global_spec": {"style": "noir"}, "shots": {"s-1": {"fields": {"status": "review"}, "version": 2}}}
+        "title": "Trailer", "status": "draft", "currency": "EUR",
+        "budget": {"total": "100.00", "spent": "72.50", "reserved": "0"},
+        "spec": {"doc": {"style": "noir"}, "version": 1}, "reservations": {}, "dna": {}, "artifacts": {},
+        "shots": {"s-1": {"fields": {"status": "review"}, "version": 2, "setters": setters}}}
     for n, step in enumerate(events, start=1):
         assert step["state"] == await _fold(pg_settings, "project:p-1", n)
 
@@ -151,7 +154,7 @@ async def test_the_command_line_in_a_subprocess(pg_settings: Settings) -> None:
     env = {**os.environ}
     ok = await _cli(env, "stream", "project:p-1", "--at-version", "2", "--format", "json")
     assert ok.returncode == 0, ok.stderr
-    assert msgspec.json.decode(ok.stdout)["state"]["spent"] == "60.00"
+    assert msgspec.json.decode(ok.stdout)["state"]["budget"]["spent"] == "60.00"
     unknown = await _cli(env, "stream", "project:p-404")
     assert unknown.returncode == 1 and "has no events" in unknown.stderr
 

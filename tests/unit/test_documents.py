@@ -19,7 +19,8 @@ def project_row(**overrides: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "id": "p-1", "title": "Trailer", "currency": "EUR", "budget_total": Decimal("100.0000"),
         "spent": Decimal("12.5000"), "global_spec": {"style": "noir"}, "version": 5, "partition": 2,
-        "last_offset": 41, "created_at": T0, "updated_at": T1,
+        "last_offset": 41, "created_at": T0, "updated_at": T1, "status": "active", "reserved": Decimal(0),
+        "spec_version": 2, "dna": {}, "reservations": {},
     }
     return row | overrides
 
