@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 
-from blackboard.query_api.reads import MAX_PAGE, ReadService, stream_exists_check
+from blackboard.query_api.reads import MAX_PAGE, ReadService
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.views import Page
 
@@ -48,19 +48,28 @@ async def get_task(request: Request[None, None, State], principal: NamedDependen
     return Response(doc, media_type=JSON)
 
 
-@get("/v1/tasks", summary="Tasks, oldest first, filtered by status, cursor-paged", tags=["tasks"])
-async def list_tasks(request: Request[None, None, State], principal: NamedDependency[Principal],
-                     status: StatusFilter = None, page_size: PageSize = 50,
-                     cursor: Cursor = None, consistent_with: Token = None) -> Page:
-    return await _reads(request).tasks(status, page_size, cursor, _token(request, consistent_with))
+@get("/v1/tasks", summary="Tasks: sorted, filtered, cursor-paged, with fields=", tags=["tasks"])
+async def list_tasks(
+    request: Request[None, None, State], principal: NamedDependency[Principal],
+    status: Annotated[str | None, QueryParameter(description="only tasks in this status")] = None,
+    name: Annotated[str | None, QueryParameter(description="only tasks of this name")] = None,
+    priority_min: Annotated[str | None, QueryParameter(description="priority >= this integer")] = None,
+    priority_max: Annotated[str | None, QueryParameter(description="priority <= this integer")] = None,
+    created_after: Annotated[str | None, QueryParameter(description="created after this ISO 8601 time")] = None,
+    created_before: Annotated[str | None, QueryParameter(description="created before this ISO 8601 time")] = None,
+    updated_after: Annotated[str | None, QueryParameter(description="updated after this ISO 8601 time")] = None,
+    sort: Annotated[str | None, QueryParameter(
+        description="keys among id, created_at, updated_at, priority, name, status; '-' for descending; "
+                    "default 'created_at' (oldest first); id breaks ties")] = None,
+    fields: Annotated[str | None, QueryParameter(description="only these fields, e.g. 'id,status,payload.a'")] = None,
+    page_size: PageSize = 50, cursor: Cursor = None, consistent_with: Token = None,
+) -> Page:
+    """422 ``invalid_sort``, ``invalid_filter``, ``invalid_cursor`` or ``unknown_field`` name the parameter at fault."""
+    given = {"status": status, "name": name, "priority_min": priority_min, "priority_max": priority_max,
+             "created_after": created_after, "created_before": created_before, "updated_after": updated_after}
+    return await _reads(request).tasks(sort=sort, filters={k: v for k, v in given.items() if v is not None},
+                                       page_size=page_size, cursor=cursor, fields=fields,
+                                       token=_token(request, consistent_with))
 
 
-@get("/v1/streams/{stream:str}/history", summary="The audit trail of a stream", tags=["history"])
-async def get_history(request: Request[None, None, State], principal: NamedDependency[Principal], stream: Stream,
-                      cursor: AfterVersion = 0,
-                      page_size: PageSize = 100, consistent_with: Token = None) -> Page:
-    stream_exists_check(stream)
-    return await _reads(request).history(stream, cursor, page_size, _token(request, consistent_with))
-
-
-ROUTES = [get_project, get_task, list_tasks, get_history]
+ROUTES = [get_project, get_task, list_tasks]

@@ -111,6 +111,6 @@ async def test_bad_reads(client: tuple[Any, Any, Settings]) -> None:
     bad_token = await c.get("/v1/projects/p-1", params={"consistent_with": "x:y"})
     assert (bad_token.status_code, bad_token.json()["code"]) == (422, "invalid_consistency_token")
     bad_status = await c.get("/v1/tasks", params={"status": "exploded"})
-    assert (bad_status.status_code, bad_status.json()["code"]) == (422, "invalid_request")
+    assert (bad_status.status_code, bad_status.json()["code"]) == (422, "invalid_filter")
     far = await c.get("/v1/projects/p-1", params={"consistent_with": "0:999999"})
     assert (far.status_code, far.json()["code"]) == (503, "consistency_timeout")
