@@ -67,6 +67,26 @@ class OffsetWatch:
                 await self.refresh()
         return True
 
+    # ── push subscribers (query_api/push.py) ──────────────────────────────────────────
+    async def wait_changed(self, seen: dict[int, int], timeout: float) -> bool:
+        """Wait until the applied positions differ from ``seen`` (a copy of ``positions`` taken
+        before the caller last read); ``False`` when ``timeout`` ran out first.
+
+        Note: comparing with a copy, not waiting for the next notification, means a batch that
+        committed between the caller's read and this call wakes it at once instead of being missed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.positions == seen:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
+        return True
+    # ── end push subscribers ──────────────────────────────────────────────────────────
+
     async def _run(self) -> None:
         while True:
             try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from datetime import datetime
 from typing import Any
@@ -13,12 +12,22 @@ import structlog
 
 from blackboard.events.partitioner import partition_for
 from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
-from blackboard.projector.documents import history_entry, project_view, task_view
+from blackboard.projector.documents import (
+    PROJECT_VIEW_COLUMNS,
+    budget_view,
+    dna_view,
+    lease_view,
+    project_view,
+    shot_document,
+    spec_view,
+    task_view,
+)
+from blackboard.query_api import history as h
 from blackboard.query_api import metrics
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.schemas.api import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.envelope import decode_token, stream_partition_key
-from blackboard.schemas.views import HistoryEntry, Page, TaskView
+from blackboard.schemas.views import HistoryEntry, Page, StreamState, TaskView
 
 log = structlog.get_logger(__name__)
 
@@ -62,13 +71,69 @@ class ReadService:
         if cached is not None:
             return cached
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
+            row = await conn.fetchrow(f"SELECT {PROJECT_VIEW_COLUMNS} FROM projects WHERE id = $1", project_id)
             if row is None:
                 raise NotFound(f"project {project_id!r} does not exist", code="project_not_found")
             shots = await conn.fetch("SELECT * FROM shots WHERE project_id = $1 ORDER BY shot_id", project_id)
         doc = msgspec.json.encode(project_view(row, shots))
         await self._fill("project", project_id, row["version"], row["partition"], row["last_offset"], doc)
         return doc
+
+    async def warm(self, limit: int) -> int:
+        """Put the ``limit`` most recently changed projects in the cache (the hot set); how many went in.
+
+        Note: called at start, before the first request: a restarted process answers its first reads
+        from Redis instead of sending them all to PostgreSQL at once. Each document goes through the
+        same version guard as a write-through, so warming never puts an older document over a newer one.
+        """
+        if self.cache is None or limit <= 0:
+            return 0
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT {PROJECT_VIEW_COLUMNS} FROM projects ORDER BY updated_at DESC LIMIT $1",
+                                    limit)
+            shots: dict[str, list[Any]] = {}
+            for shot in await conn.fetch("SELECT * FROM shots WHERE project_id = ANY($1::text[])",
+                                         [r["id"] for r in rows]):
+                shots.setdefault(shot["project_id"], []).append(shot)
+        docs = [CachedDoc("project", r["id"], r["version"], r["partition"], r["last_offset"],
+                          msgspec.json.encode(project_view(r, shots.get(r["id"], [])))) for r in rows]
+        try:
+            for start in range(0, len(docs), 500):
+                await self.cache.put_many(docs[start:start + 500])
+        except CacheUnavailable as exc:
+            self._degrade(exc)
+            return 0
+        return len(docs)
+
+    async def project_part(self, project_id: str, part: str, token: str | None) -> bytes:
+        """One part of a project (``budget``, ``spec`` or ``dna``), straight from PostgreSQL."""
+        await self.wait_consistent(token)
+        row = await self.pool.fetchrow(f"SELECT {PROJECT_VIEW_COLUMNS} FROM projects WHERE id = $1", project_id)
+        if row is None:
+            raise NotFound(f"project {project_id!r} does not exist", code="project_not_found")
+        view = {"budget": budget_view, "spec": spec_view, "dna": dna_view}[part](row)
+        return msgspec.json.encode(view)
+
+    async def shots_by_id(self, project_id: str, ids: list[str], token: str | None
+                          ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The shot documents of ``ids`` in the order asked, and the ids that do not exist (one query)."""
+        await self.wait_consistent(token)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT * FROM shots WHERE project_id = $1 AND shot_id = ANY($2::text[])",
+                                    project_id, ids)
+            if not rows and await conn.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
+                raise NotFound(f"project {project_id!r} does not exist", code="project_not_found")
+        found = {r["shot_id"]: r for r in rows}
+        return [shot_document(found[i]) for i in ids if i in found], [i for i in ids if i not in found]
+
+    async def lease(self, name: str, token: str | None) -> bytes:
+        """A lease, ``held`` judged by the database's clock at the time of the read (never cached: it ages)."""
+        await self.wait_consistent(token)
+        row = await self.pool.fetchrow(
+            "SELECT *, (holder IS NOT NULL AND expires_at > now()) AS held FROM leases WHERE name = $1", name)
+        if row is None:
+            raise NotFound(f"lease {name!r} has never been granted", code="lease_not_found")
+        return msgspec.json.encode(lease_view(row))
 
     async def task(self, task_id: str, token: str | None) -> bytes:
         wanted = await self.wait_consistent(token)
@@ -82,32 +147,48 @@ class ReadService:
         await self._fill("task", task_id, row["version"], row["partition"], row["last_offset"], doc)
         return doc
 
-    async def tasks(self, status: str | None, page_size: int, cursor: str | None, token: str | None) -> Page:
-        """Tasks oldest first, keyset-paged on ``(created_at, id)`` so pages never shift under inserts."""
+    async def tasks(self, *, sort: str | None, filters: dict[str, str], page_size: int, cursor: str | None,
+                    fields: str | None, token: str | None) -> Page:
+        """Tasks sorted, filtered, keyset-paged and trimmed to ``fields`` as ``query_api/lists.py`` reads them."""
+        from blackboard.query_api import lists
+
+        query = lists.parse_list_query(lists.TASKS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
+                                       fields=fields)
         await self.wait_consistent(token)
-        after = _decode_cursor(cursor)
-        rows = await self.pool.fetch(
-            """SELECT * FROM tasks
-               WHERE ($1::text IS NULL OR status = $1)
-                 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
-               ORDER BY created_at, id LIMIT $4""",
-            status, after[0] if after else None, after[1] if after else "", page_size + 1,
-        )
-        items: list[TaskView] = [task_view(r) for r in rows[:page_size]]
-        more = len(rows) > page_size
-        return Page(items=items, next_cursor=_encode_cursor(rows[page_size - 1]) if more else None)
+        rows, next_cursor = await lists.fetch_page(self.pool, lists.TASKS, query)
+        views: list[TaskView] = [task_view(r) for r in rows]
+        if query.fields is None:
+            return Page(items=views, next_cursor=next_cursor)
+        items = [lists.select_fields(msgspec.to_builtins(v), query.fields) for v in views]
+        return Page(items=items, next_cursor=next_cursor)
 
     async def history(self, stream: str, after_version: int, limit: int, token: str | None) -> Page:
-        """The audit trail of ``stream`` in version order, after ``after_version``."""
+        """The audit trail of ``stream`` in version order after ``after_version``, with what each event changed.
+
+        Note: the changes come from folding the stream with its decider from version 1 (the page's
+        predecessors too): the cost grows with the stream's length (see ``history``).
+        """
         await self.wait_consistent(token)
-        rows = await self.pool.fetch(
-            """SELECT * FROM change_log WHERE stream = $1 AND stream_version > $2
-               ORDER BY stream_version LIMIT $3""",
-            stream, after_version, limit + 1,
-        )
-        items: list[HistoryEntry] = [history_entry(r) for r in rows[:limit]]
-        more = len(rows) > limit
+        rows = await h.load_page(self.pool, stream, after_version, limit + 1)
+        category = h.category_of(stream)
+        if h.decider_of(category) is not None and rows and after_version > 0:
+            rows = [*await h.load_rows(self.pool, stream, version=after_version), *rows]
+        entries = h.entries_with_changes(category, rows, after=after_version)
+        more = len(entries) > limit
+        items: list[HistoryEntry] = entries[:limit]
         return Page(items=items, next_cursor=str(items[-1].version) if more else None)
+
+    async def state_at(self, stream: str, version: int | None, at: datetime | None, token: str | None) -> StreamState:
+        """The state of ``stream`` after ``version`` or at time ``at`` (the latest without either)."""
+        category = h.category_of(stream)
+        if h.decider_of(category) is None:
+            raise InvalidRequest(f"streams of category {category!r} have no state to show", code="unknown_category")
+        await self.wait_consistent(token)
+        rows = await h.load_rows(self.pool, stream, version=version, at=at)
+        if not rows or (version is not None and rows[-1]["stream_version"] < version):
+            await h.missing_version(self.pool, stream, version, at)
+        reached = h.fold_at(category, rows, version=version, at=at)
+        return StreamState(stream, reached.version, reached.occurred_at, msgspec.to_builtins(reached.state))
 
     async def _cached(self, kind: str, ident: str, wanted: dict[int, int]) -> bytes | None:
         if self.cache is None:
@@ -146,22 +227,6 @@ class ReadService:
         if not self.degraded:
             log.warning("cache.unavailable", error=repr(exc))
         self.degraded = True
-
-
-def _encode_cursor(row: Any) -> str:
-    raw = msgspec.json.encode([row["created_at"].isoformat(), row["id"]])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, ident = msgspec.json.decode(raw, type=tuple[str, str])
-        return datetime.fromisoformat(created), ident
-    except (ValueError, msgspec.DecodeError):
-        raise InvalidRequest("cursor is not one this API returned", code="invalid_cursor") from None
 
 
 def stream_exists_check(stream: str) -> None:
