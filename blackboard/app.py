@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -22,6 +22,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from blackboard import __version__
 from blackboard.auth import Authenticator, rate_limit_identity
+from blackboard.command_api.expiry import run_sweeper
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.service import CommandService
 from blackboard.config import Settings
@@ -33,9 +34,15 @@ from blackboard.projector.migrate import create_pool, migrate
 from blackboard.projector.runtime import Projector
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.query_api.http import ROUTES as QUERY_ROUTES
+from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
+from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
 from blackboard.query_api.reads import ReadService
+from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
 from blackboard.schemas.api import ApiError, ErrorBody, FieldError
 from blackboard.schemas.auth import parse_api_keys
+
+if TYPE_CHECKING:
+    from blackboard.query_api.grpc import GrpcServer
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +96,9 @@ class Runtime:
     partitions: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     projector_task: asyncio.Task[None] | None = None
+    #: The gRPC query server (``settings.grpc_port`` set and the query role) and the port it bound.
+    grpc: GrpcServer | None = None
+    grpc_port: int | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -107,11 +117,31 @@ class Runtime:
             await self.commands.start()
         if "projector" in self.roles:
             self._start_projector(self.pool, self.cache)
+        if "command" in self.roles and self.settings.sweep_reservations:
+            assert self.commands is not None
+            self.tasks.append(asyncio.create_task(run_sweeper(self._current_pool, self.commands), name="sweeper"))
         if "query" in self.roles:
             self.watch, self.reads = await self._read_side(self.pool, self.cache)
+            warmed = await self.reads.warm(s.cache_warm_projects)
+            if warmed:
+                log.info("cache.warmed", projects=warmed)
+            if s.grpc_port is not None:
+                await self._start_grpc(s.grpc_port)
         if self.roles & {"projector", "query"}:
             self.generation_watch = GenerationWatch(self.postgres_url, s.read_schema, self.generation, self._switch)
             self.generation_watch.start()
+
+    async def _start_grpc(self, port: int) -> None:
+        # Imported here: a process without gRPC never loads grpc and protoc.
+        from blackboard.query_api.grpc import start_grpc
+
+        # A getter, not the service: a generation switch replaces ``self.reads``.
+        self.grpc = await start_grpc(lambda: self.reads, self.settings.host, port, authenticator_for(self.settings))
+        self.grpc_port = self.grpc.port
+
+    def _current_pool(self) -> asyncpg.Pool:
+        assert self.pool is not None
+        return self.pool
 
     async def _live_generation(self) -> Generation:
         conn = await asyncpg.connect(self.postgres_url)
@@ -176,6 +206,8 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop everything; each step is bounded, so a stuck connection cannot hang a shutdown."""
+        if self.grpc is not None:  # first: no new call may start on a read side that is closing
+            await _bounded("grpc server", self.grpc.stop())
         if self.generation_watch is not None:
             await _bounded("generation watch", self.generation_watch.stop())
         background = [*self.tasks, *([self.projector_task] if self.projector_task else [])]
@@ -260,10 +292,14 @@ def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]
     return _error(500, ErrorBody("internal_error", "an unexpected error occurred; it has been logged"))
 
 
+def authenticator_for(settings: Settings) -> Authenticator:
+    """The API-key check of both transports, HTTP and gRPC."""
+    return Authenticator(parse_api_keys(settings.api_keys.get_secret_value()) if settings.api_keys else {})
+
+
 def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     """The HTTP app of a runtime: command routes, query routes and health, by the runtime's roles."""
-    keys = parse_api_keys(runtime.settings.api_keys.get_secret_value()) if runtime.settings.api_keys else {}
-    authenticate = Authenticator(keys)
+    authenticate = authenticator_for(runtime.settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -286,7 +322,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     if "command" in runtime.roles:
         routes += COMMAND_ROUTES
     if "query" in runtime.roles:
-        routes += QUERY_ROUTES
+        routes += [*QUERY_ROUTES, *LIST_ROUTES, *STREAM_ROUTES, *PROJECT_ROUTES]
     return Litestar(
         route_handlers=routes,
         dependencies={"principal": Provide(authenticate, sync_to_thread=False)},

@@ -1,4 +1,4 @@
-"""Authentication of HTTP callers by API key (``Authorization: Bearer <key>`` or ``X-API-Key``)."""
+"""Authentication of callers by API key (``Authorization: Bearer <key>`` or ``X-API-Key``), over HTTP and gRPC."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ class Authenticator:
         self._keys = [(k.encode(), p) for k, p in keys.items()]
 
     def __call__(self, request: Request) -> Principal:  # type: ignore[type-arg]
+        return self.principal_for(_presented_key(request))
+
+    def principal_for(self, presented: str | None) -> Principal:
+        """The principal of a presented key (``None``: none presented); 401 when it is missing or unknown."""
         if not self._keys:
             return ANONYMOUS
-        presented = _presented_key(request)
         if presented is None:
             raise Unauthorized("an API key is required (Authorization: Bearer <key>)", code="missing_credentials",
                                headers={"WWW-Authenticate": "Bearer"})
@@ -48,8 +51,13 @@ def rate_limit_identity(request: Request) -> str:  # type: ignore[type-arg]
 
 
 def _presented_key(request: Request) -> str | None:  # type: ignore[type-arg]
-    auth = request.headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.partition(" ")
+    return presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+
+
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` value, else of an ``X-API-Key`` one (HTTP headers or
+    gRPC metadata); ``None`` when neither presents one."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
         return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-    return request.headers.get("x-api-key")
+    return api_key

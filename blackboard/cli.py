@@ -43,6 +43,7 @@ def up(
     data_dir: Path | None = None,
     host: str | None = None,
     port: int | None = None,
+    grpc_port: Annotated[int | None, cyclopts.Parameter(help="serve the gRPC query API on this port (0: any)")] = None,
     role: Annotated[list[str] | None, cyclopts.Parameter(help="command, projector, query (default: all)")] = None,
 ) -> None:
     """Run Blackboard in one process: command API, decider, projector and query API.
@@ -58,11 +59,12 @@ def up(
 
     configure_logging()
     configure_tracing()
-    settings = _settings(data_dir=data_dir, host=host, port=port)
+    settings = _settings(data_dir=data_dir, host=host, port=port, grpc_port=grpc_port)
     runtime = Runtime(settings, _postgres_url(settings), roles=roles_from(role or []))
     engine = "kafka" if settings.kafka_bootstrap_servers else "postgres"
     console.print(f"[bold]blackboard {__version__}[/] log={engine} roles={','.join(sorted(runtime.roles))} "
-                  f"→ http://{settings.host}:{settings.port}  (OpenAPI: /schema)")
+                  f"→ http://{settings.host}:{settings.port}  (OpenAPI: /schema)"
+                  + (f", gRPC {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""))
     uvicorn.run(build_app(runtime), host=settings.host, port=settings.port, log_level="warning",
                 timeout_graceful_shutdown=5)
 
@@ -177,16 +179,24 @@ def bench(
     projects: int = 20,
     backlog: int = 20000,
     runs: int = 3,
-    suite: Literal["commands", "replay"] = "commands",
+    suite: Literal["commands", "replay", "reads"] = "commands",
     events: int = 1_000_000,
     batch_size: int = 10_000,
+    reads: int = 5000,
 ) -> None:
     """Measure, on its own embedded PostgreSQL in a temporary directory, and print how it measured.
 
     --suite commands: the HTTP command path (commands/s, p50/p99), the command service without HTTP,
     and the projector's events/s on a backlog. --suite replay: a rebuild of --events events
     (end to end, events/s) beside the raw read rate of the log and PostgreSQL's COPY rate.
+    --suite reads: --reads project reads with and without Redis, batch gets of 100 shots (reads/s,
+    p50/p99), and the freshness lag from a command's answer to a read showing it (p50/p99).
     """
+    if suite == "reads":
+        from blackboard.bench import run_reads_bench
+
+        run_reads_bench(clients=clients, reads=reads, projects=projects, runs=runs)
+        return
     if suite == "replay":
         from blackboard.bench_replay import run_replay_bench
 

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".blackboard"), description="where the embedded PostgreSQL keeps its data")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="port of the gRPC query service (0: any free port); without it no gRPC server runs")
     kafka_bootstrap_servers: str | None = Field(default=None, description="e.g. localhost:9092; selects the Kafka log")
     postgres_url: SecretStr | None = Field(default=None, description="read models (and the log, without Kafka)")
     redis_url: SecretStr | None = Field(default=None, description="cache; optional")
@@ -41,6 +44,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest accepted request body")
     consistency_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     projector_batch_size: int = Field(default=2000, ge=1, le=100_000)
+    cache_warm_projects: int = Field(
+        default=1000, ge=0, le=1_000_000, description="projects put in Redis at start, most recently changed first")
+    sweep_reservations: bool = Field(
+        default=True, description="release expired budget reservations every second (process that decides only)")
 
     @property
     def events_topic(self) -> str:
