@@ -6,7 +6,7 @@ Each answers from PostgreSQL after the consistency token (``consistent_with`` or
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get
@@ -65,6 +65,17 @@ async def get_lease(request: Request[None, None, State], principal: NamedDepende
     return Response(doc, media_type=JSON)
 
 
+@get("/v1/projects/{project_id:str}/shots/{shot_id:str}", summary="One shot: its fields, id and version",
+     tags=["projects"], responses={404: ResponseSpec(ErrorBody, description="project_not_found, shot_not_found")})
+async def get_shot(request: Request[None, None, State], principal: NamedDependency[Principal], project_id: EntityId,
+                   shot_id: EntityId, consistent_with: Token = None) -> dict[str, Any]:
+    """The shot's ``version`` is what ``project.update_shot`` takes as ``expected_version``."""
+    shots, _ = await _reads(request).shots_by_id(project_id, [shot_id], _token(request, consistent_with))
+    if not shots:
+        raise NotFound(f"project {project_id!r} has no shot {shot_id!r}", code="shot_not_found")
+    return shots[0]
+
+
 _LIST_ERRORS = {422: ResponseSpec(ErrorBody, description="invalid_sort, invalid_filter, invalid_cursor, unknown_field")}
 
 
@@ -113,4 +124,4 @@ async def list_artifacts(
     return Page(items=items, next_cursor=next_cursor)
 
 
-ROUTES = [get_budget, get_spec, get_dna, get_lease, list_projects, list_artifacts]
+ROUTES = [get_budget, get_spec, get_dna, get_shot, get_lease, list_projects, list_artifacts]

@@ -160,6 +160,11 @@ async def test_shots_with_versions_and_field_preconditions(settings: Settings) -
         doc = await get(client, "/v1/projects/p-1", last["position"])
         assert doc["shots"]["s-1"] == {"status": "approved", "scene": 1, "prompt": "rain", "take": 2, "id": "s-1",
                                        "version": 4}
+        assert await get(client, "/v1/projects/p-1/shots/s-1", last["position"]) == doc["shots"]["s-1"]
+        for path, code in (("/v1/projects/p-1/shots/s-9", "shot_not_found"),
+                           ("/v1/projects/p-9/shots/s-1", "project_not_found")):
+            missing = await client.get(path)
+            assert (missing.status_code, missing.json()["code"]) == (404, code)
 
 
 async def test_artifacts_charge_the_budget_in_the_same_command(settings: Settings) -> None:
