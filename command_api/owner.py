@@ -40,6 +40,7 @@ from blackboard.schemas.api import (
     Rejected,
     ServiceUnavailable,
 )
+from blackboard.schemas.changes import diff
 from blackboard.schemas.envelope import Envelope, RecordedEvent, encode_token, stream_partition_key
 from blackboard.schemas.registry import UnknownEventType, decode_event, encode_payload, event_name, schema_version_of
 
@@ -468,8 +469,6 @@ def _dry_run(sub: Submission, state: Any, version: int, result: list[Any] | Reje
     Note: the events are folded into a copy of the state only (states are immutable values);
     nothing reaches the log or the owner's memory.
     """
-    from blackboard.schemas.changes import diff
-
     checks = [CheckView(c.rule, c.passed) for c in ctx.checks]
     if isinstance(result, Rejection):
         return DryRun(sub.command_id, sub.stream, "rejected", version, [], [], checks, result.code, result.message,

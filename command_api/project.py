@@ -283,7 +283,7 @@ def _differences(state: Project, event: ProjectCreated) -> list[str]:
     }
     if state.spec.version == 1:
         # Python's == says {"a": True} == {"a": 1}; JSON does not.
-        pairs["global_spec"] = (_canonical(state.spec.doc), _canonical(event.global_spec))
+        pairs["global_spec"] = (canonical(state.spec.doc), canonical(event.global_spec))
     return [name for name, (old, new) in pairs.items() if old != new]
 
 
@@ -291,8 +291,6 @@ def canonical(value: Any) -> bytes:
     """``value`` as JSON with sorted keys: equal bytes mean equal JSON values."""
     return msgspec.json.encode(value, order="sorted")
 
-
-_canonical = canonical
 
 
 def money(amount: Decimal) -> str:

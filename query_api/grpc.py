@@ -111,8 +111,6 @@ async def _list_artifacts(reads: ReadService, req: ListArtifactsRequest) -> msgs
 
 async def _get_state_at(reads: ReadService, req: GetStateAtRequest) -> msgspec.Struct:
     stream_exists_check(req.stream)
-    if req.version is not None and req.at is not None:
-        raise InvalidRequest("give either version or at, not both", code="invalid_request")
     return await reads.state_at(req.stream, req.version, req.at, req.consistent_with)
 
 

@@ -23,7 +23,7 @@ import msgspec
 
 from blackboard.command_api.decider import DECIDERS, Decider
 from blackboard.projector.documents import history_entry
-from blackboard.schemas.api import NotFound, ServiceUnavailable
+from blackboard.schemas.api import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.changes import diff, under
 from blackboard.schemas.registry import UnknownEventType, decode_event
 from blackboard.schemas.views import HistoryEntry
@@ -222,3 +222,12 @@ async def missing_version(pool: asyncpg.Pool, stream: str, version: int | None, 
         raise NotFound(f"stream {stream!r} had no events at or before {at.isoformat()}", code="version_not_found")
     raise NotFound(f"stream {stream!r} is at version {latest}; version {version} does not exist",
                    code="version_not_found")
+
+
+def one_bound(version: int | None, at: datetime | None) -> None:
+    """Refuse a time travel asked both by version and by time, or to a time without a UTC offset."""
+    if version is not None and at is not None:
+        raise InvalidRequest("give either version or at, not both", code="invalid_request")
+    if at is not None and at.tzinfo is None:
+        raise InvalidRequest(f"at {at.isoformat()!r} has no UTC offset; RFC 3339 times carry one",
+                             code="invalid_time")

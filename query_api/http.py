@@ -3,7 +3,7 @@ query ``consistent_with``) waits until the read models have passed it, so a clie
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get
 from litestar.datastructures import State
@@ -25,11 +25,13 @@ Stream = Annotated[str, PathParameter(min_length=3, max_length=300, description=
 AfterVersion = Annotated[int, QueryParameter(ge=0, le=2**53, description="the last version seen")]
 
 
-def _token(request: Request[None, None, State], consistent_with: str | None) -> str | None:
+def token_of(request: Request[Any, Any, State], consistent_with: str | None) -> str | None:
+    """The consistency token of a read: the query parameter, else the ``Blackboard-Consistency`` header."""
     return consistent_with or request.headers.get("blackboard-consistency")
 
 
-def _reads(request: Request[None, None, State]) -> ReadService:
+def reads_of(request: Request[Any, Any, State]) -> ReadService:
+    """The runtime's read service of the moment (it is swapped when a rebuilt generation goes live)."""
     service: ReadService = request.app.state.runtime.reads
     return service
 
@@ -37,14 +39,14 @@ def _reads(request: Request[None, None, State]) -> ReadService:
 @get("/v1/projects/{project_id:str}", summary="A project with its budget and shots", tags=["projects"])
 async def get_project(request: Request[None, None, State], principal: NamedDependency[Principal], project_id: EntityId,
                       consistent_with: Token = None) -> Response[bytes]:
-    doc = await _reads(request).project(project_id, _token(request, consistent_with))
+    doc = await reads_of(request).project(project_id, token_of(request, consistent_with))
     return Response(doc, media_type=JSON)
 
 
 @get("/v1/tasks/{task_id:str}", summary="A task", tags=["tasks"])
 async def get_task(request: Request[None, None, State], principal: NamedDependency[Principal], task_id: EntityId,
                    consistent_with: Token = None) -> Response[bytes]:
-    doc = await _reads(request).task(task_id, _token(request, consistent_with))
+    doc = await reads_of(request).task(task_id, token_of(request, consistent_with))
     return Response(doc, media_type=JSON)
 
 
@@ -67,9 +69,9 @@ async def list_tasks(
     """422 ``invalid_sort``, ``invalid_filter``, ``invalid_cursor`` or ``unknown_field`` name the parameter at fault."""
     given = {"status": status, "name": name, "priority_min": priority_min, "priority_max": priority_max,
              "created_after": created_after, "created_before": created_before, "updated_after": updated_after}
-    return await _reads(request).tasks(sort=sort, filters={k: v for k, v in given.items() if v is not None},
+    return await reads_of(request).tasks(sort=sort, filters={k: v for k, v in given.items() if v is not None},
                                        page_size=page_size, cursor=cursor, fields=fields,
-                                       token=_token(request, consistent_with))
+                                       token=token_of(request, consistent_with))
 
 
 ROUTES = [get_project, get_task, list_tasks]

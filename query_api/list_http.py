@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Any
 
-import asyncpg
 import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
@@ -19,9 +18,9 @@ from litestar.params import JSONBody, QueryParameter
 
 from blackboard.projector.documents import shot_document
 from blackboard.query_api import lists
-from blackboard.query_api.http import Cursor, EntityId, PageSize, Token
-from blackboard.query_api.reads import ReadService
-from blackboard.schemas.api import ErrorBody, NotFound
+from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, reads_of, token_of
+from blackboard.query_api.reads import require_project
+from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.views import Page
 
@@ -49,20 +48,6 @@ class BatchGetResult(msgspec.Struct, frozen=True):
     missing: list[str]
 
 
-def _reads(request: Request[Any, Any, State]) -> ReadService:
-    service: ReadService = request.app.state.runtime.reads
-    return service
-
-
-def _token(request: Request[Any, Any, State], consistent_with: str | None) -> str | None:
-    return consistent_with or request.headers.get("blackboard-consistency")
-
-
-async def _require_project(conn: asyncpg.Connection, project_id: str) -> None:
-    if await conn.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
-        raise NotFound(f"project {project_id!r} does not exist", code="project_not_found")
-
-
 @get("/v1/projects/{project_id:str}/shots", summary="A project's shots: sorted, filtered, cursor-paged",
      tags=["projects"], responses=_ERRORS)
 async def list_shots(
@@ -79,12 +64,12 @@ async def list_shots(
     filters = lists.filter_params(lists.SHOTS, dict(request.query_params.items()))
     query = lists.parse_list_query(lists.SHOTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields, scope=(project_id,))
-    reads = _reads(request)
-    await reads.wait_consistent(_token(request, consistent_with))
+    reads = reads_of(request)
+    await reads.wait_consistent(token_of(request, consistent_with))
     async with reads.pool.acquire() as conn:
         rows, next_cursor = await lists.fetch_page(conn, lists.SHOTS, query, (project_id,))
         if not rows:
-            await _require_project(conn, project_id)
+            await require_project(conn, project_id)
     items = [lists.select_fields(shot_document(r), query.fields, strict=False) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 
@@ -97,7 +82,7 @@ async def batch_get_shots(request: Request[BatchGet, None, State], principal: Na
     """One query for up to 500 shots; ids that do not exist are listed in ``missing``, not refused."""
     check_ids(data.ids)
     wanted = lists.parse_fields(lists.SHOTS, data.fields)
-    shots, missing = await _reads(request).shots_by_id(project_id, data.ids, _token(request, consistent_with))
+    shots, missing = await reads_of(request).shots_by_id(project_id, data.ids, token_of(request, consistent_with))
     return BatchGetResult(items=[lists.select_fields(shot, wanted, strict=False) for shot in shots], missing=missing)
 
 

@@ -17,7 +17,8 @@ from litestar.params import PathParameter, QueryParameter
 
 from blackboard.projector.documents import artifact_view, project_summary
 from blackboard.query_api import lists
-from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, _reads, _token
+from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, reads_of, token_of
+from blackboard.query_api.reads import require_project
 from blackboard.schemas.api import ErrorBody, NotFound
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.views import BudgetView, DnaView, LeaseView, Page, SpecView
@@ -28,7 +29,7 @@ _MISSING = {404: ResponseSpec(ErrorBody, description="project_not_found")}
 
 
 async def _part(request: Request[None, None, State], project_id: str, part: str, token: str | None) -> Response[bytes]:
-    doc = await _reads(request).project_part(project_id, part, _token(request, token))
+    doc = await reads_of(request).project_part(project_id, part, token_of(request, token))
     return Response(doc, media_type=JSON)
 
 
@@ -61,7 +62,7 @@ async def get_dna(request: Request[None, None, State], principal: NamedDependenc
 async def get_lease(request: Request[None, None, State], principal: NamedDependency[Principal], name: LeaseName,
                     consistent_with: Token = None) -> Response[bytes]:
     """``held`` is false once ``expires_at`` has passed, even before anyone acquires the lease again."""
-    doc = await _reads(request).lease(name, _token(request, consistent_with))
+    doc = await reads_of(request).lease(name, token_of(request, consistent_with))
     return Response(doc, media_type=JSON)
 
 
@@ -70,7 +71,7 @@ async def get_lease(request: Request[None, None, State], principal: NamedDepende
 async def get_shot(request: Request[None, None, State], principal: NamedDependency[Principal], project_id: EntityId,
                    shot_id: EntityId, consistent_with: Token = None) -> dict[str, Any]:
     """The shot's ``version`` is what ``project.update_shot`` takes as ``expected_version``."""
-    shots, _ = await _reads(request).shots_by_id(project_id, [shot_id], _token(request, consistent_with))
+    shots, _ = await reads_of(request).shots_by_id(project_id, [shot_id], token_of(request, consistent_with))
     if not shots:
         raise NotFound(f"project {project_id!r} has no shot {shot_id!r}", code="shot_not_found")
     return shots[0]
@@ -93,8 +94,8 @@ async def list_projects(
     filters = lists.filter_params(lists.PROJECTS, dict(request.query_params.items()))
     query = lists.parse_list_query(lists.PROJECTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields)
-    reads = _reads(request)
-    await reads.wait_consistent(_token(request, consistent_with))
+    reads = reads_of(request)
+    await reads.wait_consistent(token_of(request, consistent_with))
     rows, next_cursor = await lists.fetch_page(reads.pool, lists.PROJECTS, query)
     items = [lists.select_fields(msgspec.to_builtins(project_summary(r)), query.fields) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
@@ -114,12 +115,12 @@ async def list_artifacts(
     filters = lists.filter_params(lists.ARTIFACTS, dict(request.query_params.items()))
     query = lists.parse_list_query(lists.ARTIFACTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields, scope=(project_id,))
-    reads = _reads(request)
-    await reads.wait_consistent(_token(request, consistent_with))
+    reads = reads_of(request)
+    await reads.wait_consistent(token_of(request, consistent_with))
     async with reads.pool.acquire() as conn:
         rows, next_cursor = await lists.fetch_page(conn, lists.ARTIFACTS, query, (project_id,))
-        if not rows and await conn.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
-            raise NotFound(f"project {project_id!r} does not exist", code="project_not_found")
+        if not rows:
+            await require_project(conn, project_id)
     items = [lists.select_fields(msgspec.to_builtins(artifact_view(r)), query.fields) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 

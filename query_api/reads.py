@@ -121,8 +121,8 @@ class ReadService:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch("SELECT * FROM shots WHERE project_id = $1 AND shot_id = ANY($2::text[])",
                                     project_id, ids)
-            if not rows and await conn.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
-                raise NotFound(f"project {project_id!r} does not exist", code="project_not_found")
+            if not rows:
+                await require_project(conn, project_id)
         found = {r["shot_id"]: r for r in rows}
         return [shot_document(found[i]) for i in ids if i in found], [i for i in ids if i not in found]
 
@@ -180,6 +180,7 @@ class ReadService:
 
     async def state_at(self, stream: str, version: int | None, at: datetime | None, token: str | None) -> StreamState:
         """The state of ``stream`` after ``version`` or at time ``at`` (the latest without either)."""
+        h.one_bound(version, at)
         category = h.category_of(stream)
         if h.decider_of(category) is None:
             raise InvalidRequest(f"streams of category {category!r} have no state to show", code="unknown_category")
@@ -227,6 +228,12 @@ class ReadService:
         if not self.degraded:
             log.warning("cache.unavailable", error=repr(exc))
         self.degraded = True
+
+
+async def require_project(conn: asyncpg.Connection, project_id: str) -> None:
+    """404 ``project_not_found`` unless the project exists: an empty page of a missing project is an error."""
+    if await conn.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
+        raise NotFound(f"project {project_id!r} does not exist", code="project_not_found")
 
 
 def stream_exists_check(stream: str) -> None:

@@ -18,9 +18,10 @@ from litestar.params import HeaderParameter, PathParameter, QueryParameter
 from litestar.response import ServerSentEvent
 
 from blackboard.query_api import history as h
+from blackboard.query_api.http import reads_of, token_of
 from blackboard.query_api.push import resume_point, subscribe
 from blackboard.query_api.reads import MAX_PAGE, ReadService, stream_exists_check
-from blackboard.schemas.api import InvalidRequest, NotFound
+from blackboard.schemas.api import NotFound
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.changes import escape
 from blackboard.schemas.views import HistoryEntry, Page, StreamState
@@ -50,23 +51,10 @@ class SubEntityState(msgspec.Struct, frozen=True):
     state: Any
 
 
-def _reads(request: Request[None, None, State]) -> ReadService:
-    service: ReadService = request.app.state.runtime.reads
-    return service
-
-
 async def _consistent(request: Request[None, None, State], token: str | None) -> ReadService:
-    reads = _reads(request)
-    await reads.wait_consistent(token or request.headers.get("blackboard-consistency"))
+    reads = reads_of(request)
+    await reads.wait_consistent(token_of(request, token))
     return reads
-
-
-def _one_bound(version: int | None, at: datetime | None) -> None:
-    if version is not None and at is not None:
-        raise InvalidRequest("give either version or at, not both", code="invalid_request")
-    if at is not None and at.tzinfo is None:
-        raise InvalidRequest(f"at {at.isoformat()!r} has no UTC offset; RFC 3339 times carry one",
-                             code="invalid_time")
 
 
 # ── history ────────────────────────────────────────────────────────────────────────────
@@ -77,8 +65,7 @@ def _one_bound(version: int | None, at: datetime | None) -> None:
 async def get_history(request: Request[None, None, State], principal: NamedDependency[Principal], stream: Stream,
                       cursor: AfterVersion = 0, page_size: PageSize = 100, consistent_with: Token = None) -> Page:
     stream_exists_check(stream)
-    token = consistent_with or request.headers.get("blackboard-consistency")
-    return await _reads(request).history(stream, cursor, page_size, token)
+    return await reads_of(request).history(stream, cursor, page_size, token_of(request, consistent_with))
 
 
 def _page(entries: list[HistoryEntry], page_size: int) -> Page:
@@ -126,9 +113,7 @@ async def get_stream_state(request: Request[None, None, State], principal: Named
                            stream: Stream, version: Version = None, at: At = None,
                            consistent_with: Token = None) -> StreamState:
     stream_exists_check(stream)
-    _one_bound(version, at)
-    token = consistent_with or request.headers.get("blackboard-consistency")
-    return await _reads(request).state_at(stream, version, at, token)
+    return await reads_of(request).state_at(stream, version, at, token_of(request, consistent_with))
 
 
 @get("/v1/projects/{project_id:str}/shots/{shot_id:str}/state", tags=["history"],
@@ -136,7 +121,7 @@ async def get_stream_state(request: Request[None, None, State], principal: Named
 async def get_shot_state(request: Request[None, None, State], principal: NamedDependency[Principal],
                          project_id: EntityId, shot_id: EntityId, version: Version = None, at: At = None,
                          consistent_with: Token = None) -> SubEntityState:
-    _one_bound(version, at)
+    h.one_bound(version, at)
     reads = await _consistent(request, consistent_with)
     stream = f"{PROJECT}:{project_id}"
     rows = await h.load_rows(reads.pool, stream, at=at)
