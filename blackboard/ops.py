@@ -22,6 +22,7 @@ from blackboard.projector import generations
 from blackboard.projector.cache import DocumentCache
 from blackboard.projector.migrate import create_pool, migrate, quote_ident
 from blackboard.projector.runtime import Projector, Resolution
+from blackboard.projector.tables import COMMON, STATE_TABLES
 
 PROJECTION = "main"
 
@@ -314,8 +315,10 @@ READ_MODELS = (
                                                        "reservation_id", "created_by", "created_at", "version")),
     Table("leases", ("name",), ("holder", "token", "expires_at", "state", "version", "partition", "last_offset",
                                 "created_at", "updated_at")),
-    Table("tasks", ("id",), ("name", "priority", "payload", "status", "version", "partition", "last_offset",
-                             "created_at", "updated_at")),
+    # The state tables: every derived column is a function of ``state``, which is compared.
+    *(Table(t.table, (t.key,), COMMON) for t in STATE_TABLES.values()),
+    Table("checkpoint_entries", ("thread_id", "seq"), ("sha256", "size", "stored_size", "encoding", "inline",
+                                                      "inline_from", "blob", "label", "metadata", "parent_seq")),
     Table("change_log", ("stream", "stream_version"),
           ("partition", "offset", "event_id", "type", "schema_version", "actor", "command_id", "correlation_id",
            "causation_id", "occurred_at", "payload", "trace_id", "agent_run_id", "agent_model", "prompt_hash")),

@@ -42,6 +42,8 @@ class Context:
     now: datetime
     actor: str
     checks: list[Check] = field(default_factory=list)
+    #: The stream decided on (``doc:reviews.r-1``): for deciders whose rules depend on the stream's id.
+    stream: str = ""
 
     def require(self, rule: str, passed: bool) -> bool:
         """Record that ``rule`` was checked, and return whether it held."""
@@ -76,12 +78,17 @@ def __getattr__(name: str) -> dict[str, Decider[Any, Any, Any]]:
     """
     if name != "DECIDERS":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from blackboard.command_api import lease, project, task
+    from blackboard.command_api import checkpoint, clock, document, lease, node, project, saga, task
 
     registry: dict[str, Decider[Any, Any, Any]] = {
         project.CATEGORY: Decider(project.initial_state, project.decide, project.evolve),
         task.CATEGORY: Decider(task.initial_state, task.decide, task.evolve),
         lease.CATEGORY: Decider(lease.initial_state, lease.decide, lease.evolve),
+        node.CATEGORY: Decider(node.initial_state, node.decide, node.evolve),
+        clock.CATEGORY: Decider(clock.initial_state, clock.decide, clock.evolve),
+        saga.CATEGORY: Decider(saga.initial_state, saga.decide, saga.evolve),
+        document.CATEGORY: Decider(document.initial_state, document.decide, document.evolve),
+        checkpoint.CATEGORY: Decider(checkpoint.initial_state, checkpoint.decide, checkpoint.evolve),
     }
     globals()["DECIDERS"] = registry
     return registry

@@ -20,6 +20,7 @@ from blackboard.schemas.project import (
     PROJECT_TRANSITIONS,
     AddCost,
     ArtifactRegistered,
+    BudgetAlertRaised,
     BudgetReserved,
     BudgetTotalSet,
     CommitReservation,
@@ -35,6 +36,7 @@ from blackboard.schemas.project import (
     ProjectEvent,
     ProjectStatusChanged,
     PutDnaEntry,
+    RaiseBudgetAlert,
     RegisterArtifact,
     ReleaseReservation,
     RemoveDnaEntry,
@@ -127,6 +129,8 @@ class Project(msgspec.Struct, frozen=True):
     dna: dict[str, DnaEntry] = {}
     shots: dict[str, Shot] = {}
     artifacts: dict[str, Artifact] = {}
+    #: Budget alerts raised: level ("80", "100") → the budget total it was raised at.
+    alerts: dict[str, Decimal] = {}
 
 
 # ── fold ───────────────────────────────────────────────────────────────────────────────
@@ -221,6 +225,7 @@ _EVOLVE: dict[type[Any], Callable[[Project, Any], Project]] = {
     CostAdded: _cost_added, BudgetReserved: _reserved, ReservationCommitted: _committed,
     ReservationReleased: _released, DnaEntryPut: _dna_put, DnaEntryRemoved: _dna_removed,
     ShotCreated: _shot_created, ShotUpdated: _shot_updated, ArtifactRegistered: _artifact_registered,
+    BudgetAlertRaised: lambda s, e: _replace(s, alerts={**s.alerts, str(e.level): e.total}),
 }
 
 
@@ -496,9 +501,19 @@ def _register_artifact(state: Project, c: RegisterArtifact, ctx: Context) -> Dec
     return charged if isinstance(charged, Rejection) else [event, *charged]
 
 
+def _alert(state: Project, c: RaiseBudgetAlert, ctx: Context) -> Decision:
+    """Raised once per level and total: a budget raised later can cross the level again."""
+    budget = state.budget
+    if state.alerts.get(str(c.level)) == budget.total:
+        return []
+    if not ctx.require(f"spending reached {c.level}% of the budget", budget.spent * 100 >= budget.total * c.level):
+        return Rejection("below_alert_level", f"spent {budget.spent} is below {c.level}% of {budget.total}")
+    return [BudgetAlertRaised(c.level, budget.spent, budget.total)]
+
+
 _DECIDE: dict[type[Any], Callable[[Project, Any, Context], Decision]] = {
     SetProjectStatus: _set_status, PatchSpec: _patch_spec, SetBudgetTotal: _set_total, AddCost: _add_cost,
     ReserveBudget: _reserve, CommitReservation: _commit, ReleaseReservation: _release,
     ExpireReservations: _expire, PutDnaEntry: _put_dna, RemoveDnaEntry: _remove_dna, CreateShot: _create_shot,
-    UpdateShot: _update_shot, RegisterArtifact: _register_artifact,
+    UpdateShot: _update_shot, RegisterArtifact: _register_artifact, RaiseBudgetAlert: _alert,
 }

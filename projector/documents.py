@@ -11,6 +11,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from blackboard.schemas.views import (
     ArtifactView,
     Budget,
@@ -24,6 +26,7 @@ from blackboard.schemas.views import (
     ProjectView,
     ReservationView,
     SpecView,
+    TaskProgressView,
     TaskView,
 )
 
@@ -140,6 +143,20 @@ def task_view(task: Row) -> TaskView:
         version=task["version"],
         created_at=task["created_at"],
         updated_at=task["updated_at"],
+        type=task["type"],
+        user=task["user_id"],
+        parent=task["parent"],
+        required_skills=list(task["required_skills"]),
+        depends_on=list(task["depends_on"]),
+        node=task["node"],
+        token=task["token"],
+        lease_expires_at=task["lease_expires_at"],
+        attempts=task["attempts"],
+        max_attempts=task["max_attempts"],
+        not_before=task["not_before"],
+        progress=msgspec.convert(task["progress"], TaskProgressView) if task["progress"] else None,
+        error=(task["state"] or {}).get("error"),
+        finished_at=task["finished_at"],
     )
 
 

@@ -17,21 +17,23 @@ from blackboard.command_api import lease as lease_decider
 from blackboard.command_api import project as project_decider
 from blackboard.events.codec import from_record, stream_header
 from blackboard.events.log import StoredRecord
+from blackboard.projector.tables import STATE_TABLES
 from blackboard.schemas import lease as lease_events
 from blackboard.schemas import project as project_events
 from blackboard.schemas.envelope import Envelope
 from blackboard.schemas.registry import decode_event
-from blackboard.schemas.task import TaskCreated, TaskStatusChanged
 
 # The read model's money columns: at most 20 integer digits and 4 decimals.
 _MONEY_LIMIT, _MONEY_STEP = Decimal(10) ** 20, Decimal("0.0001")
 _CATEGORY: dict[type[Any], str] = {
     **{cls: "project" for cls in project_events.ProjectEvent.__args__},
     **{cls: "lease" for cls in lease_events.LeaseEvent.__args__},
-    TaskCreated: "task", TaskStatusChanged: "task",
 }
-#: The event that must open a stream of the category (a lease's first grant opens its stream).
-_CREATIONS: dict[str, type[Any]] = {"project": project_events.ProjectCreated, "task": TaskCreated}
+#: The events that must open a stream of the category (a lease's first grant opens its stream).
+_CREATIONS: dict[str, tuple[type[Any], ...]] = {
+    "project": (project_events.ProjectCreated,),
+    **{category: table.opener for category, table in STATE_TABLES.items() if table.opener},
+}
 
 
 # ── decoding ────────────────────────────────────────────────────────────────────────────
@@ -78,6 +80,8 @@ def decode(rec: StoredRecord) -> Item:
         return Poison(rec, f"undecodable: {type(exc).__name__}: {exc}", env.stream)
     category, _, ident = env.stream.partition(":")
     expected = _CATEGORY.get(type(event))
+    if expected is None and env.type.partition(".")[0] in STATE_TABLES:
+        expected = env.type.partition(".")[0]  # state tables' events are named after their category
     if expected is None:
         return Poison(rec, f"{env.type} has no read model to apply to", env.stream)
     if category != expected or not ident:
@@ -104,11 +108,14 @@ class BatchFold:
 
     #: Project rows, each with its decider state under ``"state"`` (a ``Project``).
     projects: dict[str, dict[str, Any]]
-    tasks: dict[str, dict[str, Any]]
     #: (stream, version) → event_id of events already in the change log or applied by this batch.
     recorded: dict[tuple[str, int], str]
     #: Lease rows, each with its decider state under ``"state"`` (a ``Lease``).
     leases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Rows of the state tables (``STATE_TABLES``) by category, then id; each keeps its state under ``"state"``.
+    states: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: Insert-only rows the state tables' events add beside their rows: ``(table, row)``.
+    extra_rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: Streams with a dead letter not yet resolved: their later events are held behind it.
     blocked: set[str] = field(default_factory=set)
     applied: list[Decoded] = field(default_factory=list)
@@ -188,7 +195,7 @@ class BatchFold:
         row = rows.get(item.ident)
         opener = _CREATIONS.get(item.category)
         creation = opener is not None and isinstance(item.event, opener)
-        if row is None and opener is not None and not creation:
+        if row is None and opener and not creation:
             return f"{item.category} {item.ident!r} does not exist; {env.type} cannot apply"
         if row is not None and creation:
             return f"{item.category} {item.ident!r} already exists at version {row['version']}"
@@ -199,18 +206,15 @@ class BatchFold:
 
     def rows(self, category: str) -> dict[str, dict[str, Any]] | None:
         """The rows of ``category`` this batch holds, by id (``None`` for a category without a read model)."""
-        return {"project": self.projects, "task": self.tasks, "lease": self.leases}.get(category)
+        if category in STATE_TABLES:
+            return self.states.setdefault(category, {})
+        return {"project": self.projects, "lease": self.leases}.get(category)
 
     def _evolve(self, item: Decoded) -> str | None:
+        table = STATE_TABLES.get(item.category)
+        if table is not None:
+            return self._state_event(table, item)
         match item.event:
-            case TaskCreated() as e:
-                self.tasks[item.ident] = {
-                    # Version 2 made "no payload" {}; the row keeps it NULL, as version 1 wrote it.
-                    "id": item.ident, "name": e.name, "priority": e.priority, "payload": e.payload or None,
-                    "status": "pending", "created_at": occurred_at(item.env),
-                } | _stamp(item)
-            case TaskStatusChanged() as e:
-                self.tasks[item.ident] |= {"status": e.to_status} | _stamp(item)
             case _ if item.category == "project":
                 return self._project_event(item)
             case _ if item.category == "lease":
@@ -238,6 +242,19 @@ class BatchFold:
                 self.new_artifacts[(item.ident, artifact_id)] = None
                 self.artifact_rows[(item.ident, artifact_id)] = {
                     "created_at": at, "version": item.env.stream_version}
+        return None
+
+    def _state_event(self, table: Any, item: Decoded) -> str | None:
+        rows = self.states.setdefault(item.category, {})
+        row = rows.get(item.ident)
+        state = table.evolve(row["state"] if row else table.initial, item.event)
+        if state is None:
+            return f"{item.env.type} cannot apply to {item.category} {item.ident!r}"
+        if row is None:
+            row = rows[item.ident] = {table.key: item.ident, "created_at": occurred_at(item.env)}
+        row |= table.columns(state) | {"state": state} | _stamp(item)
+        if table.extra is not None:
+            self.extra_rows.extend(table.extra(item.ident, item.event, state, item.env))
         return None
 
     def _lease_event(self, item: Decoded) -> None:
@@ -295,8 +312,8 @@ def _is_money(value: Decimal) -> bool:
 
 
 def touched(events: Iterable[Decoded]) -> dict[str, list[str]]:
-    """The ids of the rows a batch's events touch, by category (``project``, ``task``, ``lease``)."""
-    found: dict[str, dict[str, None]] = {"project": {}, "task": {}, "lease": {}}
+    """The ids of the rows a batch's events touch, by category (``project``, ``lease`` and the state tables')."""
+    found: dict[str, dict[str, None]] = {"project": {}, "lease": {}, **{c: {} for c in STATE_TABLES}}
     for ev in events:
         found.setdefault(ev.category, {})[ev.ident] = None
     return {category: list(ids) for category, ids in found.items()}

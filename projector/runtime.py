@@ -29,10 +29,11 @@ from blackboard.command_api.lease import Lease
 from blackboard.command_api.project import Budget, Project, Shot, Spec
 from blackboard.events.log import LogReader, PartitionedLog, StoredRecord, read_at
 from blackboard.events.tracing import distinct, event_span_context, event_trace_id
-from blackboard.projector import metrics
+from blackboard.projector import metrics, tables
 from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
 from blackboard.projector.documents import PROJECT_VIEW_COLUMNS, project_view, task_view
 from blackboard.projector.fold import BatchFold, Decoded, Item, Poison, decode, occurred_at, stream_of, touched
+from blackboard.projector.tables import STATE_TABLES
 
 logger = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -133,14 +134,6 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5
                      $7::integer[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])
 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_at = excluded.expires_at,
     state = excluded.state, version = excluded.version, partition = excluded.partition,
-    last_offset = excluded.last_offset, updated_at = excluded.updated_at"""
-_TASK_COLUMNS = ("id", "name", "priority", "payload", "status", "version", "partition", "last_offset",
-                 "created_at", "updated_at")
-_UPSERT_TASKS = """
-INSERT INTO tasks (id, name, priority, payload, status, version, partition, last_offset, created_at, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::jsonb[], $5::text[], $6::bigint[], $7::integer[],
-                     $8::bigint[], $9::timestamptz[], $10::timestamptz[])
-ON CONFLICT (id) DO UPDATE SET status = excluded.status, version = excluded.version, partition = excluded.partition,
     last_offset = excluded.last_offset, updated_at = excluded.updated_at"""
 _CHANGE_COLUMNS = ("stream", "stream_version", "partition", "offset", "event_id", "type", "schema_version", "actor",
                    "command_id", "correlation_id", "causation_id", "occurred_at", "payload", "trace_id",
@@ -504,11 +497,12 @@ class Projector:
                 ids[category].append(ident)
         projects = await _fetch_by(conn, _LOAD_PROJECTS, [ids["project"]], ("id",)) if ids["project"] else {}
         await _project_states(conn, projects)
-        tasks = await _fetch_by(conn, _LOAD_TASKS, [ids["task"]], ("id",)) if ids["task"] else {}
         leases = await _fetch_by(conn, _LOAD_LEASES, [ids["lease"]], ("name",)) if ids["lease"] else {}
         for row in leases.values():
             row["state"] = msgspec.convert(row["state"], Lease, strict=False)
-        fold = BatchFold(projects, tasks, recorded={}, leases=leases)
+        states = {category: await tables.load(conn, table, ids[category])
+                  for category, table in STATE_TABLES.items() if ids.get(category)}
+        fold = BatchFold(projects, recorded={}, leases=leases, states=states)
         fold.recorded = await self._recorded(conn, fold, events)
         return fold
 
@@ -531,7 +525,7 @@ class Projector:
 
     async def _write(self, conn: asyncpg.Connection, fold: BatchFold, positions: dict[int, int]) -> list[CachedDoc]:
         """Write the batch's rows, change log, dead letters and offsets; notify; return the new documents."""
-        projects, tasks, leases = fold.changed("project"), fold.changed("task"), fold.changed("lease")
+        projects, leases = fold.changed("project"), fold.changed("lease")
         shots, artifacts = fold.shot_rows(), fold.artifact_rows_new()
         caching = self.cache is not None
         project_rows = await _upsert(conn, _UPSERT_PROJECTS + (f" RETURNING {PROJECT_VIEW_COLUMNS}" if caching else ""),
@@ -542,8 +536,12 @@ class Projector:
             await conn.execute(_INSERT_ARTIFACTS, *_columns(artifacts, _ARTIFACT_COLUMNS))
         if leases:
             await conn.execute(_UPSERT_LEASES, *_columns(leases, _LEASE_COLUMNS))
-        task_rows = await _upsert(conn, _UPSERT_TASKS + (" RETURNING *" if caching else ""),
-                                  _columns(tasks, _TASK_COLUMNS))
+        for category, table in STATE_TABLES.items():
+            await tables.upsert(conn, table, fold.changed(category))
+        if fold.extra_rows:
+            await tables.insert_extra(conn, fold.extra_rows)
+        tasks = fold.changed("task")
+        task_rows = await conn.fetch(_LOAD_TASKS, [t["id"] for t in tasks]) if caching and tasks else []
         if fold.applied:
             # COPY: the largest write of a batch, and a third faster than INSERT … unnest here.
             await conn.copy_records_to_table("change_log", records=_change_records(fold.applied),

@@ -10,13 +10,18 @@ class Principal(msgspec.Struct, frozen=True):
 
     name: str
     can_write: bool
+    #: May send the commands of the process managers (``clock.tick``, ``task.expire_claim``, …).
+    system: bool = False
 
 
-ANONYMOUS = Principal("anonymous", can_write=True)
+#: Without API keys everyone is trusted, with every right.
+ANONYMOUS = Principal("anonymous", can_write=True, system=True)
 
 
 def parse_api_keys(spec: str) -> dict[str, Principal]:
-    """Parse ``"key=principal:rw,key2=other:ro"`` into a key → principal table.
+    """Parse ``"key=principal:rw,key2=other:ro,key3=pm:sys"`` into a key → principal table.
+
+    ``sys`` is ``rw`` plus the commands only the process managers send.
 
     Raises ``ValueError`` naming the entry that is not of that form.
     """
@@ -24,7 +29,7 @@ def parse_api_keys(spec: str) -> dict[str, Principal]:
     for entry in filter(None, (e.strip() for e in spec.split(","))):
         key, eq, rest = entry.partition("=")
         name, colon, mode = rest.partition(":")
-        if not eq or not colon or not key or not name or mode not in ("rw", "ro"):
-            raise ValueError(f"API key entry #{len(table) + 1} is not of the form 'key=principal:rw|ro'")
-        table[key] = Principal(name, can_write=mode == "rw")
+        if not eq or not colon or not key or not name or mode not in ("rw", "ro", "sys"):
+            raise ValueError(f"API key entry #{len(table) + 1} is not of the form 'key=principal:rw|ro|sys'")
+        table[key] = Principal(name, can_write=mode != "ro", system=mode == "sys")
     return table

@@ -301,13 +301,28 @@ class ArtifactRegistered(msgspec.Struct, frozen=True):
     by: str = ""
 
 
+class RaiseBudgetAlert(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``project.raise_budget_alert``: spending reached ``level`` percent of the budget (sent by the alert
+    process manager); raised once per level and budget total."""
+
+    level: Literal[80, 100]
+    #: The total the sender saw: part of what identifies the alert (the decider judges on its own state).
+    total: MoneyText | None = None
+
+
+class BudgetAlertRaised(msgspec.Struct, frozen=True):
+    level: int
+    spent: Decimal
+    total: Decimal
+
+
 ProjectCommand = (
     CreateProject | SetProjectStatus | PatchSpec | SetBudgetTotal | AddCost | ReserveBudget | CommitReservation
     | ReleaseReservation | ExpireReservations | PutDnaEntry | RemoveDnaEntry | CreateShot | UpdateShot
-    | RegisterArtifact
+    | RegisterArtifact | RaiseBudgetAlert
 )
 ProjectEvent = (
     ProjectCreated | ProjectStatusChanged | SpecPatched | BudgetTotalSet | CostAdded | BudgetReserved
     | ReservationCommitted | ReservationReleased | DnaEntryPut | DnaEntryRemoved | ShotCreated | ShotUpdated
-    | ArtifactRegistered
+    | ArtifactRegistered | BudgetAlertRaised
 )

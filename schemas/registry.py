@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from blackboard.schemas import lease, project, task
+from blackboard.schemas import checkpoint, clock, document, lease, node, project, saga, task
 
 #: Command wire names → (aggregate category, payload Struct).
 COMMAND_TYPES: dict[str, tuple[str, type[msgspec.Struct]]] = {
@@ -29,11 +29,38 @@ COMMAND_TYPES: dict[str, tuple[str, type[msgspec.Struct]]] = {
     "project.remove_dna": ("project", project.RemoveDnaEntry),
     "project.create_shot": ("project", project.CreateShot),
     "project.register_artifact": ("project", project.RegisterArtifact),
+    "project.raise_budget_alert": ("project", project.RaiseBudgetAlert),
     "lease.acquire": ("lease", lease.AcquireLease),
     "lease.renew": ("lease", lease.RenewLease),
     "lease.release": ("lease", lease.ReleaseLease),
     "task.create": ("task", task.CreateTask),
     "task.set_status": ("task", task.SetTaskStatus),
+    "task.claim": ("task", task.ClaimTask),
+    "task.start": ("task", task.StartTask),
+    "task.progress": ("task", task.ReportProgress),
+    "task.complete": ("task", task.CompleteTask),
+    "task.fail": ("task", task.FailTask),
+    "task.cancel": ("task", task.CancelTask),
+    "task.retry": ("task", task.RetryTask),
+    "task.expire_claim": ("task", task.ExpireClaim),
+    "task.release_claim": ("task", task.ReleaseClaim),
+    "task.unblock": ("task", task.UnblockTask),
+    "task.fail_dependency": ("task", task.FailDependency),
+    "node.register": ("node", node.RegisterNode),
+    "node.heartbeat": ("node", node.Heartbeat),
+    "node.deregister": ("node", node.DeregisterNode),
+    "node.expire": ("node", node.ExpireNode),
+    "clock.tick": ("clock", clock.Tick),
+    "saga.start_artifact": ("saga", saga.StartArtifactSaga),
+    "saga.record_step": ("saga", saga.RecordSagaStep),
+    "saga.finish": ("saga", saga.FinishSaga),
+    # documents (reviews, corrections, evaluations, any collection)
+    "doc.create": ("doc", document.CreateDocument),
+    "doc.patch": ("doc", document.PatchDocument),
+    "doc.delete": ("doc", document.DeleteDocument),
+    # checkpoints (large, compressed, claim-check)
+    "checkpoint.save": ("checkpoint", checkpoint.SaveCheckpoint),
+    "checkpoint.restore": ("checkpoint", checkpoint.RestoreCheckpoint),
 }
 
 #: Event wire names → (Struct, current schema version).
@@ -51,12 +78,47 @@ EVENT_TYPES: dict[str, tuple[type[msgspec.Struct], int]] = {
     "project.dna_removed": (project.DnaEntryRemoved, 1),
     "project.shot_created": (project.ShotCreated, 1),
     "project.artifact_registered": (project.ArtifactRegistered, 1),
+    "project.budget_alert_raised": (project.BudgetAlertRaised, 1),
     "lease.granted": (lease.LeaseGranted, 1),
     "lease.renewed": (lease.LeaseRenewed, 1),
     "lease.released": (lease.LeaseReleased, 1),
     "task.created": (task.TaskCreated, 2),
     "task.status_changed": (task.TaskStatusChanged, 1),
+    "task.claimed": (task.TaskClaimed, 1),
+    "task.started": (task.TaskStarted, 1),
+    "task.progressed": (task.TaskProgressed, 1),
+    "task.succeeded": (task.TaskSucceeded, 1),
+    "task.attempt_failed": (task.AttemptFailed, 1),
+    "task.cancelled": (task.TaskCancelled, 1),
+    "task.retried": (task.TaskRetried, 1),
+    "task.unblocked": (task.TaskUnblocked, 1),
+    "task.dependency_failed": (task.DependencyFailed, 1),
+    "node.registered": (node.NodeRegistered, 1),
+    "node.heartbeat_recorded": (node.HeartbeatRecorded, 1),
+    "node.came_online": (node.NodeCameOnline, 1),
+    "node.went_offline": (node.NodeWentOffline, 1),
+    "node.deregistered": (node.NodeDeregistered, 1),
+    "clock.ticked": (clock.Ticked, 1),
+    "saga.started": (saga.ArtifactSagaStarted, 1),
+    "saga.step_recorded": (saga.SagaStepRecorded, 1),
+    "saga.finished": (saga.SagaFinished, 1),
+    # documents (reviews, corrections, evaluations, any collection)
+    "doc.created": (document.DocumentCreated, 1),
+    "doc.patched": (document.DocumentPatched, 1),
+    "doc.deleted": (document.DocumentDeleted, 1),
+    # checkpoints (large, compressed, claim-check)
+    "checkpoint.saved": (checkpoint.CheckpointSaved, 1),
 }
+
+#: Commands only the process managers send: over HTTP they need an API key of mode ``sys``.
+SYSTEM_COMMANDS: frozenset[str] = (task.SYSTEM_COMMANDS | node.SYSTEM_COMMANDS | clock.SYSTEM_COMMANDS
+                                   | saga.SYSTEM_COMMANDS | {"project.raise_budget_alert"})
+
+#: Commands whose outcomes that append nothing (refusals, no-ops) are answered but not remembered.
+#: Note: they are sent often and are harmless to decide again (a heartbeat that says nothing new, a
+#: claim that lost a race, a tick already passed); remembering each would grow the command-results
+#: topic and the owners' memory by one entry per call.
+VOLATILE_COMMANDS: frozenset[str] = frozenset({"node.heartbeat", "task.claim", "clock.tick"})
 
 _NAME_OF: dict[type[msgspec.Struct], str] = {cls: name for name, (cls, _) in EVENT_TYPES.items()}
 

@@ -125,7 +125,15 @@ class LeaseView(msgspec.Struct, frozen=True):
     updated_at: datetime
 
 
+class TaskProgressView(msgspec.Struct, frozen=True):
+    percent: float | None = None
+    message: str | None = None
+
+
 class TaskView(msgspec.Struct, frozen=True):
+    """A task: what it is, where it stands, and (while ``claimed`` or ``running``) which node holds it with
+    which fencing token until when."""
+
     id: str
     name: str
     priority: int
@@ -134,6 +142,20 @@ class TaskView(msgspec.Struct, frozen=True):
     version: int
     created_at: datetime
     updated_at: datetime
+    type: str = "default"
+    user: str | None = None
+    parent: str | None = None
+    required_skills: list[str] = []
+    depends_on: list[str] = []
+    node: str | None = None
+    token: int = 0
+    lease_expires_at: datetime | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    not_before: datetime | None = None
+    progress: TaskProgressView | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
 
 
 class Position(msgspec.Struct, frozen=True):

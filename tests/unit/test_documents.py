@@ -63,13 +63,20 @@ def test_a_shot_field_named_id_or_version_cannot_hide_the_real_ones() -> None:
 
 def test_a_task_document() -> None:
     row = {"id": "t-1", "name": "render", "priority": 3, "payload": None, "status": "running", "version": 3,
-           "partition": 0, "last_offset": 9, "created_at": T0, "updated_at": T1}
+           "partition": 0, "last_offset": 9, "created_at": T0, "updated_at": T1, "type": "render", "user_id": "u-1",
+           "parent": None, "required_skills": ["gpu"], "depends_on": [], "node": "n-1", "token": 2,
+           "lease_expires_at": T1, "attempts": 1, "max_attempts": 3, "not_before": None,
+           "progress": {"percent": 50.0, "message": "half"}, "state": {"error": "lease_expired"},
+           "finished_at": None}
 
     view = task_view(row)
 
     assert msgspec.to_builtins(view) == {
         "id": "t-1", "name": "render", "priority": 3, "payload": None, "status": "running", "version": 3,
-        "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-02T00:00:00Z"}
+        "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-02T00:00:00Z", "type": "render",
+        "user": "u-1", "parent": None, "required_skills": ["gpu"], "depends_on": [], "node": "n-1", "token": 2,
+        "lease_expires_at": "2025-01-02T00:00:00Z", "attempts": 1, "max_attempts": 3, "not_before": None,
+        "progress": {"percent": 50.0, "message": "half"}, "error": "lease_expired", "finished_at": None}
 
 
 def test_a_history_entry_names_who_when_which_command_and_where() -> None:

@@ -42,8 +42,9 @@ def test_only_the_streams_records_are_steps_and_bad_ones_say_why() -> None:
         (5, 3, "undecodable: task.status_changed schema_version 99 is not in 1..1"), (6, 3, None)]
     assert streams.last_version(steps) == 3
     assert steps[0].payload == msgspec.to_builtins(CREATED)
-    assert steps[-1].state == {"name": "render", "priority": 5, "payload": {"frames": 10}, "status": "running",
-                               "required_skills": ["gpu"], "depends_on": ["t-0"]}
+    expected = {"name": "render", "priority": 5, "payload": {"frames": 10}, "status": "running",
+                "required_skills": ["gpu"], "depends_on": ["t-0"]}
+    assert {k: steps[-1].state[k] for k in expected} == expected
 
 
 def test_every_steps_state_is_the_fold_of_the_events_before_it() -> None:

@@ -49,6 +49,8 @@ def history(*events: TaskEvent) -> Task | None:
 
 def in_status(status: str) -> Task | None:
     """A task created as ``CREATED`` and moved along the shortest path to ``status``."""
+    if status == "blocked":  # only a task with dependencies waits for them
+        return history(TaskCreated("render", 5, {"shot": "s-1"}, [], ["t-0"]))
     stops = ["pending", *PATHS[status]]
     return history(CREATED, *(TaskStatusChanged(a, b) for a, b in pairwise(stops)))
 
@@ -88,7 +90,7 @@ def test_skills_and_dependencies_go_into_the_event_and_the_state() -> None:
     state = history()
     result = task.decide(state, CreateTask("render", 5, None, ["gpu", "ffmpeg"], ["t-0"]), CTX)
     assert result == [TaskCreated("render", 5, {}, ["gpu", "ffmpeg"], ["t-0"])]
-    assert history(*result) == Task("render", 5, {}, "pending", ["gpu", "ffmpeg"], ["t-0"])
+    assert history(*result) == Task("render", 5, {}, "blocked", ["gpu", "ffmpeg"], ["t-0"])
 
 
 def test_a_null_payload_is_the_same_creation_as_an_empty_one() -> None:
