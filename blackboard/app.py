@@ -22,17 +22,30 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from blackboard import __version__
 from blackboard.auth import Authenticator, rate_limit_identity
+from blackboard.command_api import internal
+from blackboard.command_api.checkpoint_http import ROUTES as CHECKPOINT_COMMAND_ROUTES
+from blackboard.command_api.claims import ClaimService
+from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.expiry import run_sweeper
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.service import CommandService
 from blackboard.config import Settings
 from blackboard.events.log import PartitionedLog, UnknownTopic
+from blackboard.processes.budget import BudgetAlerts
+from blackboard.processes.cluster import cluster_managers
+from blackboard.processes.manager import Intent
+from blackboard.processes.runtime import ProcessRuntime
+from blackboard.processes.saga import ArtifactSaga
 from blackboard.projector import generations
 from blackboard.projector.cache import DocumentCache
 from blackboard.projector.generations import Generation, GenerationWatch
 from blackboard.projector.migrate import create_pool, migrate
 from blackboard.projector.runtime import Projector
+from blackboard.query_api import cluster
+from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
+from blackboard.query_api.cluster_http import ROUTES as CLUSTER_ROUTES
 from blackboard.query_api.consistency import OffsetWatch
+from blackboard.query_api.document_http import ROUTES as DOCUMENT_ROUTES
 from blackboard.query_api.http import ROUTES as QUERY_ROUTES
 from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
 from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
@@ -99,6 +112,10 @@ class Runtime:
     #: The gRPC query server (``settings.grpc_port`` set and the query role) and the port it bound.
     grpc: GrpcServer | None = None
     grpc_port: int | None = None
+    #: Claims of the next task (command role): candidates from the read model, decided by the tasks' owners.
+    claims: ClaimService | None = None
+    #: The process managers' host (command role, ``settings.process_managers``).
+    processes: ProcessRuntime | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -117,6 +134,13 @@ class Runtime:
             await self.commands.start()
         if "projector" in self.roles:
             self._start_projector(self.pool, self.cache)
+        if "command" in self.roles:
+            assert self.commands is not None
+            self.claims = ClaimService(self.commands, lambda skills, limit, exclude: cluster.claim_candidates(
+                self._current_pool(), skills, limit, exclude))
+            if s.process_managers:
+                self.processes = self._process_runtime()
+                self.tasks.append(asyncio.create_task(self.processes.run(), name="processes"))
         if "command" in self.roles and self.settings.sweep_reservations:
             assert self.commands is not None
             self.tasks.append(asyncio.create_task(run_sweeper(self._current_pool, self.commands), name="sweeper"))
@@ -138,6 +162,19 @@ class Runtime:
         # A getter, not the service: a generation switch replaces ``self.reads``.
         self.grpc = await start_grpc(lambda: self.reads, self.settings.host, port, authenticator_for(self.settings))
         self.grpc_port = self.grpc.port
+
+    def _process_runtime(self) -> ProcessRuntime:
+        """The process managers, sending their commands to this process's command service."""
+        commands, log_ = self.commands, self.log
+        assert commands is not None and log_ is not None
+
+        async def send(i: Intent) -> Any:
+            return await internal.submit(commands, stream=i.stream, type_=i.type, payload=i.payload,
+                                         command_id=i.command_id, actor=f"process:{i.manager}",
+                                         correlation_id=i.correlation_id, causation_id=i.cause_event_id)
+
+        managers = [*cluster_managers(), BudgetAlerts(), ArtifactSaga()]
+        return ProcessRuntime(log_, topic=self.settings.events_topic, managers=managers, send=send)
 
     def _current_pool(self) -> asyncpg.Pool:
         assert self.pool is not None
@@ -320,9 +357,10 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
                                 identifier_for_request=rate_limit_identity, exclude=["/health", "/metrics"])
         middleware.append(limit.middleware)
     if "command" in runtime.roles:
-        routes += COMMAND_ROUTES
+        routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES]
     if "query" in runtime.roles:
-        routes += [*QUERY_ROUTES, *LIST_ROUTES, *STREAM_ROUTES, *PROJECT_ROUTES]
+        routes += [*QUERY_ROUTES, *LIST_ROUTES, *STREAM_ROUTES, *PROJECT_ROUTES, *DOCUMENT_ROUTES, *CHECKPOINT_ROUTES,
+                   *CLUSTER_ROUTES]
     return Litestar(
         route_handlers=routes,
         dependencies={"principal": Provide(authenticate, sync_to_thread=False)},

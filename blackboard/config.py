@@ -48,6 +48,17 @@ class Settings(BaseSettings):
         default=1000, ge=0, le=1_000_000, description="projects put in Redis at start, most recently changed first")
     sweep_reservations: bool = Field(
         default=True, description="release expired budget reservations every second (process that decides only)")
+    process_managers: bool = Field(
+        default=True, description="run the process managers (claim expiry, nodes offline, dependencies, budget "
+                                  "alerts, sagas) in the process that decides")
+    # checkpoints (large, compressed, claim-check)
+    blob_schema: str = Field(
+        default="blackboard_blobs", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="schema of the content-addressed blob store; never rebuilt with the read models")
+    checkpoint_max_bytes: int = Field(default=64 * 1_048_576, ge=1, description="largest checkpoint accepted")
+    checkpoint_inline_bytes: int = Field(
+        default=256 * 1024, ge=0, le=512 * 1024,
+        description="largest compressed checkpoint carried inside its event; larger ones go to the blob store")
 
     @property
     def events_topic(self) -> str:

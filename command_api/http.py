@@ -16,6 +16,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from blackboard.command_api.cluster_http import unknown_dependencies
 from blackboard.command_api.owner import IdempotencyKeyReused, Submission
 from blackboard.command_api.service import CommandService
 from blackboard.command_api.validation import InvalidCommand, validate_command
@@ -33,6 +34,8 @@ from blackboard.schemas.api import (
     UnsupportedMediaType,
 )
 from blackboard.schemas.auth import Principal
+from blackboard.schemas.registry import SYSTEM_COMMANDS
+from blackboard.schemas.task import CreateTask
 
 JSON = "application/json"
 ROUTE = "/v1/commands"
@@ -43,11 +46,11 @@ tracer = trace.get_tracer(__name__)
 _ERRORS = {
     400: ResponseSpec(ErrorBody, description="malformed_json: the body is not JSON, or JSON we refuse"),
     401: ResponseSpec(ErrorBody, description="missing_credentials / invalid_credentials"),
-    403: ResponseSpec(ErrorBody, description="read_only_key"),
+    403: ResponseSpec(ErrorBody, description="read_only_key, system_command"),
     413: ResponseSpec(ErrorBody, description="payload_too_large"),
     415: ResponseSpec(ErrorBody, description="unsupported_media_type"),
     422: ResponseSpec(ErrorBody, description="invalid_command (with the JSON path of each bad field), "
-                                             "idempotency_key_reused"),
+                                             "idempotency_key_reused, unknown_dependency, self_dependency"),
     503: ResponseSpec(ErrorBody, description="log_unavailable / not_owner: retry with the same command_id"),
 }
 
@@ -111,6 +114,14 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
         error.status = 400 if exc.code == "malformed_json" else 422
         raise error from None
     req = valid.request
+    if req.type in SYSTEM_COMMANDS and not principal.system:
+        raise Forbidden(f"{req.type} is sent by the process managers; it needs an API key of mode 'sys'",
+                        code="system_command")
+    service: CommandService = request.app.state.runtime.commands
+    if isinstance(valid.payload, CreateTask) and valid.payload.depends_on:
+        missing = unknown_dependencies(service, valid.payload)
+        if missing:
+            raise InvalidRequest("; ".join(e.message for e in missing), code="unknown_dependency", errors=missing)
     command_id = req.command_id or uuid.uuid4().hex
     sub = Submission(
         category=valid.category, stream=req.stream, command_type=req.type, payload=valid.payload,
@@ -119,7 +130,6 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
         expected_version=req.expected_version, trace=otel_context.get_current(),
         dry_run=req.dry_run, agent=req.agent,
     )
-    service: CommandService = request.app.state.runtime.commands
     # Every log line while this command is handled names it.
     structlog.contextvars.bind_contextvars(command_id=command_id, correlation_id=sub.correlation_id,
                                            stream=req.stream, actor=principal.name)

@@ -42,7 +42,14 @@ from blackboard.schemas.api import (
 )
 from blackboard.schemas.changes import diff
 from blackboard.schemas.envelope import Envelope, RecordedEvent, encode_token, stream_partition_key
-from blackboard.schemas.registry import UnknownEventType, decode_event, encode_payload, event_name, schema_version_of
+from blackboard.schemas.registry import (
+    VOLATILE_COMMANDS,
+    UnknownEventType,
+    decode_event,
+    encode_payload,
+    event_name,
+    schema_version_of,
+)
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -310,6 +317,9 @@ class PartitionOwner:
         await self._append_results(results)
         self._commit(scratch, decided, envelopes, base)
         for sub, answer, replayed in answers:
+            if sub.future.done():
+                # Its caller went away (a cancelled request): the decision stands, nobody waits for the answer.
+                continue
             if isinstance(answer, (IdempotencyKeyReused, StreamUnreadable)):
                 metrics.COMMANDS.labels(sub.command_type, "idempotency_key_reused" if isinstance(
                     answer, IdempotencyKeyReused) else "stream_unreadable").inc()
@@ -339,7 +349,7 @@ class PartitionOwner:
         version = current.version if current else 0
         decider = DECIDERS[sub.category]
         state = current.state if current else decider.initial_state
-        ctx = Context(now=self.clock(), actor=sub.actor)
+        ctx = Context(now=self.clock(), actor=sub.actor, stream=sub.stream)
         if not ctx.require("expected_version is the stream's version",
                            sub.expected_version is None or sub.expected_version == version):
             result: list[Any] | Rejection = Rejection(
@@ -355,6 +365,12 @@ class PartitionOwner:
             outcome: Outcome = Rejected(sub.command_id, result.code, result.message, result.details)
         else:
             outcome = self._accept(sub, state, version, result, scratch, envelopes, ctx.now)
+        if sub.command_type in VOLATILE_COMMANDS and not (isinstance(outcome, Accepted) and outcome.events):
+            # Answered, not remembered: deciding it again is harmless (see VOLATILE_COMMANDS).
+            if isinstance(outcome, Accepted):
+                outcome = msgspec.structs.replace(
+                    outcome, position=encode_token({self.partition: max(self.next_offset - 1, 0)}))
+            return sub, outcome, False
         decided[sub.command_id] = _Known(sub.fingerprint, outcome)
         return sub, outcome, False
 

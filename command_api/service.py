@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -67,6 +68,16 @@ class CommandService:
             return await sub.future
         finally:
             self._pending.discard(sub.command_id)
+
+    def peek(self, stream: str) -> tuple[Any, int] | None:
+        """The state and version of ``stream`` as its owner holds it now, or ``None`` when it does not exist.
+
+        Note: exact (no read-model lag), for checks a command needs about another stream before it is
+        decided: a task's dependencies exist, a claiming node's skills. Every partition is owned here.
+        """
+        owner = self.owners[self.partition_of(stream)]
+        known = owner.streams.get(stream)
+        return (known.state, known.version) if known is not None else None
 
     def outcome_of(self, command_id: str) -> Outcome | str | None:
         """The outcome of ``command_id``; ``"pending"`` while it is being decided; ``None`` if unknown."""

@@ -60,6 +60,10 @@ async def list_tasks(
     created_after: Annotated[str | None, QueryParameter(description="created after this ISO 8601 time")] = None,
     created_before: Annotated[str | None, QueryParameter(description="created before this ISO 8601 time")] = None,
     updated_after: Annotated[str | None, QueryParameter(description="updated after this ISO 8601 time")] = None,
+    type: Annotated[str | None, QueryParameter(description="only tasks of this type")] = None,
+    user: Annotated[str | None, QueryParameter(description="only tasks of this user")] = None,
+    parent: Annotated[str | None, QueryParameter(description="only subtasks of this task")] = None,
+    node: Annotated[str | None, QueryParameter(description="only tasks this node holds (claimed or running)")] = None,
     sort: Annotated[str | None, QueryParameter(
         description="keys among id, created_at, updated_at, priority, name, status; '-' for descending; "
                     "default 'created_at' (oldest first); id breaks ties")] = None,
@@ -68,7 +72,8 @@ async def list_tasks(
 ) -> Page:
     """422 ``invalid_sort``, ``invalid_filter``, ``invalid_cursor`` or ``unknown_field`` name the parameter at fault."""
     given = {"status": status, "name": name, "priority_min": priority_min, "priority_max": priority_max,
-             "created_after": created_after, "created_before": created_before, "updated_after": updated_after}
+             "created_after": created_after, "created_before": created_before, "updated_after": updated_after,
+             "type": type, "user": user, "parent": parent, "node": node}
     return await reads_of(request).tasks(sort=sort, filters={k: v for k, v in given.items() if v is not None},
                                        page_size=page_size, cursor=cursor, fields=fields,
                                        token=token_of(request, consistent_with))

@@ -145,10 +145,16 @@ TASKS = ListSpec(
         "created_after": Filter("created_at", ">", "timestamp"),
         "created_before": Filter("created_at", "<", "timestamp"),
         "updated_after": Filter("updated_at", ">", "timestamp"),
+        "type": Filter("type", "=", "text"),
+        "user": Filter("user_id", "=", "text"),
+        "parent": Filter("parent", "=", "text"),
+        "node": Filter("node", "=", "text"),
     },
     id_key="id",
     default_sort="created_at",
-    fields=frozenset({"id", "name", "priority", "payload", "status", "version", "created_at", "updated_at"}),
+    fields=frozenset({"id", "name", "priority", "payload", "status", "version", "created_at", "updated_at", "type",
+                      "user", "parent", "required_skills", "depends_on", "node", "token", "lease_expires_at",
+                      "attempts", "max_attempts", "not_before", "progress", "error", "finished_at"}),
 )
 
 SHOTS = ListSpec(

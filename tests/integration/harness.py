@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import uvicorn
 from pydantic import SecretStr
 
 from blackboard.app import Runtime, build_app
@@ -43,6 +46,31 @@ async def running(settings: Settings, *, roles: frozenset[str] | None = None
         async with httpx.AsyncClient(transport=transport, base_url="http://blackboard.test", timeout=30) as client:
             yield client, runtime
     finally:
+        await runtime.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime, str]]:
+    """A started runtime behind uvicorn on a free loopback port, for a client in another process (a worker,
+    a faust app), and a client of it with the URL."""
+    assert settings.postgres_url is not None
+    runtime = Runtime(settings, settings.postgres_url.get_secret_value())
+    await runtime.start()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(build_app(runtime, manage_lifecycle=False), lifespan="off",
+                                           log_level="warning", timeout_graceful_shutdown=2))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield client, runtime, url
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
         await runtime.stop()
 
 

@@ -190,7 +190,8 @@ async def test_verify_finds_equal_then_a_tampered_row(pg_settings: Settings) -> 
         assert report.equal, report
         counts = {t.table: (t.live_rows, t.rebuilt_rows) for t in report.tables}
         assert counts == {"projects": (2, 2), "shots": (1, 1), "artifacts": (0, 0), "leases": (0, 0), "tasks": (1, 1),
-                          "change_log": (5, 5)}
+                          "change_log": (5, 5), "nodes": (0, 0), "clocks": (0, 0), "sagas": (0, 0),
+                          "documents": (0, 0), "checkpoints": (0, 0), "checkpoint_entries": (0, 0)}
         await pool.execute("UPDATE projects SET spent = 99 WHERE id = 'p-2'")
         assert await _verify_schemas(pool) == [], "verify drops its temporary schema"
     out = await _cli(pg_settings, "verify", "--format", "json")

@@ -158,6 +158,8 @@ async def test_commands_appended_together_keep_their_own_traces(
         last = max(answers, key=lambda a: int(a.json()["version"]))
         entries = await history(client, "project:tr-5", last.json()["position"])
         assert entries[0]["trace_id"] == created.headers["traceparent"].split("-")[1]
+        # A budget alert a process manager raised on the way is in its own trace, not one of these.
+        entries = [e for e in entries if not e["actor"].startswith("process:")]
         assert {e["command_id"]: e["trace_id"] for e in entries[1:]} == {
             a.json()["command_id"]: t for a, t in zip(answers, given, strict=True)}
 
