@@ -46,8 +46,9 @@ class Server:
         args = [sys.executable, "-m", "blackboard.cli", "up", "--port", str(self.port)]
         for role in roles:
             args += ["--role", role]
-        self.proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        # Its log goes to a file, shown when the server dies: a server that fails says why.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log)
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def ready(self, timeout: float = 60.0) -> None:
@@ -55,7 +56,7 @@ class Server:
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}")
+                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
                 try:
                     if (await client.get(f"{self.url}/health/ready")).status_code == 200:
                         return
@@ -64,6 +65,11 @@ class Server:
                 await asyncio.sleep(0.1)
         raise TimeoutError("server did not become ready")
 
+    def output(self) -> str:
+        """The last lines the server logged."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -71,6 +77,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -179,10 +180,11 @@ def bench(
     projects: int = 20,
     backlog: int = 20000,
     runs: int = 3,
-    suite: Literal["commands", "replay", "reads"] = "commands",
+    suite: Literal["commands", "replay", "reads", "claims"] = "commands",
     events: int = 1_000_000,
     batch_size: int = 10_000,
     reads: int = 5000,
+    tasks: int = 2000,
 ) -> None:
     """Measure, on its own embedded PostgreSQL in a temporary directory, and print how it measured.
 
@@ -191,7 +193,13 @@ def bench(
     (end to end, events/s) beside the raw read rate of the log and PostgreSQL's COPY rate.
     --suite reads: --reads project reads with and without Redis, batch gets of 100 shots (reads/s,
     p50/p99), and the freshness lag from a command's answer to a read showing it (p50/p99).
+    --suite claims: --tasks tasks claimed by 10 and by 50 workers (claims/s, claim p50/p99).
     """
+    if suite == "claims":
+        from blackboard.bench_claims import run_claims_bench
+
+        run_claims_bench(tasks=tasks, runs=runs)
+        return
     if suite == "reads":
         from blackboard.bench import run_reads_bench
 
@@ -205,6 +213,30 @@ def bench(
     from blackboard.bench import run_bench
 
     run_bench(clients=clients, commands=commands, projects=projects, backlog=backlog, runs=runs)
+
+
+@app.command
+def worker(
+    *,
+    url: str = "http://127.0.0.1:8080",
+    node: str,
+    skills: list[str] | None = None,
+    capacity: int = 1,
+    ttl_seconds: int = 30,
+    api_key: Annotated[str | None, cyclopts.Parameter(env_var="BLACKBOARD_API_KEY")] = None,
+) -> None:
+    """Run a demo worker: register --node, heartbeat, claim tasks and run them (each sleeps payload.seconds).
+
+    A starting point for a real one: ``blackboard.worker.Worker`` with your own handler.
+    """
+    import socket
+
+    from blackboard.worker import Worker, sleeping_handler
+
+    w = Worker(url, node, sleeping_handler, skills=skills or [], capacity=capacity, ttl_seconds=ttl_seconds,
+               hostname=socket.gethostname(), api_key=api_key)
+    console.print(f"worker {node} → {url} (skills: {', '.join(w.skills) or 'none'}, capacity {capacity})")
+    asyncio.run(w.run())
 
 
 # ── operator commands ───────────────────────────────────────────────────────────────────
