@@ -247,6 +247,10 @@ class Runtime:
             await _bounded("grpc server", self.grpc.stop())
         if self.generation_watch is not None:
             await _bounded("generation watch", self.generation_watch.stop())
+        if self.processes is not None:  # between two reads, so that its reader closes in order
+            await self.processes.stop()
+            running = [t for t in self.tasks if t.get_name() == "processes"]
+            await _bounded("process managers", asyncio.gather(*running, return_exceptions=True))
         background = [*self.tasks, *([self.projector_task] if self.projector_task else [])]
         for task in background:
             task.cancel()

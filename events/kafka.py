@@ -249,6 +249,14 @@ class KafkaLogReader:
 
     async def close(self) -> None:
         if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
+            try:
+                await consumer.stop()
+            except asyncio.CancelledError:
+                # aiokafka's stop awaits an internal task it has just cancelled, whose CancelledError can
+                # surface here: only a cancellation of our own task is passed on.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+            except Exception:  # closing: nothing left to do about a failing connection
+                pass

@@ -59,12 +59,21 @@ class ProcessRuntime:
         self._inflight: set[str] = set()
         self._tick_sent_at = 0.0
         self._resync_at = 0.0
+        self._stopping = asyncio.Event()
+
+    async def stop(self) -> None:
+        """Ask ``run`` to return after its current read, its reader closed.
+
+        Note: cancelling a read while the Kafka client is still connecting can drop a connection
+        unclosed; a stop between two reads closes everything in order.
+        """
+        self._stopping.set()
 
     async def run(self) -> None:
         """Run until cancelled; a failure is logged and the runtime starts over from the log (its managers'
         states are rebuilt by the replay, and what they send again is answered by its first outcome)."""
         backoff = 0.1
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._run_once()
             except asyncio.CancelledError:
@@ -87,8 +96,12 @@ class ProcessRuntime:
             self.caught_up = all(end == 0 for end in ends.values())
             if self.caught_up:
                 await self._resync()
+            # At least one read before a stop is honoured: a Kafka consumer stopped right after it was
+            # assigned can leave a connection to a partition leader it was still opening.
             while True:
                 records = await reader.read(max_records=2000, timeout=0.2)
+                if self._stopping.is_set():
+                    break
                 intents = self.fold(records)
                 # At the end offsets seen at start, or a read that found nothing more: the history is replayed.
                 if not self.caught_up and (not records or all(self.positions[p] >= ends[p] for p in ends)):
