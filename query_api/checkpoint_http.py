@@ -24,7 +24,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from blackboard.config import Settings
 from blackboard.events.blobs import BlobStore
-from blackboard.query_api.http import Token, reads_of, token_of
+from blackboard.query_api.http import Token, consistent_reads
 from blackboard.query_api.reads import MAX_PAGE
 from blackboard.schemas.api import ApiError, ErrorBody, NotFound
 from blackboard.schemas.auth import Principal
@@ -85,8 +85,7 @@ async def get_history(request: Request[None, None, State], principal: NamedDepen
                       consistent_with: Token = None) -> Page:
     """Every checkpoint after ``after_seq``, oldest first: seq, sha256, sizes, label, metadata, who and when.
     ``next_cursor`` is the ``after_seq`` of the next page."""
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     rows = await reads.pool.fetch(_HISTORY, thread_id, after_seq, limit)
     if not rows and after_seq == 0:
         raise _no_thread(thread_id)
@@ -104,8 +103,7 @@ def entry_view(row: asyncpg.Record) -> CheckpointEntryView:
 
 async def _answer(request: Request[None, None, State], thread_id: str, seq: int | None,
                   consistent_with: str | None) -> Response[bytes]:
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     entry = await (reads.pool.fetchrow(_LATEST, thread_id) if seq is None
                    else reads.pool.fetchrow(_AT, thread_id, seq))
     if entry is None:

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from blackboard.query_api import cluster
-from blackboard.query_api.http import EntityId, Token, reads_of, token_of
+from blackboard.query_api.http import EntityId, Token, consistent_reads
 from blackboard.schemas.api import NotFound
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.cluster_views import NodeList, NodeView, SagaView, TaskStats
@@ -25,16 +25,14 @@ async def list_nodes(
     available: Annotated[bool, QueryParameter(description="only online nodes with capacity left")] = False,
     consistent_with: Token = None,
 ) -> NodeList:
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     return NodeList(await cluster.nodes(reads.pool, status=status, skill=skill, available=available))
 
 
 @get("/v1/nodes/{node_id:str}", summary="A node, with the tasks it holds and its capacity left", tags=["nodes"])
 async def get_node(request: Request[None, None, State], principal: NamedDependency[Principal], node_id: EntityId,
                    consistent_with: Token = None) -> NodeView:
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     found = await cluster.nodes(reads.pool, node_id=node_id, limit=1)
     if not found:
         raise NotFound(f"node {node_id!r} is not registered", code="node_not_found")
@@ -48,16 +46,14 @@ async def get_task_stats(
                                                   description="throughput window, seconds")] = 3600,
     consistent_with: Token = None,
 ) -> TaskStats:
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     return await cluster.task_stats(reads.pool, window_seconds)
 
 
 @get("/v1/sagas/{saga_id:str}", summary="A saga: where it stands and the steps it took", tags=["sagas"])
 async def get_saga(request: Request[None, None, State], principal: NamedDependency[Principal], saga_id: EntityId,
                    consistent_with: Token = None) -> SagaView:
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     found = await cluster.saga(reads.pool, saga_id)
     if found is None:
         raise NotFound(f"saga {saga_id!r} does not exist", code="saga_not_found")

@@ -21,7 +21,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
 from blackboard.query_api import lists
-from blackboard.query_api.http import Cursor, EntityId, Token, reads_of, token_of
+from blackboard.query_api.http import Cursor, EntityId, Token, consistent_reads
 from blackboard.schemas.api import ErrorBody, NotFound
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.document import COLLECTION_PATTERN
@@ -78,8 +78,7 @@ async def get_document(request: Request[None, None, State], principal: NamedDepe
 
     A deleted document is 404 ``document_not_found`` unless ``include_deleted=true``.
     """
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     row = await reads.pool.fetchrow("SELECT * FROM documents WHERE id = $1", f"{collection}.{doc_id}")
     if row is None or (row["deleted"] and not include_deleted):
         raise NotFound(f"collection {collection!r} has no document {doc_id!r}", code="document_not_found")
@@ -105,8 +104,7 @@ async def list_documents(
     filters = lists.filter_params(DOCUMENTS, dict(request.query_params.items()))
     query = lists.parse_list_query(DOCUMENTS, sort=sort, filters=filters, page_size=limit, cursor=cursor,
                                    fields=fields, scope=scope)
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     rows, next_cursor = await lists.fetch_page(reads.pool, DOCUMENTS, query, scope)
     return Page(items=[lists.select_fields(document_view(r), query.fields) for r in rows], next_cursor=next_cursor)
 

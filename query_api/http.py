@@ -36,6 +36,13 @@ def reads_of(request: Request[Any, Any, State]) -> ReadService:
     return service
 
 
+async def consistent_reads(request: Request[Any, Any, State], consistent_with: str | None) -> ReadService:
+    """The read service, once the read models have reached the request's consistency token (if it has one)."""
+    reads = reads_of(request)
+    await reads.wait_consistent(token_of(request, consistent_with))
+    return reads
+
+
 @get("/v1/projects/{project_id:str}", summary="A project with its budget and shots", tags=["projects"])
 async def get_project(request: Request[None, None, State], principal: NamedDependency[Principal], project_id: EntityId,
                       consistent_with: Token = None) -> Response[bytes]:

@@ -18,7 +18,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from blackboard.projector.documents import shot_document
 from blackboard.query_api import lists
-from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, reads_of, token_of
+from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, consistent_reads, reads_of, token_of
 from blackboard.query_api.reads import require_project
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
@@ -64,8 +64,7 @@ async def list_shots(
     filters = lists.filter_params(lists.SHOTS, dict(request.query_params.items()))
     query = lists.parse_list_query(lists.SHOTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields, scope=(project_id,))
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     async with reads.pool.acquire() as conn:
         rows, next_cursor = await lists.fetch_page(conn, lists.SHOTS, query, (project_id,))
         if not rows:

@@ -17,7 +17,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from blackboard.projector.documents import artifact_view, project_summary
 from blackboard.query_api import lists
-from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, reads_of, token_of
+from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, consistent_reads, reads_of, token_of
 from blackboard.query_api.reads import require_project
 from blackboard.schemas.api import ErrorBody, NotFound
 from blackboard.schemas.auth import Principal
@@ -94,8 +94,7 @@ async def list_projects(
     filters = lists.filter_params(lists.PROJECTS, dict(request.query_params.items()))
     query = lists.parse_list_query(lists.PROJECTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields)
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     rows, next_cursor = await lists.fetch_page(reads.pool, lists.PROJECTS, query)
     items = [lists.select_fields(msgspec.to_builtins(project_summary(r)), query.fields) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
@@ -115,8 +114,7 @@ async def list_artifacts(
     filters = lists.filter_params(lists.ARTIFACTS, dict(request.query_params.items()))
     query = lists.parse_list_query(lists.ARTIFACTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields, scope=(project_id,))
-    reads = reads_of(request)
-    await reads.wait_consistent(token_of(request, consistent_with))
+    reads = await consistent_reads(request, consistent_with)
     async with reads.pool.acquire() as conn:
         rows, next_cursor = await lists.fetch_page(conn, lists.ARTIFACTS, query, (project_id,))
         if not rows:
