@@ -252,7 +252,8 @@ class BatchFold:
             return f"{item.env.type} cannot apply to {item.category} {item.ident!r}"
         if row is None:
             row = rows[item.ident] = {table.key: item.ident, "created_at": occurred_at(item.env)}
-        row |= table.columns(state) | {"state": state} | _stamp(item)
+        # The derived columns are computed once per row when it is written (``tables.upsert``), not per event.
+        row |= {"state": state} | _stamp(item)
         if table.extra is not None:
             self.extra_rows.extend(table.extra(item.ident, item.event, state, item.env))
         return None

@@ -130,10 +130,15 @@ async def load(conn: asyncpg.Connection, table: StateTable, ids: Sequence[str]) 
 
 
 async def upsert(conn: asyncpg.Connection, table: StateTable, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update ``rows`` (every derived column and the common ones; ``created_at`` only on insert)."""
+    """Insert or update ``rows`` (every derived column and the common ones; ``created_at`` only on insert).
+
+    The derived columns come from each row's final ``state`` here, once per row however many events
+    of the batch changed it.
+    """
     if not rows:
         return
-    names = [table.key, *COMMON, *table.columns(rows[0]["state"])]
+    derived = [table.columns(row["state"]) for row in rows]
+    names = [table.key, *COMMON, *derived[0]]
     cols = ", ".join(map(quote_ident, names))
     updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n in names
                         if n not in (table.key, "created_at"))
@@ -141,7 +146,8 @@ async def upsert(conn: asyncpg.Connection, table: StateTable, rows: Sequence[dic
     await conn.execute(
         f"INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb) "
         f"ON CONFLICT ({quote_ident(table.key)}) DO UPDATE SET {updates}",
-        [_encodable({n: row[n] for n in names}) for row in rows])
+        [_encodable({n: (columns[n] if n in columns else row[n]) for n in names})
+         for row, columns in zip(rows, derived, strict=True)])
 
 
 async def insert_extra(conn: asyncpg.Connection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
