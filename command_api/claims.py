@@ -65,9 +65,8 @@ class ClaimService:
     async def claim(self, node_id: str, *, skills: list[str] | None, lease_seconds: int | None,
                     actor: str) -> Claimed | None:
         """Claim the next task ``node_id`` can do, or ``None`` when there is none."""
-        offered = self.node_skills(node_id) if skills is None else skills
-        if skills is not None:
-            self.node_skills(node_id)  # the node must still be registered and online
+        registered = self.node_skills(node_id)  # also: the node is registered and online
+        offered = registered if skills is None else skills
         payload = ClaimTask(node=node_id, skills=offered, lease_seconds=lease_seconds)
         self._forget_old()
         tried: set[str] = set()

@@ -53,31 +53,28 @@ class ArtifactSaga:
 
     def handle(self, state: Sagas, seen: Seen) -> tuple[Sagas, list[Intent]]:
         e = seen.event
-        run: Run | None = None
         match e:
             case s.ArtifactSagaStarted():
-                run = state.runs[seen.ident] = Run(e)
+                sid = seen.ident
+                state.runs[sid] = Run(e)
             case s.SagaFinished():
                 if seen.ident in state.runs:
                     state.runs[seen.ident].stage = "done"
                 return state, []
             case p.BudgetReserved(reservation_id=rid) | p.ReservationReleased(reservation_id=rid) \
                     | p.ReservationCommitted(reservation_id=rid) if rid.startswith(_PREFIX):
-                run = state.runs.get(rid.removeprefix(_PREFIX))
-                if run is not None:
-                    self._reservation(run, e)
+                sid = rid.removeprefix(_PREFIX)
+                if sid in state.runs:
+                    self._reservation(state.runs[sid], e)
             case _ if seen.stream.startswith(f"task:{_PREFIX}"):
-                run = state.runs.get(seen.ident.removeprefix(_PREFIX))
-                if run is not None:
-                    self._task(run, e)
+                sid = seen.ident.removeprefix(_PREFIX)
+                if sid in state.runs:
+                    self._task(state.runs[sid], e)
             case Ticked(at=at):
                 state.last_tick = at
                 return state, [i for sid in sorted(state.runs) for i in self._next(sid, state, seen)]
-        if run is None:
-            return state, []
-        sid = seen.ident.removeprefix(_PREFIX) if not isinstance(e, s.ArtifactSagaStarted) else seen.ident
-        if isinstance(e, p.BudgetReserved | p.ReservationReleased | p.ReservationCommitted):
-            sid = e.reservation_id.removeprefix(_PREFIX)
+            case _:
+                return state, []
         return state, self._next(sid, state, seen)
 
     @staticmethod
