@@ -71,10 +71,12 @@ class KafkaLog:
             raise LogUnavailable(f"Kafka at {self.bootstrap_servers} unreachable: {exc!r}") from exc
 
     async def close(self) -> None:
-        for client in (self._probe, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        if self._probe is not None:
+            with contextlib.suppress(Exception):
+                await stop_consumer(self._probe)
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 await self._admin.close()
@@ -200,6 +202,23 @@ def _topic_config(responses: Sequence[Any], topic: str) -> dict[str, str] | None
     return None
 
 
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop an aiokafka consumer and close every connection it holds.
+
+    aiokafka's fetcher, while closing, awaits pending fetch tasks it has just cancelled, so their
+    CancelledError can escape ``stop()`` before the consumer closes its client: the connections
+    would then be dropped open. When the cancellation is not our own task's, the client is closed
+    here instead; a cancellation of the calling task is passed on.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        await consumer._client.close()
+
+
 class KafkaLogReader:
     """A group-less consumer over chosen partitions, from chosen offsets."""
 
@@ -250,13 +269,5 @@ class KafkaLogReader:
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            try:
-                await consumer.stop()
-            except asyncio.CancelledError:
-                # aiokafka's stop awaits an internal task it has just cancelled, whose CancelledError can
-                # surface here: only a cancellation of our own task is passed on.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-            except Exception:  # closing: nothing left to do about a failing connection
-                pass
+            with contextlib.suppress(Exception):  # closing: nothing left to do about a failing connection
+                await stop_consumer(consumer)
