@@ -5,7 +5,10 @@ Header values are UTF-8 text so that ``kcat -f '%h'`` and Redpanda Console show 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+
+import msgspec
 
 from blackboard.events.log import Record, StoredRecord
 from blackboard.schemas.envelope import Envelope, RecordedEvent
@@ -29,8 +32,75 @@ _TRACE_FIELDS = ("traceparent", "tracestate")
 _AGENT_FIELDS = ("agent_run_id", "agent_model", "prompt_hash")
 
 
+#: The header of a record that says at which offset its writer expected it (see ``passed_over``).
+EXPECTED_OFFSET = "expected_offset"
+#: The ``type`` header of an ownership marker: a new owner of a partition says so in the log.
+OWNERSHIP_MARKER = "ownership.claimed"
+
+
 class UndecodableRecord(ValueError):
     """A record that is not a Blackboard event: the reason names what is missing or wrong."""
+
+
+class PassedOver(UndecodableRecord):
+    """A record every fold passes over: an ownership marker or a fenced write (see ``passed_over``)."""
+
+
+class OwnershipMarker(msgspec.Struct, frozen=True):
+    """What an ownership marker says: from here on, ``owner`` writes this partition at ``epoch``."""
+
+    owner: str
+    epoch: int
+    claimed_at: datetime
+
+
+def fenced(records: Sequence[Record], expected_offset: int) -> list[Record]:
+    """``records`` stamped with the offset each must land at, when their batch lands at ``expected_offset``.
+
+    Note: this is the fence every fold applies (``passed_over``): a batch is valid only where its
+    writer expected it, i.e. right after every record its decisions were based on. A writer that
+    lost its partition without knowing it (a zombie) appends after records it never saw, so its
+    batch lands elsewhere and every reader passes over it, the same way, from the record alone.
+    """
+    return [msgspec.structs.replace(r, headers=(*r.headers, (EXPECTED_OFFSET, str(expected_offset + i).encode())))
+            for i, r in enumerate(records)]
+
+
+def ownership_marker(owner: str, epoch: int, at: datetime) -> Record:
+    """The record a new owner appends (fenced, like its events) before it decides anything."""
+    body = OwnershipMarker(owner, epoch, at)
+    return Record(key=None, value=msgspec.json.encode(body),
+                  headers=(("type", OWNERSHIP_MARKER.encode()), ("writer_epoch", str(epoch).encode()),
+                           ("content-type", CONTENT_TYPE)))
+
+
+def marker_of(rec: StoredRecord) -> OwnershipMarker | None:
+    """The ownership marker ``rec`` is, or ``None``."""
+    if (dict(rec.headers).get("type")) != OWNERSHIP_MARKER.encode():
+        return None
+    try:
+        return msgspec.json.decode(rec.value or b"", type=OwnershipMarker)
+    except msgspec.DecodeError:
+        return None
+
+
+def passed_over(rec: StoredRecord) -> str | None:
+    """Why every fold passes over ``rec`` without applying it, or ``None`` when it is to be folded.
+
+    Two kinds of record are passed over: ownership markers (control records, not events), and
+    records that did not land at the offset their writer expected (a fenced write: see ``fenced``).
+    The decision needs nothing but the record, so the command side's restore, the projectors,
+    the process managers and any user's consumer that starts anywhere in the log agree on it.
+    """
+    expected = None
+    for name, value in rec.headers:
+        if name == EXPECTED_OFFSET:
+            expected = value
+        elif name == "type" and value == OWNERSHIP_MARKER.encode():
+            return "ownership marker"
+    if expected is not None and expected != str(rec.offset).encode():
+        return f"fenced: written for offset {expected.decode('ascii', 'replace')}, landed at {rec.offset}"
+    return None
 
 
 def to_record(env: Envelope) -> Record:
@@ -47,7 +117,14 @@ def to_record(env: Envelope) -> Record:
 
 
 def from_record(rec: StoredRecord) -> RecordedEvent:
-    """Decode a stored record into an envelope; ``UndecodableRecord`` says why it cannot be."""
+    """Decode a stored record into an envelope; ``UndecodableRecord`` says why it cannot be.
+
+    A record that every fold passes over raises ``PassedOver`` (a kind of ``UndecodableRecord``),
+    so that no reader applies a fenced write by mistake.
+    """
+    reason = passed_over(rec)
+    if reason is not None:
+        raise PassedOver(reason)
     if rec.key is None:
         raise UndecodableRecord("record has no key")
     if rec.value is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from blackboard.command_api import lease as lease_decider
 from blackboard.command_api import project as project_decider
-from blackboard.events.codec import from_record, stream_header
+from blackboard.events.codec import PassedOver, from_record, stream_header
 from blackboard.events.log import StoredRecord
 from blackboard.projector.tables import STATE_TABLES
 from blackboard.schemas import lease as lease_events
@@ -65,13 +65,23 @@ class Poison:
     held: bool = False
 
 
-Item = Decoded | Poison
+@dataclass(slots=True)
+class Passed:
+    """A record every fold passes over (an ownership marker, a fenced write): its offset counts, nothing applies."""
+
+    rec: StoredRecord
+    reason: str
+
+
+Item = Decoded | Poison | Passed
 
 
 def decode(rec: StoredRecord) -> Item:
     """The record's envelope and event, or the reason it is poison."""
     try:
         env = from_record(rec).envelope
+    except PassedOver as exc:
+        return Passed(rec, str(exc))
     except Exception as exc:  # decoding is pure: whatever fails, fails for this record alone
         return Poison(rec, f"undecodable: {type(exc).__name__}: {exc}", stream_header(rec))
     try:
@@ -90,6 +100,8 @@ def decode(rec: StoredRecord) -> Item:
 
 
 def stream_of(item: Item) -> str | None:
+    if isinstance(item, Passed):
+        return None
     return item.env.stream if isinstance(item, Decoded) else item.stream
 
 
@@ -121,6 +133,8 @@ class BatchFold:
     applied: list[Decoded] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
     duplicates: int = 0
+    #: Records passed over (ownership markers, fenced writes).
+    passed: int = 0
     #: (project id, shot id) and (project id, artifact id) of the shots and artifacts the batch changed.
     changed_shots: dict[tuple[str, str], None] = field(default_factory=dict)
     new_artifacts: dict[tuple[str, str], None] = field(default_factory=dict)
@@ -139,6 +153,9 @@ class BatchFold:
         """
         if isinstance(item, Poison):
             self._set_aside(item)
+            return
+        if isinstance(item, Passed):
+            self.passed += 1
             return
         env = item.env
         recorded = self.recorded.get((env.stream, env.stream_version))

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from blackboard.app import Runtime, build_app
 from blackboard.config import Settings
-from blackboard.events.codec import from_record
+from blackboard.events.codec import from_record, passed_over
 from blackboard.events.log import PartitionedLog
 from blackboard.schemas.envelope import RecordedEvent
 
@@ -95,8 +95,9 @@ async def read_events(log: PartitionedLog, topic: str) -> list[RecordedEvent]:
             got = 0
             while got < end:
                 for rec in await reader.read(max_records=5000, timeout=2.0):
-                    events.append(from_record(rec))
                     got = rec.offset + 1
+                    if passed_over(rec) is None:  # ownership markers and fenced writes are not events
+                        events.append(from_record(rec))
         finally:
             await reader.close()
     return events
