@@ -84,7 +84,8 @@ async def ensure_topics(log_: PartitionedLog, settings: Settings) -> int:
     except UnknownTopic:
         partitions = settings.partitions
     forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
-    for topic in (settings.events_topic, settings.commands_topic, settings.results_topic):
+    for topic in (settings.events_topic, settings.commands_topic, settings.results_topic,
+                  settings.commands_dead_letters_topic):
         await log_.create_topic(topic, partitions, config=forever)
     return partitions
 
@@ -129,8 +130,11 @@ class Runtime:
                                            socket_connect_timeout=1.0)
             self.cache = self._cache_of(self.generation)
         if "command" in self.roles:
-            self.commands = CommandService(self.log, events_topic=s.events_topic, results_topic=s.results_topic,
-                                           partitions=self.partitions)
+            self.commands = CommandService(
+                self.log, events_topic=s.events_topic, results_topic=s.results_topic, partitions=self.partitions,
+                commands_topic=s.commands_topic, dead_letters_topic=s.commands_dead_letters_topic,
+                mode=s.decider_mode, member_id=s.member_id, group=s.decider_group,
+                session_timeout=s.session_timeout_seconds, route_timeout=s.route_timeout_seconds)
             await self.commands.start()
         if "projector" in self.roles:
             self._start_projector(self.pool, self.cache)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,19 @@ class Settings(BaseSettings):
     process_managers: bool = Field(
         default=True, description="run the process managers (claim expiry, nodes offline, dependencies, budget "
                                   "alerts, sagas) in the process that decides")
+    # deciders (command_api/service.py)
+    decider_mode: Literal["all", "group", "none"] = Field(
+        default="all",
+        description="'all': this process decides every partition (embedded default); 'group': decider processes "
+                    "share the partitions through a group over the commands topic; 'none': decide nothing, route "
+                    "every command to its owner")
+    member_id: str | None = Field(
+        default=None, max_length=100, description="this process's name in the deciders' group (default: random)")
+    decider_group: str = Field(default="blackboard-deciders", max_length=100, description="the deciders' group")
+    session_timeout_seconds: float = Field(
+        default=10.0, ge=1, le=300, description="a decider silent this long loses its partitions to the others")
+    route_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="how long a routed command waits for its owner's answer")
     # checkpoints (large, compressed, claim-check)
     blob_schema: str = Field(
         default="blackboard_blobs", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
@@ -59,6 +73,11 @@ class Settings(BaseSettings):
     checkpoint_inline_bytes: int = Field(
         default=256 * 1024, ge=0, le=512 * 1024,
         description="largest compressed checkpoint carried inside its event; larger ones go to the blob store")
+    # partition snapshots (command_api/restore.py)
+    snapshot_every: int = Field(
+        default=100_000, ge=0,
+        description="events appended to a partition between two snapshots of its owner; 0: no snapshots "
+                    "(a restore then reads the partition from offset 0)")
 
     @property
     def events_topic(self) -> str:
@@ -71,3 +90,13 @@ class Settings(BaseSettings):
     @property
     def results_topic(self) -> str:
         return f"{self.topic_prefix}command-results"
+
+    @property
+    def commands_dead_letters_topic(self) -> str:
+        return f"{self.topic_prefix}commands-dead-letters"
+
+    # partition snapshots (command_api/restore.py)
+    @property
+    def snapshots_topic(self) -> str:
+        """The compacted topic of partition owners' snapshots (one partition per events partition)."""
+        return f"{self.topic_prefix}snapshots"

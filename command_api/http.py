@@ -128,7 +128,7 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
         command_id=command_id, fingerprint=valid.fingerprint, actor=principal.name,
         correlation_id=req.correlation_id or command_id, causation_id=req.causation_id or command_id,
         expected_version=req.expected_version, trace=otel_context.get_current(),
-        dry_run=req.dry_run, agent=req.agent,
+        dry_run=req.dry_run, agent=req.agent, request=msgspec.structs.replace(req, command_id=command_id),
     )
     # Every log line while this command is handled names it.
     structlog.contextvars.bind_contextvars(command_id=command_id, correlation_id=sub.correlation_id,
@@ -172,14 +172,15 @@ async def get_command(
 @get("/v1/partitions", summary="Per-partition state of the command side", tags=["commands"])
 async def get_partitions(
     request: Request[None, None, State], principal: NamedDependency[Principal]
-) -> list[dict[str, object]]:
-    """Owner state per partition: next offset, epoch, streams held, queue depth."""
+) -> dict[str, object]:
+    """This process's deciders: its mode and group name, and for every partition it decides the member, the
+    epoch it writes at, where its restore ended, the offsets it has reached, the queue depth and the last
+    snapshot; with the commands it decided here (fast path) and sent on to their owner (routed)."""
     service: CommandService = request.app.state.runtime.commands
-    return [
-        {"partition": p, "next_offset": o.next_offset, "epoch": o.epoch, "streams": len(o.streams),
-         "queue_depth": o.queue.qsize(), "stale": o.stale}
-        for p, o in sorted(service.owners.items())
-    ]
+    return {"member": service.member_id, "mode": service.mode, "partitions_total": service.partitions,
+            "decided_here": service.local, "routed": service.routed,
+            "set_aside": service.intake.set_aside if service.intake is not None else 0,
+            "partitions": service.partition_states()}
 
 
 ROUTES = [post_command, get_command, get_partitions]

@@ -26,7 +26,7 @@ async def submit(service: CommandService, *, stream: str, type_: str, payload: d
         body["causation_id"] = causation_id
     valid = validate_command(msgspec.json.encode(body))
     sub = Submission(category=valid.category, stream=stream, command_type=type_, payload=valid.payload,
-                     command_id=command_id, fingerprint=valid.fingerprint, actor=actor,
+                     command_id=command_id, fingerprint=valid.fingerprint, actor=actor, request=valid.request,
                      correlation_id=correlation_id or command_id, causation_id=causation_id or command_id,
                      expected_version=None)
     outcome, _ = await service.submit(sub)

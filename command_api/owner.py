@@ -27,13 +27,24 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 
 from blackboard.command_api import metrics
 from blackboard.command_api.decider import DECIDERS, Context, Rejection
-from blackboard.events.codec import UndecodableRecord, from_record, stream_header, to_record
+from blackboard.events.codec import (
+    PassedOver,
+    UndecodableRecord,
+    fenced,
+    from_record,
+    marker_of,
+    ownership_marker,
+    passed_over,
+    stream_header,
+    to_record,
+)
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog, Record, StoredRecord
 from blackboard.events.tracing import current_trace_headers, distinct
 from blackboard.schemas.api import (
     Accepted,
     AgentMetadata,
     CheckView,
+    CommandRequest,
     DryRun,
     EventView,
     Outcome,
@@ -58,13 +69,33 @@ tracer = trace.get_tracer(__name__)
 MAX_GROUP = 256
 
 
-class StoredOutcome(msgspec.Struct, frozen=True):
-    """What the command-results topic keeps of a command that left no event."""
+class StoredOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A record of the command-results topic: what became of a command.
+
+    Every command that left no event has one (so that its ``command_id`` keeps its first outcome
+    across restarts); so has every command that came through the commands topic, whoever waits
+    for it, with ``commands_offset`` (its offset there: a restore resumes the topic after the
+    highest one). Only ``remember`` outcomes are folded into the idempotency memory: a dry run, a
+    volatile no-op or a refusal (``error``) is an answer, not a decision.
+    """
 
     command_id: str
     stream: str
     fingerprint: str
-    outcome: Outcome
+    outcome: Outcome | DryRun | None = None
+    remember: bool = True
+    replayed: bool = False
+    #: A refusal that is not an outcome: HTTP status, and the body's code and message.
+    error: RefusalBody | None = None
+    commands_offset: int | None = None
+
+
+class RefusalBody(msgspec.Struct, frozen=True):
+    """A refusal carried to a waiter in another process: it answers with this status and body."""
+
+    status: int
+    code: str
+    message: str
 
 
 @dataclass(slots=True)
@@ -89,6 +120,10 @@ class Submission:
     #: Decide and answer what would happen, append nothing, remember nothing.
     dry_run: bool = False
     agent: AgentMetadata | None = None
+    #: The command's offset in ``commands[partition]`` when it came through the commands topic.
+    source_offset: int | None = None
+    #: The request as the caller sent it, when there was one: what goes on the commands topic if it is routed.
+    request: CommandRequest | None = None
 
 
 class IdempotencyKeyReused(Exception):
@@ -97,6 +132,12 @@ class IdempotencyKeyReused(Exception):
     def __init__(self, command_id: str) -> None:
         super().__init__(f"command_id {command_id!r} was already used for a different command")
         self.command_id = command_id
+
+
+class NotOwner(ServiceUnavailable):
+    """This process does not (or no longer) decide the command's partition: retry, it goes to the owner."""
+
+    code = "not_owner"
 
 
 class StreamUnreadable(ServiceUnavailable):
@@ -146,8 +187,20 @@ class PartitionOwner:
         self.known: dict[str, _Known] = {}
         self.next_offset = 0
         self.results_offset = 0
+        #: The next offset of ``commands[partition]`` to take: one past the highest answered there.
+        self.commands_offset = 0
         self.epoch = 1
         self.stale = True
+        #: This process's name in the group, when the partition was assigned to it (``None``: owned by
+        #: configuration, as in the embedded default); it marks the log when it takes the partition.
+        self.member: str | None = None
+        #: Also publish the outcomes of commands decided here for callers of other processes to find.
+        self.publish_all = False
+        #: The owner the last ownership marker named, and where this owner's restore ended.
+        self.marked_by: str | None = None
+        self.restored_at: int | None = None
+        #: Set once the owner has restored (and, in a group, marked the log): it decides from then on.
+        self.ready = asyncio.Event()
         self.queue: asyncio.Queue[Submission] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -162,9 +215,16 @@ class PartitionOwner:
         reads it restores the partition.
         """
         self.next_offset = rec.offset + 1
+        marker = marker_of(rec)
+        if marker is not None and passed_over(rec) == "ownership marker":
+            self.epoch = max(self.epoch, marker.epoch + 1)
+            self.marked_by = marker.owner
+            return
         try:
             ev = from_record(rec)
             env = ev.envelope
+        except PassedOver:
+            return  # a fenced write: it never happened, for every fold alike
         except UndecodableRecord as exc:
             self._hole(stream_header(rec), rec, f"undecodable: {exc}")
             return
@@ -215,14 +275,18 @@ class PartitionOwner:
         except msgspec.DecodeError as exc:
             log.warning("restore.bad_result", partition=self.partition, offset=rec.offset, reason=str(exc))
             return
-        self.known.setdefault(stored.command_id, _Known(stored.fingerprint, stored.outcome))
+        if stored.commands_offset is not None:
+            self.commands_offset = max(self.commands_offset, stored.commands_offset + 1)
+        if stored.remember and isinstance(stored.outcome, Accepted | Rejected):
+            self.known.setdefault(stored.command_id, _Known(stored.fingerprint, stored.outcome))
 
     def reset(self) -> None:
         """Forget everything before a restore from offset 0."""
         self.streams.clear()
         self.unreadable.clear()
         self.known.clear()
-        self.next_offset = self.results_offset = 0
+        self.next_offset = self.results_offset = self.commands_offset = 0
+        self.marked_by = None
 
     # ── serving ──────────────────────────────────────────────────────────────────────
 
@@ -236,24 +300,81 @@ class PartitionOwner:
         return known.outcome
 
     def start(self, restore: Callable[[PartitionOwner], Any]) -> None:
-        """Start taking commands; ``restore`` is awaited whenever the owner is stale."""
+        """Start taking commands; ``restore`` is awaited whenever the owner is stale.
+
+        An owner the group gave its partition to (``member`` set) first restores and marks the log
+        (``claim``); commands queued meanwhile wait, so none is decided before the restore.
+        """
         self._restore = restore
         self._task = asyncio.create_task(self._serve(), name=f"owner-{self.partition}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain: float = 0.0) -> None:
+        """Stop deciding. With ``drain``, first let the queued commands be decided for up to that long.
+
+        Whatever is still queued is answered ``not_owner`` (retriable: the caller's next try goes
+        to the partition's next owner).
+        """
+        if drain and self._task is not None and not self._task.done():
+            deadline = asyncio.get_running_loop().time() + drain
+            while (not self.queue.empty() or self._busy) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         while not self.queue.empty():
             sub = self.queue.get_nowait()
             if not sub.future.done():
-                sub.future.set_exception(ServiceUnavailable("the command service is stopping", code="shutting_down"))
+                sub.future.set_exception(NotOwner(f"partition {self.partition} is no longer decided here; retry"))
+
+    async def claim(self) -> None:
+        """Mark the log: from its end on, ``member`` writes this partition, at an epoch above every earlier one.
+
+        Note: the marker is appended fenced, like a batch: when another writer appended after our
+        restore, it lands elsewhere, every fold passes over it, and we restore and try again. A
+        writer that lost the partition without knowing it appends after this marker from then on,
+        so none of its batches lands where it expected: none is acknowledged, none is folded.
+        """
+        assert self.member is not None
+        for _ in range(5):
+            if self.stale:
+                await self._restore(self)
+                self.stale = False
+            record = fenced([ownership_marker(self.member, self.epoch, self.clock())], self.next_offset)
+            try:
+                await self.log.append(self.events_topic, self.partition, record, expected_offset=self.next_offset)
+            except OffsetConflict:
+                self.stale = True
+                continue
+            self.next_offset += 1
+            self.marked_by = self.member
+            log.info("owner.claimed", partition=self.partition, member=self.member, epoch=self.epoch,
+                     at=self.next_offset - 1)
+            return
+        raise NotOwner(f"partition {self.partition}: another writer keeps appending; not claimed")
+
+    _busy = False
 
     async def _serve(self) -> None:
+        if self.member is not None:
+            while True:
+                try:
+                    await self.claim()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.stale = True
+                    log.error("owner.claim_failed", partition=self.partition, error=repr(exc))
+                    await asyncio.sleep(0.5)
+        elif self.stale:
+            await self._restore(self)
+            self.stale = False
+        self.ready.set()
         while True:
             group = [await self.queue.get()]
             while len(group) < MAX_GROUP and not self.queue.empty():
                 group.append(self.queue.get_nowait())
+            self._busy = True
             try:
                 await self._decide_fresh(group)
             except asyncio.CancelledError:
@@ -263,6 +384,8 @@ class PartitionOwner:
                 self.stale = True
                 log.error("owner.group_failed", partition=self.partition, error=repr(exc))
                 self._fail(group, _unavailable(exc))
+            finally:
+                self._busy = False
 
     async def _decide_fresh(self, group: list[Submission]) -> None:
         """Decide ``group`` on current state: when another writer moved the partition (nothing of ours
@@ -271,6 +394,10 @@ class PartitionOwner:
             if self.stale:
                 await self._restore(self)
                 self.stale = False
+                if self.member is not None and self.marked_by != self.member:
+                    # Another member marked the log after us: we lost the partition without being told.
+                    self.stale = True
+                    raise NotOwner(f"partition {self.partition} was taken over by {self.marked_by}")
             try:
                 await self._decide_group(group)
                 return
@@ -308,14 +435,11 @@ class PartitionOwner:
         with self._append_span(group, writers, len(envelopes)):
             base = await self._append(envelopes)
         metrics.APPEND_SECONDS.observe(time.perf_counter() - appending)
-        results = [
-            StoredOutcome(cid, k.outcome.stream if isinstance(k.outcome, Accepted) else _stream_of(group, cid),
-                          k.fingerprint, k.outcome)
-            for cid, k in decided.items()
-            if not (isinstance(k.outcome, Accepted) and k.outcome.events)
-        ]
-        await self._append_results(results)
         self._commit(scratch, decided, envelopes, base)
+        await self._append_results(self._results(answers, decided))
+        taken = [sub.source_offset for sub in group if sub.source_offset is not None]
+        if taken:
+            self.commands_offset = max(self.commands_offset, max(taken) + 1)
         for sub, answer, replayed in answers:
             if sub.future.done():
                 # Its caller went away (a cancelled request): the decision stands, nobody waits for the answer.
@@ -332,6 +456,34 @@ class PartitionOwner:
                 label = "replayed" if replayed else "accepted" if isinstance(final, Accepted) else "rejected"
                 metrics.COMMANDS.labels(sub.command_type, label).inc()
                 sub.future.set_result((final, replayed))
+
+    def _results(self, answers: Sequence[tuple[Submission, Outcome | DryRun | Refusal, bool]],
+                 decided: dict[str, _Known]) -> list[StoredOutcome]:
+        """What the group leaves on the command-results topic, once its events are in the log.
+
+        Note: every outcome that left no event (it is remembered only there), and every answer to
+        a command that came through the commands topic (its sender waits there, and the offset
+        tells a restore where to resume); with ``publish_all``, every outcome decided here.
+        """
+        results = []
+        for sub, answer, replayed in answers:
+            remembered = sub.command_id in decided and not replayed and not sub.dry_run
+            final = self.known[sub.command_id].outcome if remembered else answer
+            left_events = isinstance(final, Accepted) and bool(final.events)
+            wanted = (sub.source_offset is not None or (remembered and not left_events)
+                      or (self.publish_all and not sub.dry_run))
+            if not wanted:
+                continue
+            error, outcome = None, None
+            if isinstance(final, IdempotencyKeyReused):
+                error = RefusalBody(422, "idempotency_key_reused", str(final))
+            elif isinstance(final, StreamUnreadable):
+                error = RefusalBody(503, final.code, str(final))
+            else:
+                outcome = final
+            results.append(StoredOutcome(sub.command_id, sub.stream, sub.fingerprint, outcome, remember=remembered,
+                                         replayed=replayed, error=error, commands_offset=sub.source_offset))
+        return results
 
     def _decide_one(
         self, sub: Submission, scratch: dict[str, _Stream], decided: dict[str, _Known], envelopes: list[Envelope]
@@ -427,7 +579,7 @@ class PartitionOwner:
             if end != self.next_offset:
                 raise OffsetConflict(self.events_topic, self.partition, self.next_offset, end, appended=False)
             return self.next_offset
-        records = [to_record(e) for e in envelopes]
+        records = fenced([to_record(e) for e in envelopes], self.next_offset)
         try:
             return await self.log.append(self.events_topic, self.partition, records, expected_offset=self.next_offset)
         except OffsetConflict:
@@ -499,13 +651,11 @@ def _dry_run(sub: Submission, state: Any, version: int, result: list[Any] | Reje
     return DryRun(sub.command_id, sub.stream, "accepted", version + len(result), views, changes, checks)
 
 
-def _stream_of(group: Sequence[Submission], command_id: str) -> str:
-    return next(s.stream for s in group if s.command_id == command_id)
-
-
 def _unavailable(exc: Exception) -> ServiceUnavailable:
+    if isinstance(exc, ServiceUnavailable):
+        return exc
     if isinstance(exc, OffsetConflict):
-        return ServiceUnavailable("this process no longer owns the partition; retry", code="not_owner")
+        return NotOwner("another writer appended to the partition; retry with the same command_id")
     if isinstance(exc, LogError):
         return ServiceUnavailable("the log did not acknowledge the append; retry with the same command_id",
                                   code="log_unavailable")

@@ -1,18 +1,30 @@
 """The command service: routes a validated command to the owner of its partition.
 
-In the embedded default one process owns every partition. Restore reads each partition of
-the events and command-results topics from the start to the exact high-water mark.
+Three ways to run (``mode``):
+
+* ``all`` — this process owns every partition (the embedded default, or one command process).
+* ``group`` — decider processes share the partitions through a group over the commands topic
+  (``PartitionedLog.membership``): a command whose partition is decided here is decided at once
+  (the fast path); any other goes onto the commands topic and its answer comes back on
+  command-results (the routed path, ``routing.route``). A partition given to this process is
+  restored and marked in the log (``PartitionOwner.claim``) before any command is decided on it;
+  one taken away stops deciding once what is queued is decided, and what is left is routed.
+* ``none`` — an API process that decides nothing itself and routes every command.
+
+Restore reads each partition of the events and command-results topics to the exact high-water mark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
-from blackboard.command_api.owner import IdempotencyKeyReused, PartitionOwner, Submission
+from blackboard.command_api.owner import IdempotencyKeyReused, NotOwner, PartitionOwner, Submission
+from blackboard.command_api.routing import CommandIntake, ResultsTail, route
 from blackboard.events.log import LogUnavailable, PartitionedLog, StoredRecord
 from blackboard.events.partitioner import partition_for
 from blackboard.schemas.api import DryRun, Outcome
@@ -20,48 +32,127 @@ from blackboard.schemas.envelope import stream_partition_key
 
 log = structlog.get_logger(__name__)
 
+Mode = Literal["all", "group", "none"]
+#: How long a partition taken away from this process may go on deciding what was queued on it.
+DRAIN_SECONDS = 2.0
+
 
 class CommandService:
-    """Owns the partitions it was given and answers commands for them."""
+    """Owns the partitions it was given (all of them, or the group's share) and answers commands for any."""
 
-    def __init__(self, log_: PartitionedLog, *, events_topic: str, results_topic: str, partitions: int) -> None:
+    def __init__(self, log_: PartitionedLog, *, events_topic: str, results_topic: str, partitions: int,
+                 commands_topic: str = "commands", dead_letters_topic: str = "commands-dead-letters",
+                 mode: Mode = "all", member_id: str | None = None, group: str = "blackboard-deciders",
+                 session_timeout: float = 10.0, route_timeout: float = 30.0) -> None:
         self.log = log_
         self.events_topic, self.results_topic = events_topic, results_topic
-        self.partitions = partitions
-        self.owners = {
-            p: PartitionOwner(log_, events_topic=events_topic, results_topic=results_topic, partition=p)
-            for p in range(partitions)
-        }
+        self.commands_topic, self.dead_letters_topic = commands_topic, dead_letters_topic
+        self.partitions, self.mode = partitions, mode
+        self.member_id = member_id or f"decider-{uuid.uuid4().hex[:12]}"
+        self.group, self.session_timeout, self.route_timeout = group, session_timeout, route_timeout
+        self.owners: dict[int, PartitionOwner] = {}
+        if mode == "all":
+            self.owners = {p: self._owner(p) for p in range(partitions)}
         # command_id → partition, so that an id reused for a stream of another partition is caught.
         self._index: dict[str, int] = {}
         self._pending: set[str] = set()
+        # Every mode follows the answers: a command written onto the commands topic is asked about by id.
+        self.tail: ResultsTail | None = ResultsTail(log_, results_topic, partitions)
+        self.intake = CommandIntake(log_, topic=commands_topic, results_topic=results_topic,
+                                    dead_letters_topic=dead_letters_topic, partitions=partitions,
+                                    owners=lambda: self.owners) if mode != "none" else None
+        self.membership: Any = None
+        #: Commands sent on to their owner through the commands topic, and answered fast here.
+        self.routed = self.local = 0
+
+    def _owner(self, partition: int) -> PartitionOwner:
+        return PartitionOwner(self.log, events_topic=self.events_topic, results_topic=self.results_topic,
+                              partition=partition)
 
     async def start(self) -> None:
-        """Restore every owned partition, then start serving."""
-        await self.restore(list(self.owners.values()))
-        for owner in self.owners.values():
-            owner.stale = False
+        """Restore every owned partition (or join the group), then start serving."""
+        if self.tail is not None:
+            await self.tail.start()
+        if self.mode == "all":
+            await self.restore(list(self.owners.values()))
+            for owner in self.owners.values():
+                owner.stale = False
+                owner.start(lambda o: self.restore([o]))
+        if self.intake is not None:
+            self.intake.start()
+        if self.mode == "group":
+            self.membership = self.log.membership(self.group, self.commands_topic, member_id=self.member_id,
+                                                  session_timeout=self.session_timeout)
+            await self.membership.start(self._assigned, self._revoked)
+
+    async def _assigned(self, partitions: frozenset[int]) -> None:
+        for p in sorted(partitions):
+            if p in self.owners:
+                continue
+            owner = self._owner(p)
+            owner.member, owner.publish_all = self.member_id, True
             owner.start(lambda o: self.restore([o]))
+            self.owners[p] = owner
+        log.info("deciders.assigned", member=self.member_id, partitions=sorted(partitions))
+        if self.intake is not None:
+            self.intake.changed.set()
+
+    async def _revoked(self, partitions: frozenset[int]) -> None:
+        taken = [self.owners.pop(p) for p in sorted(partitions) if p in self.owners]
+        if self.intake is not None:
+            self.intake.changed.set()
+        await asyncio.gather(*(o.stop(drain=DRAIN_SECONDS) for o in taken))
+        log.info("deciders.revoked", member=self.member_id, partitions=sorted(partitions))
 
     async def stop(self) -> None:
+        if self.membership is not None:
+            await self.membership.close()
+        if self.intake is not None:
+            await self.intake.close()
         await asyncio.gather(*(o.stop() for o in self.owners.values()))
+        if self.tail is not None:
+            await self.tail.close()
 
     def partition_of(self, stream: str) -> int:
         return partition_for(stream_partition_key(stream), self.partitions)
 
+    def owns(self, stream: str) -> bool:
+        """Whether ``stream``'s partition is decided in this process (its state can be peeked here)."""
+        return self.partition_of(stream) in self.owners
+
     async def submit(self, sub: Submission) -> tuple[Outcome | DryRun, bool]:
-        """Decide ``sub`` on its partition's owner; ``(outcome, replayed)``.
+        """Decide ``sub`` on its partition's owner, here or through the commands topic; ``(outcome, replayed)``.
 
         Raises ``IdempotencyKeyReused`` when the id was used for a different command.
         """
         partition = self.partition_of(sub.stream)
+        for _ in range(3):
+            owner = self.owners.get(partition)
+            if owner is None:
+                if self.tail is None or self.mode == "all":
+                    raise NotOwner(f"partition {partition} is not decided here")
+                self.routed += 1
+                return await route(self.log, self.tail, sub, topic=self.commands_topic, partition=partition,
+                                   routed_by=self.member_id, timeout=self.route_timeout)
+            try:
+                return await self._local(owner, partition, sub)
+            except NotOwner:
+                if self.tail is None or self.mode == "all":
+                    raise
+                # Taken away (or marked by another member before the group said so): its owner decides it.
+                self.routed += 1
+                return await route(self.log, self.tail, sub, topic=self.commands_topic, partition=partition,
+                                   routed_by=self.member_id, timeout=self.route_timeout)
+        raise NotOwner(f"partition {partition} changed hands while the command waited; retry")
+
+    async def _local(self, owner: PartitionOwner, partition: int, sub: Submission) -> tuple[Outcome | DryRun, bool]:
         seen_in = self._index.setdefault(sub.command_id, partition)
         if seen_in != partition:
             raise IdempotencyKeyReused(sub.command_id)
-        owner = self.owners[partition]
         known = None if sub.dry_run else owner.lookup(sub.command_id, sub.fingerprint)
         if known is not None:
             return known, True
+        self.local += 1
         self._pending.add(sub.command_id)
         try:
             await owner.queue.put(sub)
@@ -73,19 +164,44 @@ class CommandService:
         """The state and version of ``stream`` as its owner holds it now, or ``None`` when it does not exist.
 
         Note: exact (no read-model lag), for checks a command needs about another stream before it is
-        decided: a task's dependencies exist, a claiming node's skills. Every partition is owned here.
+        decided: a task's dependencies exist, a claiming node's skills. Only the partitions decided in
+        this process can be peeked (``owns``); for another, ``None``.
         """
-        owner = self.owners[self.partition_of(stream)]
-        known = owner.streams.get(stream)
+        owner = self.owners.get(self.partition_of(stream))
+        known = owner.streams.get(stream) if owner is not None else None
         return (known.state, known.version) if known is not None else None
 
     def outcome_of(self, command_id: str) -> Outcome | str | None:
-        """The outcome of ``command_id``; ``"pending"`` while it is being decided; ``None`` if unknown."""
+        """The outcome of ``command_id``; ``"pending"`` while it is being decided; ``None`` if unknown here.
+
+        Note: the owners of this process know every command of their partitions; the results tail
+        knows the recent answers of every partition, also those that are not remembered (a record on the
+        commands topic that was no command).
+        """
         if command_id in self._pending:
             return "pending"
         partition = self._index.get(command_id)
-        known = self.owners[partition].known.get(command_id) if partition is not None else None
-        return known.outcome if known else None
+        owner = self.owners.get(partition) if partition is not None else None
+        known = owner.known.get(command_id) if owner is not None else None
+        if known is not None:
+            return known.outcome
+        for owner in self.owners.values():
+            if (found := owner.known.get(command_id)) is not None:
+                return found.outcome
+        stored = self.tail.outcome_of(command_id) if self.tail is not None else None
+        if stored is not None and stored.outcome is not None and not isinstance(stored.outcome, DryRun):
+            return stored.outcome
+        return None
+
+    def partition_states(self) -> list[dict[str, Any]]:
+        """What an operator asks of each partition decided here."""
+        return [
+            {"partition": p, "member": o.member or self.member_id, "epoch": o.epoch, "marked_by": o.marked_by,
+             "ready": o.ready.is_set(), "stale": o.stale,
+             "restored_at": o.restored_at, "next_offset": o.next_offset, "commands_offset": o.commands_offset,
+             "queue_depth": o.queue.qsize(), "streams": len(o.streams), "known": len(o.known)}
+            for p, o in sorted(self.owners.items())
+        ]
 
     async def restore(self, owners: list[PartitionOwner]) -> None:
         """Rebuild the given owners from their partitions of both topics."""
@@ -96,6 +212,7 @@ class CommandService:
         for owner in owners:
             for command_id in owner.known:
                 self._index[command_id] = owner.partition
+            owner.restored_at = owner.next_offset
             log.info("owner.restored", partition=owner.partition, next_offset=owner.next_offset,
                      streams=len(owner.streams), epoch=owner.epoch)
 
