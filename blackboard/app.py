@@ -28,6 +28,7 @@ from blackboard.command_api.claims import ClaimService
 from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.expiry import run_sweeper
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
+from blackboard.command_api.restore import SNAPSHOT_TOPIC_CONFIG
 from blackboard.command_api.service import CommandService
 from blackboard.config import Settings
 from blackboard.events.log import PartitionedLog, UnknownTopic
@@ -87,6 +88,7 @@ async def ensure_topics(log_: PartitionedLog, settings: Settings) -> int:
     for topic in (settings.events_topic, settings.commands_topic, settings.results_topic,
                   settings.commands_dead_letters_topic):
         await log_.create_topic(topic, partitions, config=forever)
+    await log_.create_topic(settings.snapshots_topic, partitions, config=SNAPSHOT_TOPIC_CONFIG)
     return partitions
 
 
@@ -134,7 +136,8 @@ class Runtime:
                 self.log, events_topic=s.events_topic, results_topic=s.results_topic, partitions=self.partitions,
                 commands_topic=s.commands_topic, dead_letters_topic=s.commands_dead_letters_topic,
                 mode=s.decider_mode, member_id=s.member_id, group=s.decider_group,
-                session_timeout=s.session_timeout_seconds, route_timeout=s.route_timeout_seconds)
+                session_timeout=s.session_timeout_seconds, route_timeout=s.route_timeout_seconds,
+                snapshots_topic=s.snapshots_topic, snapshot_every=s.snapshot_every)
             await self.commands.start()
         if "projector" in self.roles:
             self._start_projector(self.pool, self.cache)

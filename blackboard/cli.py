@@ -180,7 +180,7 @@ def bench(
     projects: int = 20,
     backlog: int = 20000,
     runs: int = 3,
-    suite: Literal["commands", "replay", "reads", "claims"] = "commands",
+    suite: Literal["commands", "replay", "reads", "claims", "restore"] = "commands",
     events: int = 1_000_000,
     batch_size: int = 10_000,
     reads: int = 5000,
@@ -194,7 +194,16 @@ def bench(
     --suite reads: --reads project reads with and without Redis, batch gets of 100 shots (reads/s,
     p50/p99), and the freshness lag from a command's answer to a read showing it (p50/p99).
     --suite claims: --tasks tasks claimed by 10 and by 50 workers (claims/s, claim p50/p99).
+    --suite restore: a partition owner's restore over --events events in one partition, from the full log,
+    from a snapshot at the end, and from a snapshot at 90% plus the tail (seconds, events/s); on Kafka when
+    BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS is set.
     """
+    # --suite restore: partition snapshots (blackboard/bench_restore.py).
+    if suite == "restore":
+        from blackboard.bench_restore import run_restore_bench
+
+        run_restore_bench(events=events, runs=runs)
+        return
     if suite == "claims":
         from blackboard.bench_claims import run_claims_bench
 
@@ -282,6 +291,39 @@ async def lag(*, sample_seconds: float = 1.0, format: Format = "text", data_dir:
     async with ops.opened_log(settings, url) as log, ops.read_pool(settings, url) as pool:
         report = await ops.lag(log, pool, settings, sample_seconds=max(0.0, sample_seconds))
     _show(report, format, _lag_table)
+
+
+@app.command
+async def partitions(
+    *urls: str, api_key: str | None = None, format: Format = "text",
+) -> None:
+    """Who decides which partition: member, writer epoch, restored-at offset, queue depth, last snapshot.
+
+    Asks GET /v1/partitions of each running command process given by URL (default http://127.0.0.1:8080).
+    """
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    reports = []
+    async with httpx.AsyncClient(headers=headers, timeout=10.0) as client:
+        for url in urls or ("http://127.0.0.1:8080",):
+            response = await client.get(url.rstrip("/") + "/v1/partitions")
+            if response.status_code != 200:
+                console.print(f"[red]{escape(url)}: {response.status_code} {escape(response.text[:200])}[/]")
+                raise SystemExit(1)
+            reports.append({"url": url, **response.json()})
+    if format == "json":
+        sys.stdout.write(msgspec.json.encode(reports).decode() + "\n")
+        return
+    table = _table("partitions decided", "partition", "member", "epoch", "restored at", "next offset",
+                   "commands offset", "queue", "streams", "last snapshot", "url")
+    for report in reports:
+        for p in report["partitions"]:
+            snapshot = p.get("last_snapshot") or {}
+            table.add_row(str(p["partition"]), escape(str(p["member"])), str(p["epoch"]), str(p["restored_at"]),
+                          str(p["next_offset"]), str(p["commands_offset"]), str(p["queue_depth"]), str(p["streams"]),
+                          str(snapshot.get("events_offset", "none")), escape(report["url"]))
+    Console(highlight=False).print(table)
 
 
 DeadLetterStatus = Literal["open", "held", "applied", "skipped"]
@@ -523,7 +565,8 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
-_NUMERIC = frozenset({"id", "partition", "offset", "end offset", "next offset", "lag", "live rows", "rebuilt rows",
+_NUMERIC = frozenset({"epoch", "restored at", "commands offset", "queue", "streams",
+                      "id", "partition", "offset", "end offset", "next offset", "lag", "live rows", "rebuilt rows",
                       "bytes", "events/s", "eta"})
 
 

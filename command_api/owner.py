@@ -199,6 +199,13 @@ class PartitionOwner:
         #: The owner the last ownership marker named, and where this owner's restore ended.
         self.marked_by: str | None = None
         self.restored_at: int | None = None
+        #: Called between two group commits (snapshots are taken there); where the last one was taken,
+        #: its write in flight, and what the last restore and the last written snapshot were.
+        self.after_group: Callable[[PartitionOwner], None] | None = None
+        self.snapshot_at = 0
+        self.snapshot_task: asyncio.Task[None] | None = None
+        self.restore_info: Any = None
+        self.last_snapshot: Any = None
         #: Set once the owner has restored (and, in a group, marked the log): it decides from then on.
         self.ready = asyncio.Event()
         self.queue: asyncio.Queue[Submission] = asyncio.Queue()
@@ -306,6 +313,7 @@ class PartitionOwner:
         (``claim``); commands queued meanwhile wait, so none is decided before the restore.
         """
         self._restore = restore
+        self.ready.clear()
         self._task = asyncio.create_task(self._serve(), name=f"owner-{self.partition}")
 
     async def stop(self, *, drain: float = 0.0) -> None:
@@ -378,12 +386,16 @@ class PartitionOwner:
             try:
                 await self._decide_fresh(group)
             except asyncio.CancelledError:
-                self._fail(group, ServiceUnavailable("the command service is stopping", code="shutting_down"))
+                self.stale = True  # an append cut short may or may not have happened
+                self._fail(group, NotOwner("this process stopped deciding the partition; retry"))
                 raise
             except Exception as exc:  # infrastructure: answer retriably, restore before the next group
                 self.stale = True
                 log.error("owner.group_failed", partition=self.partition, error=repr(exc))
                 self._fail(group, _unavailable(exc))
+            else:
+                if self.after_group is not None:
+                    self.after_group(self)
             finally:
                 self._busy = False
 

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from typing import Any, Literal
 
+import msgspec
 import structlog
 
 from blackboard.command_api.owner import IdempotencyKeyReused, NotOwner, PartitionOwner, Submission
+from blackboard.command_api.restore import Snapshot, restore_owner, take_snapshot, write_snapshot
 from blackboard.command_api.routing import CommandIntake, ResultsTail, route
-from blackboard.events.log import LogUnavailable, PartitionedLog, StoredRecord
+from blackboard.events.log import PartitionedLog
 from blackboard.events.partitioner import partition_for
 from blackboard.schemas.api import DryRun, Outcome
 from blackboard.schemas.envelope import stream_partition_key
@@ -43,13 +44,15 @@ class CommandService:
     def __init__(self, log_: PartitionedLog, *, events_topic: str, results_topic: str, partitions: int,
                  commands_topic: str = "commands", dead_letters_topic: str = "commands-dead-letters",
                  mode: Mode = "all", member_id: str | None = None, group: str = "blackboard-deciders",
-                 session_timeout: float = 10.0, route_timeout: float = 30.0) -> None:
+                 session_timeout: float = 10.0, route_timeout: float = 30.0,
+                 snapshots_topic: str | None = None, snapshot_every: int = 0) -> None:
         self.log = log_
         self.events_topic, self.results_topic = events_topic, results_topic
         self.commands_topic, self.dead_letters_topic = commands_topic, dead_letters_topic
         self.partitions, self.mode = partitions, mode
         self.member_id = member_id or f"decider-{uuid.uuid4().hex[:12]}"
         self.group, self.session_timeout, self.route_timeout = group, session_timeout, route_timeout
+        self.snapshots_topic, self.snapshot_every = snapshots_topic, snapshot_every
         self.owners: dict[int, PartitionOwner] = {}
         if mode == "all":
             self.owners = {p: self._owner(p) for p in range(partitions)}
@@ -62,12 +65,16 @@ class CommandService:
                                     dead_letters_topic=dead_letters_topic, partitions=partitions,
                                     owners=lambda: self.owners) if mode != "none" else None
         self.membership: Any = None
+        #: Owners of partitions taken away, kept in case the group gives them back.
+        self._parked: dict[int, PartitionOwner] = {}
         #: Commands sent on to their owner through the commands topic, and answered fast here.
         self.routed = self.local = 0
 
     def _owner(self, partition: int) -> PartitionOwner:
-        return PartitionOwner(self.log, events_topic=self.events_topic, results_topic=self.results_topic,
-                              partition=partition)
+        owner = PartitionOwner(self.log, events_topic=self.events_topic, results_topic=self.results_topic,
+                               partition=partition)
+        owner.after_group = self._maybe_snapshot
+        return owner
 
     async def start(self) -> None:
         """Restore every owned partition (or join the group), then start serving."""
@@ -89,7 +96,9 @@ class CommandService:
         for p in sorted(partitions):
             if p in self.owners:
                 continue
-            owner = self._owner(p)
+            # A partition given back after a rebalance keeps what its owner knew: its marker, appended
+            # where that owner's state ends, proves nobody wrote since (else it restores first).
+            owner = self._parked.pop(p, None) or self._owner(p)
             owner.member, owner.publish_all = self.member_id, True
             owner.start(lambda o: self.restore([o]))
             self.owners[p] = owner
@@ -102,6 +111,15 @@ class CommandService:
         if self.intake is not None:
             self.intake.changed.set()
         await asyncio.gather(*(o.stop(drain=DRAIN_SECONDS) for o in taken))
+        self._parked.update({o.partition: o for o in taken})
+        # Hand over with a snapshot where the partition ends, so its next owner restores fast.
+        for owner in taken:
+            if owner.snapshot_task is not None:
+                await asyncio.gather(owner.snapshot_task, return_exceptions=True)
+            fresh = not owner.stale and owner.snapshot_at < owner.next_offset
+            if self.snapshot_every and self.snapshots_topic and fresh:
+                owner.snapshot_at = owner.next_offset
+                await self._write_snapshot(owner, take_snapshot(owner))
         log.info("deciders.revoked", member=self.member_id, partitions=sorted(partitions))
 
     async def stop(self) -> None:
@@ -110,6 +128,8 @@ class CommandService:
         if self.intake is not None:
             await self.intake.close()
         await asyncio.gather(*(o.stop() for o in self.owners.values()))
+        pending = [t for o in [*self.owners.values(), *self._parked.values()] if (t := o.snapshot_task) is not None]
+        await asyncio.gather(*pending, return_exceptions=True)
         if self.tail is not None:
             await self.tail.close()
 
@@ -199,41 +219,46 @@ class CommandService:
             {"partition": p, "member": o.member or self.member_id, "epoch": o.epoch, "marked_by": o.marked_by,
              "ready": o.ready.is_set(), "stale": o.stale,
              "restored_at": o.restored_at, "next_offset": o.next_offset, "commands_offset": o.commands_offset,
-             "queue_depth": o.queue.qsize(), "streams": len(o.streams), "known": len(o.known)}
+             "queue_depth": o.queue.qsize(), "streams": len(o.streams), "known": len(o.known),
+             "restore": msgspec.to_builtins(o.restore_info) if o.restore_info else None,
+             "last_snapshot": msgspec.to_builtins(o.last_snapshot) if o.last_snapshot else None}
             for p, o in sorted(self.owners.items())
         ]
 
     async def restore(self, owners: list[PartitionOwner]) -> None:
-        """Rebuild the given owners from their partitions of both topics."""
-        for owner in owners:
-            owner.reset()
-        await self._read_all(self.events_topic, {o.partition: o.fold_event for o in owners})
-        await self._read_all(self.results_topic, {o.partition: o.fold_result for o in owners})
-        for owner in owners:
+        """Rebuild the given owners: each from its latest usable snapshot, then the events after it."""
+        infos = await asyncio.gather(*(restore_owner(self.log, o, events_topic=self.events_topic,
+                                                     results_topic=self.results_topic,
+                                                     snapshots_topic=self.snapshots_topic) for o in owners))
+        for owner, info in zip(owners, infos, strict=True):
             for command_id in owner.known:
                 self._index[command_id] = owner.partition
             owner.restored_at = owner.next_offset
+            owner.snapshot_at = info.from_snapshot if info.from_snapshot is not None else 0
+            owner.restore_info = info
             log.info("owner.restored", partition=owner.partition, next_offset=owner.next_offset,
-                     streams=len(owner.streams), epoch=owner.epoch)
+                     streams=len(owner.streams), epoch=owner.epoch, from_snapshot=info.from_snapshot,
+                     events_replayed=info.events_replayed, seconds=round(info.seconds, 3))
 
-    async def _read_all(self, topic: str, folds: dict[int, Callable[[StoredRecord], None]]) -> None:
-        ends = {p: await self.log.end_offset(topic, p) for p in folds}
-        positions = {p: 0 for p in folds if ends[p] > 0}
-        if not positions:
+    def _maybe_snapshot(self, owner: PartitionOwner) -> None:
+        """Called between two group commits: snapshot the owner when ``snapshot_every`` events came since the last."""
+        if not self.snapshot_every or self.snapshots_topic is None:
             return
-        reader = self.log.reader(topic)
+        if owner.next_offset - owner.snapshot_at < self.snapshot_every or owner.snapshot_task is not None:
+            return
+        owner.snapshot_at = owner.next_offset
+        snapshot = take_snapshot(owner)  # a consistent capture: states are immutable values
+        owner.snapshot_task = asyncio.create_task(self._write_snapshot(owner, snapshot),
+                                                  name=f"snapshot-{owner.partition}")
+
+    async def _write_snapshot(self, owner: PartitionOwner, snapshot: Snapshot) -> None:
+        assert self.snapshots_topic is not None
         try:
-            for p in positions:
-                await reader.seek(p, 0)
-            empty_reads = 0
-            while any(positions[p] < ends[p] for p in positions):
-                records = await reader.read(max_records=5000, timeout=1.0)
-                empty_reads = 0 if records else empty_reads + 1
-                if empty_reads > 30:
-                    raise LogUnavailable(f"{topic}: restore stalled at {positions}, the log said it ends at {ends}")
-                for rec in records:
-                    if positions.get(rec.partition, 0) <= rec.offset < ends[rec.partition]:
-                        folds[rec.partition](rec)
-                        positions[rec.partition] = rec.offset + 1
+            info = await write_snapshot(self.log, self.snapshots_topic, snapshot,
+                                        max_record_bytes=getattr(self.log, "max_record_bytes", 1_048_576))
+            owner.last_snapshot = info
+            log.info("owner.snapshot", partition=owner.partition, events_offset=info.events_offset, bytes=info.bytes)
+        except Exception as exc:  # a restore then reads more of the log: slower, never wrong
+            log.warning("owner.snapshot_failed", partition=owner.partition, error=repr(exc))
         finally:
-            await reader.close()
+            owner.snapshot_task = None

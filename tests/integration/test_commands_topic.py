@@ -110,8 +110,9 @@ async def test_commands_on_the_topic_get_outcomes_and_bad_records_are_set_aside(
 
 async def test_a_record_on_the_wrong_partition_is_refused_not_decided(settings: Settings) -> None:
     async with running(settings) as (client, runtime):
-        assert (await command(client, "project.create", "project:p-1",
-                              {"title": "t", "currency": "EUR", "budget_total": "10.00"})).status_code == 200
+        created = await command(client, "project.create", "project:p-1",
+                                {"title": "t", "currency": "EUR", "budget_total": "10.00"})
+        assert created.status_code == 200
         right = partition_for(b"p-1", runtime.partitions)
         wrong = (right + 1) % runtime.partitions
         assert runtime.log is not None
@@ -119,7 +120,7 @@ async def test_a_record_on_the_wrong_partition_is_refused_not_decided(settings: 
         answer = await outcome(client, "w-1")
         assert answer["outcome"] == "rejected" and answer["code"] == "wrong_partition"
         assert answer["details"] == {"partition": right}
-        project = (await client.get("/v1/projects/p-1")).json()
+        project = (await client.get("/v1/projects/p-1", params={"consistent_with": created.json()["position"]})).json()
         assert project["version"] == 1
 
 
