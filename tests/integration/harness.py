@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import uvicorn
 from pydantic import SecretStr
@@ -16,6 +23,7 @@ from blackboard.app import Runtime, build_app
 from blackboard.config import Settings
 from blackboard.events.codec import from_record, passed_over
 from blackboard.events.log import PartitionedLog
+from blackboard.ops import checksums
 from blackboard.schemas.envelope import RecordedEvent
 
 
@@ -101,3 +109,77 @@ async def read_events(log: PartitionedLog, topic: str) -> list[RecordedEvent]:
         finally:
             await reader.close()
     return events
+
+
+class Process:
+    """``blackboard up`` in a process of its own (so it can be killed, paused and resumed), on ``port``."""
+
+    def __init__(self, env: dict[str, str], port: int, *args: str) -> None:
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "blackboard.cli", "up", "--port", str(port), *args],
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, self.output()
+                try:
+                    if (await client.get(f"{self.url}/health/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError("blackboard up did not become ready")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+
+
+async def wait_rebuilt(log: PartitionedLog, settings: Settings, pg_url: str, schema: str,
+                       timeout: float = 60.0) -> None:
+    """Wait until the projection in ``schema`` has read the events topic to its end."""
+    partitions = await log.partition_count(settings.events_topic)
+    total = sum([await log.end_offset(settings.events_topic, p) for p in range(partitions)])
+    conn = await asyncpg.connect(pg_url)
+    try:
+        deadline = time.monotonic() + timeout
+        query = f"SELECT coalesce(sum(next_offset), 0) FROM {schema}.projection_offsets"
+        while await conn.fetchval(query) < total:
+            assert time.monotonic() < deadline, f"{schema} did not catch up with {total} records"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def read_checksums(pg_url: str, schema: str) -> dict[str, tuple[int, str]]:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        return await checksums(conn, schema)
+    finally:
+        await conn.close()

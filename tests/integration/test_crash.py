@@ -4,61 +4,18 @@ and the read models equal a fresh rebuild from the log."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from decimal import Decimal
 
-import asyncpg
 import httpx
 import pytest
 
 from blackboard.app import Runtime
-from blackboard.ops import checksums
-from tests.integration.harness import read_events, settings_for
+from tests.integration.harness import Process, read_checksums, read_events, settings_for, wait_rebuilt
 from tests.services import free_port
 
 pytestmark = pytest.mark.slow
-
-
-class Process:
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "blackboard.cli", "up", "--port", str(port)],
-            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, self.output()
-                try:
-                    if (await client.get(f"{self.url}/health/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-        raise TimeoutError("blackboard up did not become ready")
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
-        self.log.close()
 
 
 def _cost(cid: str, project: int) -> dict[str, object]:
@@ -150,26 +107,7 @@ async def _assert_log_and_models(engine: str, pg_url: str, topic_prefix: str, se
         for stream in {e.envelope.stream for e in events}:
             versions = [e.envelope.stream_version for e in events if e.envelope.stream == stream]
             assert versions == list(range(1, len(versions) + 1))
-        await _wait_rebuilt(pg_url, len(events))
+        await wait_rebuilt(runtime.log, settings, pg_url, "rebuild")
     finally:
         await runtime.stop()
-    assert await _checksums(pg_url, settings.read_schema) == await _checksums(pg_url, "rebuild")
-
-
-async def _wait_rebuilt(pg_url: str, total: int) -> None:
-    conn = await asyncpg.connect(pg_url)
-    try:
-        deadline = time.monotonic() + 30
-        while await conn.fetchval("SELECT coalesce(sum(next_offset), 0) FROM rebuild.projection_offsets") < total:
-            assert time.monotonic() < deadline, "rebuild did not catch up"
-            await asyncio.sleep(0.1)
-    finally:
-        await conn.close()
-
-
-async def _checksums(pg_url: str, schema: str) -> dict[str, tuple[int, str]]:
-    conn = await asyncpg.connect(pg_url)
-    try:
-        return await checksums(conn, schema)
-    finally:
-        await conn.close()
+    assert await read_checksums(pg_url, settings.read_schema) == await read_checksums(pg_url, "rebuild")
