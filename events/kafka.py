@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,6 +29,9 @@ from blackboard.events.log import (
     UnknownTopic,
     check_record_sizes,
 )
+
+if TYPE_CHECKING:
+    from blackboard.events.membership import KafkaMembership
 
 UNKNOWN_TOPIC = 3
 #: One group commit is one record batch; leave room for many records of the largest size.
@@ -185,6 +188,12 @@ class KafkaLog:
 
     def reader(self, topic: str) -> KafkaLogReader:
         return KafkaLogReader(self, topic)
+
+    def membership(self, group: str, topic: str, *, member_id: str, session_timeout: float = 10.0) -> KafkaMembership:
+        """A member of the consumer group ``group`` subscribed to ``topic`` (see ``KafkaMembership``)."""
+        from blackboard.events.membership import KafkaMembership  # it imports this module
+
+        return KafkaMembership(self, group, topic, member_id=member_id, session_timeout=session_timeout)
 
 
 def _topic_config(responses: Sequence[Any], topic: str) -> dict[str, str] | None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
+
+if TYPE_CHECKING:
+    from blackboard.events.membership import Membership
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -150,6 +153,13 @@ class PartitionedLog(Protocol):
 
     def reader(self, topic: str) -> LogReader:
         """A new reader of ``topic`` with no partition assigned yet."""
+
+    def membership(self, group: str, topic: str, *, member_id: str, session_timeout: float = 10.0) -> Membership:
+        """A member (not yet started) of ``group``, which splits the partitions of ``topic`` among its members.
+
+        A member that stops renewing its session loses its partitions after ``session_timeout``
+        seconds; ``member_id`` must be unique among the group's running members.
+        """
 
 
 async def read_at(log: PartitionedLog, topic: str, positions: Sequence[tuple[int, int]], *,

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -27,6 +27,9 @@ from blackboard.events.log import (
     UnknownTopic,
     check_record_sizes,
 )
+
+if TYPE_CHECKING:
+    from blackboard.events.membership import PostgresMembership
 
 POLL_SECONDS = 0.25
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -191,6 +194,13 @@ class PostgresLog:
 
     def reader(self, topic: str) -> PostgresLogReader:
         return PostgresLogReader(self, topic)
+
+    def membership(self, group: str, topic: str, *, member_id: str,
+                   session_timeout: float = 10.0) -> PostgresMembership:
+        """A member of ``group`` holding leases on partitions of ``topic`` (see ``PostgresMembership``)."""
+        from blackboard.events.membership import PostgresMembership  # it imports this module
+
+        return PostgresMembership(self, group, topic, member_id=member_id, session_timeout=session_timeout)
 
 
 class PostgresLogReader:
