@@ -347,6 +347,7 @@ class PartitionOwner:
             if self.stale:
                 await self._restore(self)
                 self.stale = False
+            self.epoch += 1  # above every epoch folded so far, and above our own last claim
             record = fenced([ownership_marker(self.member, self.epoch, self.clock())], self.next_offset)
             try:
                 await self.log.append(self.events_topic, self.partition, record, expected_offset=self.next_offset)

@@ -222,7 +222,9 @@ class CommandIntake:
         try:
             for p, owner in ready.items():
                 await reader.seek(p, owner.commands_offset)
-            unready = [o.ready.wait() for o in owners.values() if not o.ready.is_set()]
+            # Owners that were not ready when this read began (one may have become ready meanwhile:
+            # its wait then returns at once, and the next read takes it in).
+            unready = [o.ready.wait() for p, o in owners.items() if p not in ready]
             wake = asyncio.ensure_future(_first(self.changed.wait(), *unready))
             try:
                 while not wake.done():

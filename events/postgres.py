@@ -93,7 +93,9 @@ class PostgresLog:
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self.pool_min, max_size=self.pool_max,
-                server_settings={"search_path": self.schema})
+                # A process paused in the middle of an append (SIGSTOP, a long GC) must not hold the
+                # partition's row lock forever: the server ends such a transaction, nothing appended.
+                server_settings={"search_path": self.schema, "idle_in_transaction_session_timeout": "10s"})
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.schema)}")
