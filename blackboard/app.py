@@ -135,7 +135,7 @@ class Runtime:
             self.commands = CommandService(
                 self.log, events_topic=s.events_topic, results_topic=s.results_topic, partitions=self.partitions,
                 commands_topic=s.commands_topic, dead_letters_topic=s.commands_dead_letters_topic,
-                mode=s.decider_mode, member_id=s.member_id, group=s.decider_group,
+                mode=s.decider_mode, member_id=s.member_id, group=s.deciders_group,
                 session_timeout=s.session_timeout_seconds, route_timeout=s.route_timeout_seconds,
                 snapshots_topic=s.snapshots_topic, snapshot_every=s.snapshot_every)
             await self.commands.start()

@@ -66,8 +66,11 @@ def up(
     console.print(f"[bold]blackboard {__version__}[/] log={engine} roles={','.join(sorted(runtime.roles))} "
                   f"→ http://{settings.host}:{settings.port}  (OpenAPI: /schema)"
                   + (f", gRPC {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""))
+    # A stopping process lets its requests finish; a routed command may wait for a partition that is
+    # changing hands (its own leaving causes that), so it gets its route timeout.
+    graceful = 5.0 if settings.decider_mode == "all" else settings.route_timeout_seconds + 5
     uvicorn.run(build_app(runtime), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=int(graceful))
 
 
 @app.command

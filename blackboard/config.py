@@ -60,7 +60,8 @@ class Settings(BaseSettings):
                     "every command to its owner")
     member_id: str | None = Field(
         default=None, max_length=100, description="this process's name in the deciders' group (default: random)")
-    decider_group: str = Field(default="blackboard-deciders", max_length=100, description="the deciders' group")
+    decider_group: str | None = Field(
+        default=None, max_length=100, description="the deciders' group (default: '<topic prefix>deciders')")
     session_timeout_seconds: float = Field(
         default=10.0, ge=1, le=300, description="a decider silent this long loses its partitions to the others")
     route_timeout_seconds: float = Field(
@@ -90,6 +91,11 @@ class Settings(BaseSettings):
     @property
     def results_topic(self) -> str:
         return f"{self.topic_prefix}command-results"
+
+    @property
+    def deciders_group(self) -> str:
+        """Deciders of different topic prefixes on one broker never share a group."""
+        return self.decider_group or f"{self.topic_prefix}deciders"
 
     @property
     def commands_dead_letters_topic(self) -> str:
