@@ -34,7 +34,7 @@ from faust.types import AppT
 from faust.types.tuples import Message
 
 from blackboard.config import Settings
-from blackboard.events.codec import UndecodableRecord, from_record
+from blackboard.events.codec import PassedOver, UndecodableRecord, from_record
 from blackboard.events.log import StoredRecord
 from blackboard.schemas.envelope import Envelope
 from blackboard.schemas.registry import UnknownEventType, decode_event
@@ -188,6 +188,9 @@ class EventsTopic(faust.Topic):
         return {**args, "on_undecodable": self.on_undecodable}
 
     async def on_value_decode_error(self, exc: Exception, message: Message) -> None:
+        if isinstance(exc.__cause__, PassedOver):
+            # An ownership marker or a fenced write: no event, for every reader alike, whatever the policy.
+            return
         if self.on_undecodable == "raise":
             await super().on_value_decode_error(exc, message)
             return

@@ -9,8 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blackboard.events.codec import UndecodableRecord, from_record, to_record
-from blackboard.events.log import StoredRecord
+from blackboard.events.codec import (
+    OwnershipMarker,
+    PassedOver,
+    UndecodableRecord,
+    fenced,
+    from_record,
+    marker_of,
+    ownership_marker,
+    passed_over,
+    to_record,
+)
+from blackboard.events.log import Record, StoredRecord
 from blackboard.events.tracing import event_span_context, event_trace_id
 from blackboard.schemas.envelope import Envelope
 
@@ -90,3 +100,38 @@ def test_a_record_written_without_trace_context_still_decodes() -> None:
 def test_a_malformed_traceparent_means_no_trace_not_a_dead_letter(traceparent: str) -> None:
     env = from_record(stored(msgspec.structs.replace(SAMPLE, traceparent=traceparent))).envelope
     assert env.traceparent == traceparent and event_span_context(env) is None and event_trace_id(env) is None
+
+
+def landed(records: list[Record], base: int) -> list[StoredRecord]:
+    return [StoredRecord("events", 0, base + i, r.key, r.value, r.headers, 0) for i, r in enumerate(records)]
+
+
+@given(st.lists(envelopes, min_size=1, max_size=5), st.integers(0, 10_000), st.integers(-3, 3))
+def test_a_batch_is_folded_only_where_its_writer_expected_it(batch: list[Envelope], expected: int, shift: int) -> None:
+    records = fenced([to_record(e) for e in batch], expected)
+    base = max(0, expected + shift)
+    for rec in landed(records, base):
+        if base == expected:
+            assert passed_over(rec) is None
+            assert from_record(rec).offset == rec.offset
+        else:
+            meant = rec.offset - base + expected
+            assert passed_over(rec) == f"fenced: written for offset {meant}, landed at {rec.offset}"
+            with pytest.raises(PassedOver):
+                from_record(rec)
+
+
+def test_an_ownership_marker_is_no_event_and_says_who_and_at_which_epoch() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    [rec] = landed(fenced([ownership_marker("decider-a", 7, at)], 12), 12)
+    assert passed_over(rec) == "ownership marker"
+    assert marker_of(rec) == OwnershipMarker("decider-a", 7, at)
+    with pytest.raises(PassedOver):
+        from_record(rec)
+    [moved] = landed(fenced([ownership_marker("decider-a", 7, at)], 12), 13)
+    assert passed_over(moved) == "ownership marker"  # a marker is never an event, wherever it landed
+
+
+def test_records_without_the_header_are_folded_as_before() -> None:
+    rec = stored(SAMPLE)
+    assert passed_over(rec) is None
