@@ -51,8 +51,14 @@ class ClaimService:
         #: task id → (stream version of the claim accepted here, when to forget it).
         self._recent: dict[str, tuple[int, float]] = {}
 
-    def node_skills(self, node_id: str) -> list[str]:
-        """The skills ``node_id`` registered with; 404 when unknown, 409 when offline or deregistered."""
+    def node_skills(self, node_id: str, offered: list[str] | None = None) -> list[str]:
+        """The skills ``node_id`` registered with; 404 when unknown, 409 when offline or deregistered.
+
+        Note: a node whose partition is decided by another process (several deciders in a group)
+        cannot be checked here: its claim then offers the skills it names (``offered``).
+        """
+        if not self.service.owns(f"node:{node_id}"):
+            return list(offered or [])
         found = self.service.peek(f"node:{node_id}")
         if found is None:
             raise NotFound(f"node {node_id!r} is not registered", code="node_not_found")
@@ -65,7 +71,7 @@ class ClaimService:
     async def claim(self, node_id: str, *, skills: list[str] | None, lease_seconds: int | None,
                     actor: str) -> Claimed | None:
         """Claim the next task ``node_id`` can do, or ``None`` when there is none."""
-        registered = self.node_skills(node_id)  # also: the node is registered and online
+        registered = self.node_skills(node_id, skills)  # also: the node is registered and online
         offered = registered if skills is None else skills
         payload = ClaimTask(node=node_id, skills=offered, lease_seconds=lease_seconds)
         self._forget_old()

@@ -132,7 +132,7 @@ async def create_graph(request: Request[None, None, State], principal: NamedDepe
     _writer(principal)
     graph: TaskGraph = _decode(await request.body(), TaskGraph)
     service: CommandService = request.app.state.runtime.commands
-    order = topological_order(graph.tasks, exists=lambda t: service.peek(f"task:{t}") is not None)
+    order = topological_order(graph.tasks, exists=lambda t: _may_exist(service, f"task:{t}"))
     correlation = graph.correlation_id or uuid.uuid4().hex
     outcomes: list[dict[str, Any]] = []
     for level in order:
@@ -205,7 +205,13 @@ def unknown_dependencies(service: CommandService, payload: CreateTask) -> list[F
     """The dependencies of a ``task.create`` that do not exist (a dependency must exist before its dependant,
     which is why no cycle can form: ``depends_on`` never changes)."""
     return [FieldError(f"$.payload.depends_on[{i}]", f"task {dep!r} does not exist")
-            for i, dep in enumerate(payload.depends_on) if service.peek(f"task:{dep}") is None]
+            for i, dep in enumerate(payload.depends_on) if not _may_exist(service, f"task:{dep}")]
+
+
+def _may_exist(service: CommandService, stream: str) -> bool:
+    """Whether ``stream`` exists, as far as this process can tell: a stream of a partition decided
+    elsewhere (several deciders in a group) cannot be checked here, and is not refused."""
+    return not service.owns(stream) or service.peek(stream) is not None
 
 
 ROUTES = [claim_next, heartbeat, create_graph]
