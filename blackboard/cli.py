@@ -183,11 +183,12 @@ def bench(
     projects: int = 20,
     backlog: int = 20000,
     runs: int = 3,
-    suite: Literal["commands", "replay", "reads", "claims", "restore"] = "commands",
+    suite: Literal["commands", "replay", "reads", "claims", "restore", "deciders"] = "commands",
     events: int = 1_000_000,
     batch_size: int = 10_000,
     reads: int = 5000,
     tasks: int = 2000,
+    deciders: str = "1,2,3",
 ) -> None:
     """Measure, on its own embedded PostgreSQL in a temporary directory, and print how it measured.
 
@@ -200,7 +201,17 @@ def bench(
     --suite restore: a partition owner's restore over --events events in one partition, from the full log,
     from a snapshot at the end, and from a snapshot at 90% plus the tail (seconds, events/s); on Kafka when
     BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS is set.
+    --suite deciders: --deciders counts of decider processes (default 1,2,3) sharing the partitions; 64 projects,
+    --commands add_cost per run from --clients clients to random processes (commands/s, p50/p99), in total and
+    split into the fast path (sent to the partition's owner) and the routed one; on Kafka when
+    BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS is set.
     """
+    # --suite deciders: fast path vs routed path (blackboard/bench_deciders.py).
+    if suite == "deciders":
+        from blackboard.bench_deciders import run_deciders_bench
+
+        run_deciders_bench(deciders=deciders, clients=clients, commands=commands, runs=runs)
+        return
     # --suite restore: partition snapshots (blackboard/bench_restore.py).
     if suite == "restore":
         from blackboard.bench_restore import run_restore_bench

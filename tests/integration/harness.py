@@ -116,7 +116,7 @@ class Process:
 
     def __init__(self, env: dict[str, str], port: int, *args: str) -> None:
         keep = os.environ.get("BLACKBOARD_TEST_KEEP_LOGS")  # a directory: keep each process's stderr there
-        self.log = open(os.path.join(keep, f"up-{port}.log"), "w+b") if keep else tempfile.TemporaryFile()  # noqa: SIM115
+        self.log = open(os.path.join(keep, f"up-{port}.log"), "w+b") if keep else tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "blackboard.cli", "up", "--port", str(port), *args],
             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log)
