@@ -314,6 +314,7 @@ class PartitionOwner:
         """
         self._restore = restore
         self.ready.clear()
+        self.stopped = False
         self._task = asyncio.create_task(self._serve(), name=f"owner-{self.partition}")
 
     async def stop(self, *, drain: float = 0.0) -> None:
@@ -326,6 +327,7 @@ class PartitionOwner:
             deadline = asyncio.get_running_loop().time() + drain
             while (not self.queue.empty() or self._busy) and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
+        self.stopped = True  # from now on nothing waits in the queue: ``submit`` answers at once
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -362,6 +364,15 @@ class PartitionOwner:
         raise NotOwner(f"partition {self.partition}: another writer keeps appending; not claimed")
 
     _busy = False
+    stopped = False
+
+    def submit(self, sub: Submission) -> None:
+        """Queue ``sub`` for the next group commit; answer ``not_owner`` at once when this owner has stopped."""
+        if self.stopped:
+            if not sub.future.done():
+                sub.future.set_exception(NotOwner(f"partition {self.partition} is no longer decided here; retry"))
+            return
+        self.queue.put_nowait(sub)
 
     async def _serve(self) -> None:
         if self.member is not None:

@@ -230,6 +230,7 @@ class CommandIntake:
                 while not wake.done():
                     records = await reader.read(max_records=INTAKE_BATCH, timeout=0.5)
                     if records and not await self._deliver(ready, records):
+                        await asyncio.sleep(0.2)  # an owner that lost its partition answers so until revoked
                         return  # a group failed: read again from what its owner answered last
             finally:
                 wake.cancel()
@@ -245,7 +246,7 @@ class CommandIntake:
                 continue
             sub = await self._submission(owner, rec)
             if sub is not None:
-                await owner.queue.put(sub)
+                owner.submit(sub)  # an owner stopped meanwhile answers at once: this read is then done again
                 futures.append(sub.future)
         answers = await asyncio.gather(*futures, return_exceptions=True)
         return all(not isinstance(a, BaseException) or isinstance(a, IdempotencyKeyReused | StreamUnreadable)

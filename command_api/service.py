@@ -175,7 +175,7 @@ class CommandService:
         self.local += 1
         self._pending.add(sub.command_id)
         try:
-            await owner.queue.put(sub)
+            owner.submit(sub)
             return await sub.future
         finally:
             self._pending.discard(sub.command_id)
