@@ -41,8 +41,8 @@ def _free_port() -> int:
 class Server:
     """A ``blackboard up`` child process on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], roles: list[str]) -> None:
-        self.port = _free_port()
+    def __init__(self, env: dict[str, str], roles: list[str], *, port: int | None = None) -> None:
+        self.port = port or _free_port()
         args = [sys.executable, "-m", "blackboard.cli", "up", "--port", str(self.port)]
         for role in roles:
             args += ["--role", role]

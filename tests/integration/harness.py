@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +16,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from blackboard.app import Runtime, build_app
+from blackboard.bench import Server
 from blackboard.config import Settings
 from blackboard.events.codec import from_record, passed_over
 from blackboard.events.log import PartitionedLog
@@ -111,33 +108,11 @@ async def read_events(log: PartitionedLog, topic: str) -> list[RecordedEvent]:
     return events
 
 
-class Process:
-    """``blackboard up`` in a process of its own (so it can be killed, paused and resumed), on ``port``."""
+class Process(Server):
+    """``blackboard up`` in a process of its own on ``port``, which a test can also kill, pause and resume."""
 
-    def __init__(self, env: dict[str, str], port: int, *args: str) -> None:
-        keep = os.environ.get("BLACKBOARD_TEST_KEEP_LOGS")  # a directory: keep each process's stderr there
-        self.log = open(os.path.join(keep, f"up-{port}.log"), "w+b") if keep else tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "blackboard.cli", "up", "--port", str(port), *args],
-            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self.log)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, self.output()
-                try:
-                    if (await client.get(f"{self.url}/health/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError("blackboard up did not become ready")
+    def __init__(self, env: dict[str, str], port: int, *roles: str) -> None:
+        super().__init__(env, list(roles), port=port)
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -149,17 +124,6 @@ class Process:
 
     def resume(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self.log.closed:
-            self.log.close()
 
 
 async def wait_rebuilt(log: PartitionedLog, settings: Settings, pg_url: str, schema: str,

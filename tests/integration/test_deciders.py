@@ -5,11 +5,13 @@ no budget is overspent, and the read models equal a fresh rebuild of the log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -40,13 +42,13 @@ def _env(engine: str, pg_url: str, topic_prefix: str, kafka: str | None) -> dict
 def decider(env: dict[str, str], name: str) -> Process:
     """A command-only process in the deciders' group."""
     return Process({**env, "BLACKBOARD_DECIDER_MODE": "group", "BLACKBOARD_MEMBER_ID": name,
-                    "BLACKBOARD_SESSION_TIMEOUT_SECONDS": SESSION}, free_port(), "--role", "command")
+                    "BLACKBOARD_SESSION_TIMEOUT_SECONDS": SESSION}, free_port(), "command")
 
 
 def read_side(env: dict[str, str]) -> Process:
     """The projector and the query API, deciding nothing (and routing any command it is sent)."""
     return Process({**env, "BLACKBOARD_DECIDER_MODE": "none"}, free_port(),
-                   "--role", "projector", "--role", "query", "--role", "command")
+                   "projector", "query", "command")
 
 
 class Load:
@@ -171,6 +173,33 @@ async def _check(engine: str, pg_url: str, topic_prefix: str, kafka: str | None,
     return passed
 
 
+@dataclass
+class Cluster:
+    reads: Process
+    a: Process
+    b: Process
+    owners: dict[int, str] = field(default_factory=dict)
+    #: Deciders a test starts later: stopped with the others.
+    more: list[Process] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def two_deciders(env: dict[str, str]) -> AsyncIterator[Cluster]:
+    """A read side and deciders a and b, ready, every partition owned, the projects created; all stopped after."""
+    cluster = Cluster(read_side(env), decider(env, "a"), decider(env, "b"))
+    try:
+        for proc in (cluster.reads, cluster.a, cluster.b):
+            await proc.ready()
+        cluster.owners = await until_owned([cluster.a, cluster.b])
+        await _create_projects(cluster.reads.url)
+        yield cluster
+    finally:
+        for proc in (cluster.a, cluster.b, *cluster.more, cluster.reads):
+            if proc.proc.poll() is None:
+                proc.resume()  # a paused process cannot stop
+            proc.stop()
+
+
 @pytest.fixture(params=["kafka", "postgres"])
 def engine_env(request: pytest.FixtureRequest, pg_url: str, topic_prefix: str) -> tuple[str, dict[str, str], Any]:
     kafka = request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
@@ -181,18 +210,13 @@ async def test_two_then_three_then_one_decider_under_load(
     engine_env: tuple[str, dict[str, str], str | None], pg_url: str, topic_prefix: str
 ) -> None:
     engine, env, kafka = engine_env
-    reads = read_side(env)
-    a, b = decider(env, "a"), decider(env, "b")
-    c: Process | None = None
-    try:
-        for proc in (reads, a, b):
-            await proc.ready()
-        await until_owned([a, b])
-        await _create_projects(reads.url)
+    async with two_deciders(env) as cluster:
+        reads, a, b = cluster.reads, cluster.a, cluster.b
         load = Load([a.url, b.url, reads.url])
         clients = [asyncio.create_task(load.client()) for _ in range(8)]
         await asyncio.sleep(3)
         c = decider(env, "c")
+        cluster.more.append(c)
         await c.ready()
         load.urls.append(c.url)
         await until_owned([a, b, c])
@@ -212,23 +236,14 @@ async def test_two_then_three_then_one_decider_under_load(
         assert len(load.acked()) > 100, "the load must have been acknowledged"
         assert routed > 0, "commands sent to a process that does not decide their partition are routed"
         await _check(engine, pg_url, topic_prefix, kafka, load, reads.url)
-    finally:
-        for proc in (a, b, c, reads):
-            if proc is not None:
-                proc.stop()
 
 
 async def test_kill_minus_nine_of_a_decider_moves_its_partitions(
     engine_env: tuple[str, dict[str, str], str | None], pg_url: str, topic_prefix: str
 ) -> None:
     engine, env, kafka = engine_env
-    reads = read_side(env)
-    a, b = decider(env, "a"), decider(env, "b")
-    try:
-        for proc in (reads, a, b):
-            await proc.ready()
-        await until_owned([a, b])
-        await _create_projects(reads.url)
+    async with two_deciders(env) as cluster:
+        reads, a, b = cluster.reads, cluster.a, cluster.b
         load = Load([a.url, b.url, reads.url])
         clients = [asyncio.create_task(load.client()) for _ in range(8)]
         await asyncio.sleep(3)
@@ -251,22 +266,14 @@ async def test_kill_minus_nine_of_a_decider_moves_its_partitions(
                     assert r.json()["position"] == acked_before[cid]["position"]
                 load.answers.setdefault(cid, r)
         await _check(engine, pg_url, topic_prefix, kafka, load, reads.url)
-    finally:
-        for proc in (a, b, reads):
-            proc.stop()
 
 
 async def test_a_paused_decider_is_fenced_when_it_wakes(
     engine_env: tuple[str, dict[str, str], str | None], pg_url: str, topic_prefix: str
 ) -> None:
     engine, env, kafka = engine_env
-    reads = read_side(env)
-    a, b = decider(env, "a"), decider(env, "b")
-    try:
-        for proc in (reads, a, b):
-            await proc.ready()
-        owners = await until_owned([a, b])
-        await _create_projects(reads.url)
+    async with two_deciders(env) as cluster:
+        reads, a, b, owners = cluster.reads, cluster.a, cluster.b, cluster.owners
         # A project whose partition the soon-to-be zombie decides.
         zombie_projects = [p for p in range(PROJECTS) if owners[partition_for(f"p-{p}", 4)] == a.url]
         assert zombie_projects, owners
@@ -291,11 +298,6 @@ async def test_a_paused_decider_is_fenced_when_it_wakes(
         merged.answers = {**load.answers, **zombie.answers}
         passed = await _check(engine, pg_url, topic_prefix, kafka, merged, reads.url)
         assert passed["ownership marker"] >= 6, passed  # a and b at the start, then b taking a's partitions
-    finally:
-        for proc in (a, b, reads):
-            if proc.proc.poll() is None:
-                proc.resume()
-            proc.stop()
 
 
 async def _report(url: str) -> dict[str, Any]:
