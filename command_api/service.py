@@ -200,11 +200,6 @@ class CommandService:
         """
         if command_id in self._pending:
             return "pending"
-        partition = self._index.get(command_id)
-        owner = self.owners.get(partition) if partition is not None else None
-        known = owner.known.get(command_id) if owner is not None else None
-        if known is not None:
-            return known.outcome
         for owner in self.owners.values():
             if (found := owner.known.get(command_id)) is not None:
                 return found.outcome
