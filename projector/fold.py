@@ -142,8 +142,9 @@ class BatchFold:
     shot_times: dict[tuple[str, str], tuple[datetime, datetime]] = field(default_factory=dict)
     artifact_rows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     event_ids: set[str] = field(default_factory=set)
-    #: (category, id) of rows that only took the version of an event an operator gave up on (``skip``).
-    stamped: list[tuple[str, str]] = field(default_factory=list)
+    #: The ids of the rows the batch changed, by category, in the order first changed: by an applied event,
+    #: or only stamped with the version of an event an operator gave up on (``skip``).
+    _changed: dict[str, dict[str, None]] = field(default_factory=dict)
 
     def fold(self, item: Item) -> None:
         """Apply one record, or count it as a duplicate, or set it aside with its reason.
@@ -173,6 +174,7 @@ class BatchFold:
         self.recorded[(env.stream, env.stream_version)] = env.event_id
         self.event_ids.add(env.event_id)
         self.applied.append(item)
+        self._changed.setdefault(item.category, {})[item.ident] = None
 
     def _set_aside(self, poison: Poison) -> None:
         if poison.stream is not None and not poison.held and poison.stream in self.blocked:
@@ -199,7 +201,7 @@ class BatchFold:
         if row is not None and row["version"] == env.stream_version - 1:
             row |= {"version": env.stream_version, "partition": item.rec.partition, "last_offset": item.rec.offset,
                     "updated_at": occurred_at(env)}
-            self.stamped.append((category, ident))
+            self._changed.setdefault(category, {})[ident] = None
 
     def _refusal(self, item: Decoded, recorded: str | None) -> str | None:
         env = item.env
@@ -240,16 +242,19 @@ class BatchFold:
 
     def _project_event(self, item: Decoded) -> str | None:
         row = self.projects.get(item.ident)
-        state = project_decider.evolve(row["state"] if row else None, item.event)
+        before = row["state"] if row else None
+        state = project_decider.evolve(before, item.event)
         if state is None:
             return f"{item.env.type} cannot apply to project {item.ident!r}"
-        reason = _money_refusal(state)
+        # ``evolve`` keeps the very budget object when an event leaves the money alone.
+        reason = _money_refusal(state) if before is None or state.budget is not before.budget else None
         if reason:
             return reason
         at = occurred_at(item.env)
         if row is None:
             row = self.projects[item.ident] = {"id": item.ident, "created_at": at}
-        row |= project_columns(state) | _stamp(item)
+        # The columns derived from the state are computed once per row written (``changed``), not per event.
+        row |= {"state": state} | _stamp(item)
         match item.event:
             case project_events.ShotCreated(shot_id=shot_id) | project_events.ShotUpdated(shot_id=shot_id):
                 self.changed_shots[(item.ident, shot_id)] = None
@@ -307,9 +312,11 @@ class BatchFold:
         """The rows of ``category`` this batch's applied events changed, once each."""
         rows = self.rows(category)
         assert rows is not None
-        idents = dict.fromkeys([*(e.ident for e in self.applied if e.category == category),
-                                *(i for c, i in self.stamped if c == category)])
-        return [rows[i] for i in idents]
+        changed = [rows[i] for i in self._changed.get(category, ())]
+        if category == "project":
+            for row in changed:
+                row |= project_columns(row["state"])
+        return changed
 
 
 def _stamp(item: Decoded) -> dict[str, Any]:
