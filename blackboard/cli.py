@@ -189,12 +189,14 @@ def bench(
     reads: int = 5000,
     tasks: int = 2000,
     deciders: str = "1,2,3",
+    workers: int | None = None,
 ) -> None:
     """Measure, on its own embedded PostgreSQL in a temporary directory, and print how it measured.
 
     --suite commands: the HTTP command path (commands/s, p50/p99), the command service without HTTP,
     and the projector's events/s on a backlog. --suite replay: a rebuild of --events events
-    (end to end, events/s) beside the raw read rate of the log and PostgreSQL's COPY rate.
+    (end to end, events/s; --workers processes share the catch-up, by default one per core) beside the raw
+    read rate of the log and PostgreSQL's COPY rate.
     --suite reads: --reads project reads with and without Redis, batch gets of 100 shots (reads/s,
     p50/p99), and the freshness lag from a command's answer to a read showing it (p50/p99).
     --suite claims: --tasks tasks claimed by 10 and by 50 workers (claims/s, claim p50/p99).
@@ -231,7 +233,7 @@ def bench(
     if suite == "replay":
         from blackboard.bench_replay import run_replay_bench
 
-        run_replay_bench(events=events, runs=runs, batch_size=batch_size)
+        run_replay_bench(events=events, runs=runs, batch_size=batch_size, workers=workers)
         return
     from blackboard.bench import run_bench
 
@@ -405,12 +407,13 @@ app.command(replay_app)
 
 @replay_app.default
 async def replay(*, batch_size: int = 10_000, swap: bool = True, handover_seconds: float = 3.0,
-                 format: Format = "text", data_dir: Path | None = None) -> None:
+                 workers: int | None = None, format: Format = "text", data_dir: Path | None = None) -> None:
     """Rebuild the read models from offset 0 into a new schema, follow the tail, then swap atomically.
 
     Reads answer from the live schema until the swap. Ctrl-C leaves the live schema untouched and
     the partial one marked abandoned ('blackboard replay drop' removes it). With --no-swap the new
-    generation is built and left beside the live one.
+    generation is built and left beside the live one. --workers: how many processes share the
+    catch-up, each folding some of the partitions (default: one per core, from 100,000 records).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -435,7 +438,8 @@ async def replay(*, batch_size: int = 10_000, swap: bool = True, handover_second
             async with ops.opened_log(settings, url) as log:
                 report = await replaying.replay(log, url, base=settings.read_schema, topic=settings.events_topic,
                                                 batch_size=batch_size, swap=swap,
-                                                handover_seconds=handover_seconds, on_progress=show)
+                                                handover_seconds=handover_seconds, on_progress=show,
+                                                open_log=ops.log_factory(settings, url), workers=workers)
         except GenerationError as exc:
             console.print(f"[red]{escape(str(exc))}[/]")
             raise SystemExit(1) from exc
@@ -443,7 +447,8 @@ async def replay(*, batch_size: int = 10_000, swap: bool = True, handover_second
 
 
 @replay_app.command(name="dry-run")
-async def replay_dry_run(*, batch_size: int = 10_000, format: Format = "text", data_dir: Path | None = None) -> None:
+async def replay_dry_run(*, batch_size: int = 10_000, workers: int | None = None, format: Format = "text",
+                         data_dir: Path | None = None) -> None:
     """Fold the whole log with today's projection code into a scratch schema, compare it with the live
     read models table by table, report the dead letters it would make, and drop it: nothing live changes.
 
@@ -454,7 +459,7 @@ async def replay_dry_run(*, batch_size: int = 10_000, format: Format = "text", d
     settings = _settings(data_dir=data_dir)
     url = _postgres_url(settings)
     async with ops.opened_log(settings, url) as log:
-        report = await ops.dry_run(log, settings, url, batch_size=batch_size)
+        report = await ops.dry_run(log, settings, url, batch_size=batch_size, workers=workers)
     _show(report, format, _dry_run_table)
     if not report.equal:
         raise SystemExit(1)
@@ -631,7 +636,7 @@ def _eta(lag: int, seconds: float | None, *, sampled: bool) -> str:
 def _replay_table(r: Any) -> Table:
     table = _table(f"generation {r.generation} ({r.schema}): {'live' if r.swapped else 'built, not live'}",
                    "measure", "value")
-    for name in ("previous", "records", "applied", "dead_letters", "seconds", "events_per_second"):
+    for name in ("previous", "records", "applied", "dead_letters", "seconds", "events_per_second", "workers"):
         table.add_row(name, str(getattr(r, name)))
     return table
 

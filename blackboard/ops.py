@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +39,13 @@ async def opened_log(settings: Settings, postgres_url: str) -> AsyncIterator[Par
         yield log
     finally:
         await log.close()
+
+
+def log_factory(settings: Settings, postgres_url: str) -> Callable[[], PartitionedLog]:
+    """Opens the log the settings select, in any process: it pickles, for a rebuild's worker processes."""
+    from blackboard.app import open_log
+
+    return functools.partial(open_log, settings, postgres_url)
 
 
 async def live_schema(settings: Settings, postgres_url: str) -> str:
@@ -484,7 +492,7 @@ class DryRunReport(msgspec.Struct, frozen=True):
 
 
 async def dry_run(log: PartitionedLog, settings: Settings, postgres_url: str, *,
-                  batch_size: int = 10_000) -> DryRunReport:
+                  batch_size: int = 10_000, workers: int | None = None) -> DryRunReport:
     """Fold the whole log with today's code into a scratch generation, compare it, and drop it.
 
     Nothing the live read models, the cache or the running processes see is written.
@@ -492,7 +500,8 @@ async def dry_run(log: PartitionedLog, settings: Settings, postgres_url: str, *,
     from blackboard.projector.replay import replay
 
     report = await replay(log, postgres_url, base=settings.read_schema, topic=settings.events_topic,
-                          batch_size=batch_size, swap=False)
+                          batch_size=batch_size, swap=False, open_log=log_factory(settings, postgres_url),
+                          workers=workers)
     conn = await asyncpg.connect(postgres_url)
     try:
         live = await generations.live(conn, settings.read_schema)

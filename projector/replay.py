@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import multiprocessing
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -31,6 +37,15 @@ PROJECTION = "main"
 #: The channel the live projectors notify; a rebuild joins it once it is live.
 LIVE_CHANNEL = "blackboard_projection"
 READ_TIMEOUT = 0.5
+#: Below this many records to catch up, one process folds them all: starting workers would cost more.
+PARALLEL_FROM = 100_000
+#: How often the progress of worker processes is read from the new generation's offsets.
+POLL_SECONDS = 0.25
+#: The collector's thresholds while catching up (see ``bulk_gc``).
+BULK_GC_THRESHOLDS = (200_000, 20, 1_000)
+
+#: Opens (without starting) the log a rebuild reads; it must pickle, for the worker processes.
+LogFactory = Callable[[], PartitionedLog]
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -60,6 +75,8 @@ class ReplayReport(msgspec.Struct, frozen=True):
     dead_letters: int
     seconds: float
     events_per_second: float
+    #: How many processes folded the catch-up (1: this one alone).
+    workers: int = 1
 
 
 OnProgress = Callable[[Progress], None]
@@ -69,8 +86,8 @@ class Follower:
     """Folds a topic into one projector from its stored offsets, reading the next batch while
     the current one is written."""
 
-    def __init__(self, log: PartitionedLog, projector: Projector) -> None:
-        self.log, self.projector = log, projector
+    def __init__(self, log: PartitionedLog, projector: Projector, partitions: frozenset[int] | None = None) -> None:
+        self.log, self.projector, self.partitions = log, projector, partitions
         #: The stored offsets when it started.
         self.start_positions: dict[int, int] = {}
         self.applied = AppliedBatch()
@@ -78,7 +95,8 @@ class Follower:
         self._ahead: asyncio.Task[list[Item]] | None = None
 
     async def start(self) -> None:
-        self.start_positions = await self.projector.positions()
+        self.start_positions = {p: o for p, o in (await self.projector.positions()).items()
+                                if self.partitions is None or p in self.partitions}
         self._reader = self.log.reader(self.projector.topic)
         for partition, offset in sorted(self.start_positions.items()):
             await self._reader.seek(partition, offset)
@@ -140,13 +158,49 @@ async def replay(
     swap: bool = True,
     handover_seconds: float = 3.0,
     on_progress: OnProgress | None = None,
+    open_log: LogFactory | None = None,
+    workers: int | None = None,
 ) -> ReplayReport:
     """Build a new generation of the read models from the whole log; make it live when ``swap``.
 
     Without ``swap`` the generation is built to the end of the log and left ``building`` (drop
     it with ``generations.drop(..., building_too=True)``) — a way to inspect a new projection
     beside the live one.
+
+    With ``open_log``, the catch-up is shared among ``workers`` processes (by default one per
+    CPU, at most one per partition, and only from ``PARALLEL_FROM`` records): partitions are
+    independent, and each worker locks only its own partitions' offset rows. The tail and the
+    swap are then folded here, by one process, as without workers.
+
+    Note: the catch-up runs without the secondary indexes and checks ``defer_indexes`` names,
+    which are built after it. Should the log repeat an ``event_id`` (which the live projector sets
+    aside as a dead letter), that check fails at its end; the rebuild is then done again with
+    the check in place from the start, so that the repeat is set aside exactly as live.
     """
+    options: dict[str, Any] = {"base": base, "topic": topic, "batch_size": batch_size, "swap": swap,
+                               "handover_seconds": handover_seconds, "on_progress": on_progress,
+                               "open_log": open_log, "workers": workers}
+    try:
+        return await _rebuild(log, postgres_url, defer_checks=True, **options)
+    except RepeatedInLog as exc:
+        logger.warning("replay.repeated_in_log", error=str(exc), then="folding again with the checks in place")
+        return await _rebuild(log, postgres_url, defer_checks=False, **options)
+
+
+async def _rebuild(
+    log: PartitionedLog,
+    postgres_url: str,
+    *,
+    base: str,
+    topic: str,
+    batch_size: int,
+    swap: bool,
+    handover_seconds: float,
+    on_progress: OnProgress | None,
+    open_log: LogFactory | None,
+    workers: int | None,
+    defer_checks: bool,
+) -> ReplayReport:
     started = time.monotonic()
     control = await asyncpg.connect(postgres_url)
     try:
@@ -158,23 +212,43 @@ async def replay(
         swapped = False
         pool = await create_pool(postgres_url, generation.schema, min_size=1, max_size=2)
         follower: Follower | None = None
+        parallel = AppliedBatch()
         try:
             await migrate(pool, generation.schema)
             projector = Projector(log, pool, topic=topic, projection=PROJECTION, batch_size=batch_size,
                                   notify_channel=None)
             await projector.ensure_offsets(await log.partition_count(topic))
+            deferred = await defer_indexes(pool, generation.schema, checks=defer_checks)
+            targets = await ends(log, topic)
+            groups = _worker_partitions(targets, workers if open_log is not None else 1)
+            meter = _Meter(started, on_progress)
+            if len(groups) > 1:
+                assert open_log is not None
+                meter.targets = targets
+                parallel = await _catch_up_in_workers(open_log, postgres_url, generation.schema, topic, groups,
+                                                      targets, batch_size, projector, meter)
+                targets = await ends(log, topic)
             follower = Follower(log, projector)
             await follower.start()
-            meter = _Meter(follower, started, on_progress)
-            targets = await ends(log, topic)
-            # Catch up, then again to wherever the log has gone meanwhile, until close behind.
-            while True:
-                meter.targets = targets
+            meter.follower = follower
+            with bulk_gc():
                 await follower.until(targets, meter.report)
-                targets = await ends(log, topic)
-                behind = sum(max(0, end - follower.applied_positions().get(p, 0)) for p, end in targets.items())
-                if behind <= batch_size:
-                    break
+            meter.phase = "indexes"
+            meter.report(force=True)
+            indexing = time.monotonic()
+            await restore_indexes(pool, deferred)
+            logger.info("replay.indexes", indexes=len(deferred), seconds=round(time.monotonic() - indexing, 2))
+            meter.phase = "catch-up"
+            # Catch up, then again to wherever the log has gone meanwhile, until close behind.
+            with bulk_gc():
+                while True:
+                    meter.targets = targets
+                    await follower.until(targets, meter.report)
+                    targets = await ends(log, topic)
+                    behind = sum(max(0, end - follower.applied_positions().get(p, 0))
+                                 for p, end in targets.items())
+                    if behind <= batch_size:
+                        break
             if swap:
                 async with control.transaction():
                     live_offsets = await _hold_live(control, previous.schema, topic)
@@ -200,10 +274,191 @@ async def replay(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(control.close(), 5.0)
     seconds = time.monotonic() - started
-    applied = follower.applied if follower is not None else AppliedBatch()
+    applied = parallel + (follower.applied if follower is not None else AppliedBatch())
     records = applied.applied + applied.skipped + applied.duplicates + applied.dead_letters
     return ReplayReport(generation.number, generation.schema, previous.schema, swapped, records, applied.applied,
-                        applied.dead_letters, round(seconds, 3), round(records / seconds, 1) if seconds else 0.0)
+                        applied.dead_letters, round(seconds, 3), round(records / seconds, 1) if seconds else 0.0,
+                        len(groups))
+
+
+@contextlib.contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Collect garbage rarely while catching up, and restore the collector's settings after.
+
+    Note: a batch of 10,000 records makes hundreds of thousands of container objects (headers,
+    envelopes, rows) that all live until the batch is written, so the default thresholds start a
+    collection every 700 of them, each walking the whole batch: measured, that cost a third of a
+    rebuild's time. What is made before the catch-up is frozen out of the collector's way.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*BULK_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+#: The secondary indexes of a schema that enforce nothing: neither unique nor behind a constraint.
+_PLAIN_INDEXES = """
+SELECT i.indexname, i.indexdef FROM pg_indexes i
+JOIN pg_class c ON c.relname = i.indexname JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = i.schemaname
+JOIN pg_index x ON x.indexrelid = c.oid
+WHERE i.schemaname = $1 AND NOT x.indisunique AND NOT x.indisprimary
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)
+ORDER BY i.indexname"""
+_CONSTRAINT = """
+SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
+WHERE n.nspname = $1 AND k.conrelid = to_regclass($2) AND k.conname = $3"""
+#: Unique constraints that only refuse a repeat record by record (no upsert relies on them), so a bulk
+#: load may check them once at its end: (table, constraint).
+DEFERRABLE_CHECKS = (("change_log", "change_log_event_id_key"),)
+
+
+class RepeatedInLog(Exception):
+    """A check made at the end of a bulk load failed: the log repeats what must be unique (an ``event_id``)."""
+
+
+async def defer_indexes(pool: asyncpg.Pool, schema: str, *, checks: bool = True) -> list[str]:
+    """Drop ``schema``'s plain secondary indexes (and, with ``checks``, the ``DEFERRABLE_CHECKS``) for a bulk
+    load; return the statements that make them again, for ``restore_indexes``.
+
+    Note: a rebuild writes every row once, so building each index in one sorted pass after the
+    load costs less than keeping it up to date row by row (the random ``event_id`` and
+    ``command_id`` keys cost the change log's COPY more than half its time). The upserts' keys
+    stay, and so does every other unique constraint.
+    """
+    statements = []
+    async with pool.acquire() as conn:
+        for row in await conn.fetch(_PLAIN_INDEXES, schema):
+            await conn.execute(f"DROP INDEX {quote_ident(schema)}.{quote_ident(row['indexname'])}")
+            statements.append(row["indexdef"])
+        for table, name in DEFERRABLE_CHECKS if checks else ():
+            definition = await conn.fetchval(_CONSTRAINT, schema, f"{quote_ident(schema)}.{quote_ident(table)}", name)
+            if definition is None:
+                continue
+            qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+            await conn.execute(f"ALTER TABLE {qualified} DROP CONSTRAINT {quote_ident(name)}")
+            statements.append(f"ALTER TABLE {qualified} ADD CONSTRAINT {quote_ident(name)} {definition}")
+    return statements
+
+
+async def restore_indexes(pool: asyncpg.Pool, statements: list[str]) -> None:
+    """Make again what ``defer_indexes`` dropped, two at a time; ``RepeatedInLog`` when a check fails."""
+    async def build(statement: str) -> None:
+        async with pool.acquire() as conn:
+            try:
+                await conn.execute(statement)
+            except asyncpg.UniqueViolationError as exc:
+                raise RepeatedInLog(f"{exc} ({exc.detail})") from exc
+
+    for start in range(0, len(statements), 2):
+        await asyncio.gather(*(build(s) for s in statements[start:start + 2]))
+
+
+def _worker_partitions(targets: Mapping[int, int], workers: int | None) -> list[frozenset[int]]:
+    """The partitions each worker process folds: the largest backlogs spread first, so the shares come out even.
+
+    One group (no worker processes) below ``PARALLEL_FROM`` records or when one worker is asked for.
+    """
+    count = workers if workers is not None else (os.cpu_count() or 1)
+    count = max(1, min(count, sum(1 for end in targets.values() if end > 0)))
+    if count == 1 or (workers is None and sum(targets.values()) < PARALLEL_FROM):
+        return [frozenset(targets)]
+    shares: list[tuple[int, set[int]]] = [(0, set()) for _ in range(count)]
+    for partition, end in sorted(targets.items(), key=lambda item: -item[1]):
+        load, members = min(shares, key=lambda share: share[0])
+        shares.remove((load, members))
+        members.add(partition)
+        shares.append((load + end, members))
+    return [frozenset(members) for _, members in shares if members]
+
+
+async def _catch_up_in_workers(open_log: LogFactory, postgres_url: str, schema: str, topic: str,
+                               groups: list[frozenset[int]], targets: Mapping[int, int], batch_size: int,
+                               projector: Projector, meter: _Meter) -> AppliedBatch:
+    """Fold each group of partitions up to ``targets`` in a process of its own; report progress meanwhile.
+
+    Note: the workers are spawned, not forked (a fork would copy this process's event loop and
+    connections). Progress is read from the generation's offsets, which each worker commits with
+    every batch. A failing worker stops them all; so does a cancellation (Ctrl-C), and nothing
+    of the live generation is touched either way.
+    """
+    context = multiprocessing.get_context("spawn")
+    running: list[tuple[SpawnProcess, Connection]] = []
+    try:
+        for group in groups:
+            receive, send = context.Pipe(duplex=False)
+            worker = context.Process(
+                target=_worker_main, name=f"blackboard-replay-{min(group)}", daemon=True,
+                args=(open_log, postgres_url, schema, topic, sorted(group),
+                      {p: targets[p] for p in group}, batch_size, send))
+            worker.start()
+            send.close()
+            running.append((worker, receive))
+        logger.info("replay.workers", workers=len(running), partitions=[sorted(g) for g in groups])
+        outcomes: dict[int, AppliedBatch] = {}
+        while len(outcomes) < len(running):
+            await asyncio.sleep(POLL_SECONDS)
+            meter.report(await projector.positions())
+            for index, (worker, receive) in enumerate(running):
+                if index in outcomes:
+                    continue
+                # Polled again after the exit: a worker may send its outcome and end between two looks.
+                if receive.poll() or (not worker.is_alive() and receive.poll()):
+                    outcome = receive.recv()
+                    if not isinstance(outcome, AppliedBatch):
+                        raise RuntimeError(f"replay worker {worker.name} failed: {outcome}")
+                    outcomes[index] = outcome
+                elif not worker.is_alive():
+                    raise RuntimeError(f"replay worker {worker.name} exited with code {worker.exitcode}")
+        total = AppliedBatch()
+        for outcome in outcomes.values():
+            total = total + outcome
+        return total
+    finally:
+        for worker, _ in running:
+            if worker.is_alive():
+                worker.terminate()
+        for worker, _ in running:
+            await asyncio.to_thread(worker.join, 5.0)
+def _worker_main(open_log: LogFactory, postgres_url: str, schema: str, topic: str, partitions: list[int],
+                 targets: dict[int, int], batch_size: int, send: Connection) -> None:
+    """A worker process: fold ``partitions`` up to ``targets``, then send what it applied (or why it failed)."""
+    try:
+        with bulk_gc():
+            outcome: AppliedBatch | str = asyncio.run(
+                _worker_catch_up(open_log, postgres_url, schema, topic, partitions, targets, batch_size))
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    except BaseException as exc:  # sent to the coordinator, which raises it there
+        outcome = f"{type(exc).__name__}: {exc}"
+    with contextlib.suppress(OSError):
+        send.send(outcome)
+    send.close()
+
+
+async def _worker_catch_up(open_log: LogFactory, postgres_url: str, schema: str, topic: str, partitions: list[int],
+                           targets: dict[int, int], batch_size: int) -> AppliedBatch:
+    log = open_log()
+    await log.start()
+    try:
+        pool = await create_pool(postgres_url, schema, min_size=1, max_size=2)
+        try:
+            projector = Projector(log, pool, topic=topic, projection=PROJECTION, batch_size=batch_size,
+                                  notify_channel=None)
+            follower = Follower(log, projector, frozenset(partitions))
+            await follower.start()
+            try:
+                await follower.until(targets)
+            finally:
+                await follower.close()
+            return follower.applied
+        finally:
+            await pool.close()
+    finally:
+        await log.close()
 
 
 async def _hold_live(conn: asyncpg.Connection, schema: str, topic: str) -> dict[int, int]:
@@ -221,20 +476,26 @@ async def _hold_live(conn: asyncpg.Connection, schema: str, topic: str) -> dict[
 
 
 class _Meter:
-    """Turns the follower's positions into ``Progress`` reports, at most ten a second."""
+    """Turns positions into ``Progress`` reports, at most ten a second.
 
-    def __init__(self, follower: Follower, started: float, on_progress: OnProgress | None) -> None:
-        self.follower, self.started, self.on_progress = follower, started, on_progress
+    The positions are the follower's once it folds here, or those the caller reads while worker
+    processes fold.
+    """
+
+    def __init__(self, started: float, on_progress: OnProgress | None) -> None:
+        self.started, self.on_progress = started, on_progress
+        self.follower: Follower | None = None
         self.phase = "catch-up"
         self.targets: dict[int, int] = {}
         self._last = 0.0
 
-    def report(self) -> None:
+    def report(self, positions: dict[int, int] | None = None, *, force: bool = False) -> None:
         now = time.monotonic()
-        if self.on_progress is None or now - self._last < 0.1:
+        if self.on_progress is None or (now - self._last < 0.1 and not force):
             return
         self._last = now
-        positions = self.follower.applied_positions()
+        if positions is None:
+            positions = self.follower.applied_positions() if self.follower is not None else {}
         done = sum(positions.values())
         total = max(done, sum(self.targets.values()))
         rate = done / (now - self.started) if now > self.started else 0.0
