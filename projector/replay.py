@@ -41,6 +41,9 @@ READ_TIMEOUT = 0.5
 PARALLEL_FROM = 100_000
 #: How often the progress of worker processes is read from the new generation's offsets.
 POLL_SECONDS = 0.25
+#: ``maintenance_work_mem`` of each index build after a bulk load: the change log's indexes of 1M
+#: events sort in memory, instead of in temporary files.
+BUILD_MEMORY = "256MB"
 #: The collector's thresholds while catching up (see ``bulk_gc``).
 BULK_GC_THRESHOLDS = (200_000, 20, 1_000)
 
@@ -237,7 +240,8 @@ async def _rebuild(
             meter.report(force=True)
             indexing = time.monotonic()
             await restore_indexes(pool, deferred)
-            logger.info("replay.indexes", indexes=len(deferred), seconds=round(time.monotonic() - indexing, 2))
+            logger.info("replay.indexes", indexes=len(deferred.statements),
+                        seconds=round(time.monotonic() - indexing, 2))
             meter.phase = "catch-up"
             # Catch up, then again to wherever the log has gone meanwhile, until close behind.
             with bulk_gc():
@@ -302,7 +306,7 @@ def bulk_gc() -> Iterator[None]:
 
 #: The secondary indexes of a schema that enforce nothing: neither unique nor behind a constraint.
 _PLAIN_INDEXES = """
-SELECT i.indexname, i.indexdef FROM pg_indexes i
+SELECT i.tablename, i.indexname, i.indexdef FROM pg_indexes i
 JOIN pg_class c ON c.relname = i.indexname JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = i.schemaname
 JOIN pg_index x ON x.indexrelid = c.oid
 WHERE i.schemaname = $1 AND NOT x.indisunique AND NOT x.indisprimary
@@ -320,41 +324,67 @@ class RepeatedInLog(Exception):
     """A check made at the end of a bulk load failed: the log repeats what must be unique (an ``event_id``)."""
 
 
-async def defer_indexes(pool: asyncpg.Pool, schema: str, *, checks: bool = True) -> list[str]:
-    """Drop ``schema``'s plain secondary indexes (and, with ``checks``, the ``DEFERRABLE_CHECKS``) for a bulk
-    load; return the statements that make them again, for ``restore_indexes``.
+class Deferred(msgspec.Struct, frozen=True):
+    """What ``defer_indexes`` set aside for a bulk load: ``statements`` to run after it, each with the
+    table it builds on, and the ``tables`` whose autovacuum waits until then."""
+
+    statements: list[tuple[str, str]]
+    tables: list[str]
+
+
+async def defer_indexes(pool: asyncpg.Pool, schema: str, *, checks: bool = True) -> Deferred:
+    """Drop ``schema``'s plain secondary indexes (and, with ``checks``, the ``DEFERRABLE_CHECKS``) and hold
+    autovacuum off its tables for a bulk load; ``restore_indexes`` undoes it all.
 
     Note: a rebuild writes every row once, so building each index in one sorted pass after the
     load costs less than keeping it up to date row by row (the random ``event_id`` and
     ``command_id`` keys cost the change log's COPY more than half its time). The upserts' keys
-    stay, and so does every other unique constraint.
+    stay, and so does every other unique constraint. Autovacuum would otherwise vacuum the
+    freshly inserted change log in the middle of the load, for nothing.
     """
-    statements = []
+    statements: list[tuple[str, str]] = []
+    tables: list[str] = []
     async with pool.acquire() as conn:
         for row in await conn.fetch(_PLAIN_INDEXES, schema):
             await conn.execute(f"DROP INDEX {quote_ident(schema)}.{quote_ident(row['indexname'])}")
-            statements.append(row["indexdef"])
+            statements.append((f"{quote_ident(schema)}.{quote_ident(row['tablename'])}", row["indexdef"]))
         for table, name in DEFERRABLE_CHECKS if checks else ():
-            definition = await conn.fetchval(_CONSTRAINT, schema, f"{quote_ident(schema)}.{quote_ident(table)}", name)
+            qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+            definition = await conn.fetchval(_CONSTRAINT, schema, qualified, name)
             if definition is None:
                 continue
-            qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
             await conn.execute(f"ALTER TABLE {qualified} DROP CONSTRAINT {quote_ident(name)}")
-            statements.append(f"ALTER TABLE {qualified} ADD CONSTRAINT {quote_ident(name)} {definition}")
-    return statements
+            statements.append((qualified, f"ALTER TABLE {qualified} ADD CONSTRAINT {quote_ident(name)} {definition}"))
+        for table in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema):
+            tables.append(f"{quote_ident(schema)}.{quote_ident(table['tablename'])}")
+            await conn.execute(f"ALTER TABLE {tables[-1]} SET (autovacuum_enabled = false)")
+    return Deferred(statements, tables)
 
 
-async def restore_indexes(pool: asyncpg.Pool, statements: list[str]) -> None:
-    """Make again what ``defer_indexes`` dropped, two at a time; ``RepeatedInLog`` when a check fails."""
+async def restore_indexes(pool: asyncpg.Pool, deferred: Deferred) -> None:
+    """Build what ``defer_indexes`` dropped, the largest tables' first, as many at once as ``pool`` has
+    connections; ``RepeatedInLog`` when a check fails. Then let autovacuum back in."""
+    async with pool.acquire() as conn:
+        sizes = {t: await conn.fetchval("SELECT pg_total_relation_size(to_regclass($1))", t)
+                 for t in {table for table, _ in deferred.statements}}
+
     async def build(statement: str) -> None:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
             try:
                 await conn.execute(statement)
             except asyncpg.UniqueViolationError as exc:
                 raise RepeatedInLog(f"{exc} ({exc.detail})") from exc
 
-    for start in range(0, len(statements), 2):
-        await asyncio.gather(*(build(s) for s in statements[start:start + 2]))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _, statement in sorted(deferred.statements, key=lambda item: -sizes[item[0]]):
+                group.create_task(build(statement))
+    except* RepeatedInLog as failed:
+        raise failed.exceptions[0] from None
+    async with pool.acquire() as conn:
+        for table in deferred.tables:
+            await conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
 
 
 def _worker_partitions(targets: Mapping[int, int], workers: int | None) -> list[frozenset[int]]:
