@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import statistics
 import tempfile
@@ -31,6 +32,7 @@ from blackboard.events.codec import to_record
 from blackboard.events.log import Record
 from blackboard.events.partitioner import partition_for
 from blackboard.events.postgres import PostgresLog
+from blackboard.logs import configure_logging
 from blackboard.projector import generations
 from blackboard.projector.migrate import create_pool, migrate
 from blackboard.projector.replay import bulk_gc, defer_indexes, replay
@@ -174,7 +176,8 @@ async def _main(events: int, runs: int, batch_size: int, workers: int | None) ->
                     bulk = await copy_rate(pg_url, min(total, 1_000_000), as_rebuilt=True)
                     report = await replay(log, pg_url, base=BASE, topic=TOPIC, batch_size=batch_size,
                                           handover_seconds=0.0, workers=workers,
-                                          open_log=functools.partial(PostgresLog, pg_url, schema="bench_log"))
+                                          open_log=functools.partial(PostgresLog, pg_url, schema="bench_log"),
+                                          worker_setup=functools.partial(configure_logging, logging.WARNING))
                     assert report.records == total, (report.records, total)
                     conn = await asyncpg.connect(pg_url)
                     try:
@@ -210,9 +213,5 @@ async def _main(events: int, runs: int, batch_size: int, workers: int | None) ->
 
 
 def run_replay_bench(*, events: int, runs: int, batch_size: int, workers: int | None = None) -> None:
-    import logging
-
-    from blackboard.logs import configure_logging
-
     configure_logging(logging.WARNING)
     asyncio.run(_main(events, runs, batch_size, workers))

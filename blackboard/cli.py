@@ -439,7 +439,8 @@ async def replay(*, batch_size: int = 10_000, swap: bool = True, handover_second
                 report = await replaying.replay(log, url, base=settings.read_schema, topic=settings.events_topic,
                                                 batch_size=batch_size, swap=swap,
                                                 handover_seconds=handover_seconds, on_progress=show,
-                                                open_log=ops.log_factory(settings, url), workers=workers)
+                                                open_log=ops.log_factory(settings, url), workers=workers,
+                                                worker_setup=ops.quiet_logging)
         except GenerationError as exc:
             console.print(f"[red]{escape(str(exc))}[/]")
             raise SystemExit(1) from exc
@@ -703,6 +704,13 @@ def _verify_table(report: ops.VerifyReport) -> Table:
 
 
 def main() -> None:
+    """The ``blackboard`` command. Logs go to stderr, warnings and worse (``up`` logs from info): stdout
+    is each command's output, a table or a JSON document another program may read."""
+    import logging
+
+    from blackboard.logs import configure_logging
+
+    configure_logging(logging.WARNING)
     app()
 
 

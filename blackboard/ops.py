@@ -48,6 +48,15 @@ def log_factory(settings: Settings, postgres_url: str) -> Callable[[], Partition
     return functools.partial(open_log, settings, postgres_url)
 
 
+def quiet_logging() -> None:
+    """Logging as the CLI sets it (warnings and worse, JSON lines on stderr): a rebuild's workers start with it."""
+    import logging
+
+    from blackboard.logs import configure_logging
+
+    configure_logging(logging.WARNING)
+
+
 async def live_schema(settings: Settings, postgres_url: str) -> str:
     """The schema of the live generation of the read models (see ``blackboard.projector.generations``)."""
     conn = await asyncpg.connect(postgres_url)
@@ -501,7 +510,7 @@ async def dry_run(log: PartitionedLog, settings: Settings, postgres_url: str, *,
 
     report = await replay(log, postgres_url, base=settings.read_schema, topic=settings.events_topic,
                           batch_size=batch_size, swap=False, open_log=log_factory(settings, postgres_url),
-                          workers=workers)
+                          workers=workers, worker_setup=quiet_logging)
     conn = await asyncpg.connect(postgres_url)
     try:
         live = await generations.live(conn, settings.read_schema)

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
@@ -163,6 +164,7 @@ async def replay(
     on_progress: OnProgress | None = None,
     open_log: LogFactory | None = None,
     workers: int | None = None,
+    worker_setup: Callable[[], None] | None = None,
 ) -> ReplayReport:
     """Build a new generation of the read models from the whole log; make it live when ``swap``.
 
@@ -173,7 +175,9 @@ async def replay(
     With ``open_log``, the catch-up is shared among ``workers`` processes (by default one per
     CPU, at most one per partition, and only from ``PARALLEL_FROM`` records): partitions are
     independent, and each worker locks only its own partitions' offset rows. The tail and the
-    swap are then folded here, by one process, as without workers.
+    swap are then folded here, by one process, as without workers. ``worker_setup`` (it must
+    pickle) runs first in each worker, e.g. to configure logging as here; without it a worker
+    logs to stderr, never to stdout.
 
     Note: the catch-up runs without the secondary indexes and checks ``defer_indexes`` names,
     which are built after it. Should the log repeat an ``event_id`` (which the live projector sets
@@ -182,7 +186,7 @@ async def replay(
     """
     options: dict[str, Any] = {"base": base, "topic": topic, "batch_size": batch_size, "swap": swap,
                                "handover_seconds": handover_seconds, "on_progress": on_progress,
-                               "open_log": open_log, "workers": workers}
+                               "open_log": open_log, "workers": workers, "worker_setup": worker_setup}
     try:
         return await _rebuild(log, postgres_url, defer_checks=True, **options)
     except RepeatedInLog as exc:
@@ -202,6 +206,7 @@ async def _rebuild(
     on_progress: OnProgress | None,
     open_log: LogFactory | None,
     workers: int | None,
+    worker_setup: Callable[[], None] | None,
     defer_checks: bool,
 ) -> ReplayReport:
     started = time.monotonic()
@@ -228,8 +233,8 @@ async def _rebuild(
             if len(groups) > 1:
                 assert open_log is not None
                 meter.targets = targets
-                parallel = await _catch_up_in_workers(open_log, postgres_url, generation.schema, topic, groups,
-                                                      targets, batch_size, projector, meter)
+                parallel = await _catch_up_in_workers(open_log, worker_setup, postgres_url, generation.schema,
+                                                      topic, groups, targets, batch_size, projector, meter)
                 targets = await ends(log, topic)
             follower = Follower(log, projector)
             await follower.start()
@@ -405,7 +410,8 @@ def _worker_partitions(targets: Mapping[int, int], workers: int | None) -> list[
     return [frozenset(members) for _, members in shares if members]
 
 
-async def _catch_up_in_workers(open_log: LogFactory, postgres_url: str, schema: str, topic: str,
+async def _catch_up_in_workers(open_log: LogFactory, setup: Callable[[], None] | None, postgres_url: str,
+                               schema: str, topic: str,
                                groups: list[frozenset[int]], targets: Mapping[int, int], batch_size: int,
                                projector: Projector, meter: _Meter) -> AppliedBatch:
     """Fold each group of partitions up to ``targets`` in a process of its own; report progress meanwhile.
@@ -422,7 +428,7 @@ async def _catch_up_in_workers(open_log: LogFactory, postgres_url: str, schema: 
             receive, send = context.Pipe(duplex=False)
             worker = context.Process(
                 target=_worker_main, name=f"blackboard-replay-{min(group)}", daemon=True,
-                args=(open_log, postgres_url, schema, topic, sorted(group),
+                args=(open_log, setup, postgres_url, schema, topic, sorted(group),
                       {p: targets[p] for p in group}, batch_size, send))
             worker.start()
             send.close()
@@ -453,10 +459,14 @@ async def _catch_up_in_workers(open_log: LogFactory, postgres_url: str, schema: 
                 worker.terminate()
         for worker, _ in running:
             await asyncio.to_thread(worker.join, 5.0)
-def _worker_main(open_log: LogFactory, postgres_url: str, schema: str, topic: str, partitions: list[int],
-                 targets: dict[int, int], batch_size: int, send: Connection) -> None:
+def _worker_main(open_log: LogFactory, setup: Callable[[], None] | None, postgres_url: str, schema: str, topic: str,
+                 partitions: list[int], targets: dict[int, int], batch_size: int, send: Connection) -> None:
     """A worker process: fold ``partitions`` up to ``targets``, then send what it applied (or why it failed)."""
     try:
+        if setup is not None:
+            setup()
+        else:  # stdout is the command's output (a report, JSON): a worker's logs go to stderr
+            structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
         with bulk_gc():
             outcome: AppliedBatch | str = asyncio.run(
                 _worker_catch_up(open_log, postgres_url, schema, topic, partitions, targets, batch_size))

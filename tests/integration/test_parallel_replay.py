@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 
@@ -97,3 +102,22 @@ async def test_a_repeated_event_id_is_set_aside_by_a_rebuild_exactly_as_live(pg_
         async with started_log(settings) as log, ops.read_pool(settings, pg_url) as pool:
             verified = await ops.verify(log, pool, pg_url, settings, timeout=60)
         assert verified.equal, verified
+
+
+async def test_the_replay_command_shares_the_catch_up_and_keeps_stdout_for_its_report(
+        pg_url: str, topic_prefix: str) -> None:
+    settings = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix)
+    async with running(settings, roles=frozenset({"command", "projector"})) as (client, _):
+        for pid in ("p-1", "p-2", "p-3", "p-4"):
+            await create_project(client, pid)
+            for _ in range(5):
+                assert (await add_cost(client, pid)).status_code == 200
+    env = {**os.environ, "BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_TOPIC_PREFIX": topic_prefix,
+           "BLACKBOARD_PARTITIONS": "4"}
+    blackboard = Path(sys.executable).with_name("blackboard")
+    done = await asyncio.to_thread(
+        subprocess.run, [str(blackboard), "replay", "--workers", "2", "--handover-seconds", "0", "--format", "json"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)  # the workers' logs went elsewhere
+    assert report["swapped"] and report["workers"] == 2 and report["applied"] >= 4 * 6, report
