@@ -156,6 +156,15 @@ async def copy_rate(pg_url: str, total: int, *, as_rebuilt: bool) -> float:
         await pool.close()
 
 
+async def _quiet(pg_url: str) -> None:
+    """Write out what the previous measure left dirty (CHECKPOINT), so that the next one does not pay for it."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def _main(events: int, runs: int, batch_size: int, workers: int | None) -> None:
     with tempfile.TemporaryDirectory(prefix="blackboard-bench-") as tmp:
         os.chmod(tmp, 0o755)
@@ -171,9 +180,13 @@ async def _main(events: int, runs: int, batch_size: int, workers: int | None) ->
                 results: list[dict[str, Any]] = []
                 used = 1
                 for run in range(runs):
+                    await _quiet(pg_url)
                     raw = await consume_rate(log, total)
+                    await _quiet(pg_url)
                     copy = await copy_rate(pg_url, min(total, 1_000_000), as_rebuilt=False)
+                    await _quiet(pg_url)
                     bulk = await copy_rate(pg_url, min(total, 1_000_000), as_rebuilt=True)
+                    await _quiet(pg_url)
                     report = await replay(log, pg_url, base=BASE, topic=TOPIC, batch_size=batch_size,
                                           handover_seconds=0.0, workers=workers,
                                           open_log=functools.partial(PostgresLog, pg_url, schema="bench_log"),
@@ -208,8 +221,9 @@ async def _main(events: int, runs: int, batch_size: int, workers: int | None) ->
     console.print(table)
     console.print("Replay end to end = migrate a new schema, read + decode + fold + write every event "
                   "(rows, change log by COPY, offsets) in batches, build the indexes left out of the catch-up, "
-                  "then swap; Redis and notifications off. The log read and COPY figures are one connection "
-                  "each, one after the other; the catch-up folds partitions in that many processes at once.")
+                  "then swap; Redis and notifications off. Each measure starts after a CHECKPOINT. The log read "
+                  "and COPY figures are one connection each, one after the other; the catch-up folds partitions "
+                  "in that many processes at once.")
 
 
 def run_replay_bench(*, events: int, runs: int, batch_size: int, workers: int | None = None) -> None:

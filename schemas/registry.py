@@ -147,6 +147,10 @@ def encode_payload(event: msgspec.Struct) -> bytes:
     return msgspec.json.encode(event)
 
 
+#: A JSON decoder per event Struct, made on first use: a rebuild decodes every event of the log.
+_DECODERS: dict[type[msgspec.Struct], msgspec.json.Decoder[Any]] = {}
+
+
 def decode_event(name: str, schema_version: int, payload: bytes) -> msgspec.Struct:
     """Decode an event payload of any known version into today's Struct.
 
@@ -160,7 +164,10 @@ def decode_event(name: str, schema_version: int, payload: bytes) -> msgspec.Stru
     if schema_version > current or schema_version < 1:
         raise UnknownEventType(f"{name} schema_version {schema_version} is not in 1..{current}")
     if schema_version == current:
-        return msgspec.json.decode(payload, type=cls)
+        decoder = _DECODERS.get(cls)
+        if decoder is None:
+            decoder = _DECODERS[cls] = msgspec.json.Decoder(cls)
+        return decoder.decode(payload)  # type: ignore[no-any-return]
     obj: dict[str, Any] = msgspec.json.decode(payload, type=dict[str, Any])
     for version in range(schema_version, current):
         obj = UPCASTERS[(name, version)](obj)
