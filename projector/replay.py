@@ -1,7 +1,8 @@
 """Rebuilds of the read models: a fresh generation folded from offset 0, then an atomic swap.
 
 The rebuild writes into a schema of its own at full speed (large batches, no Redis, no
-notifications), follows the live tail until it is close behind, and then swaps in one
+notifications; worker processes sharing the partitions; the secondary indexes built once at the
+end of the catch-up), follows the live tail until it is close behind, and then swaps in one
 PostgreSQL transaction that also holds the live projection still for a moment, so the new
 generation is never behind the one it replaces. Reads answer from the old schema until the
 commit and from the new one after it; an interrupted rebuild leaves the live schema untouched
@@ -296,7 +297,7 @@ def bulk_gc() -> Iterator[None]:
 
     Note: a batch of 10,000 records makes hundreds of thousands of container objects (headers,
     envelopes, rows) that all live until the batch is written, so the default thresholds start a
-    collection every 700 of them, each walking the whole batch: measured, that cost a third of a
+    collection every 700 of them, each walking the whole batch: measured, that cost a quarter of a
     rebuild's time. What is made before the catch-up is frozen out of the collector's way.
     """
     thresholds = gc.get_threshold()
