@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -72,18 +72,24 @@ class KafkaLog:
         except KafkaError as exc:
             await self.close()
             raise LogUnavailable(f"Kafka at {self.bootstrap_servers} unreachable: {exc!r}") from exc
+        except asyncio.CancelledError:
+            await self.close()  # what had started holds connections
+            raise
 
     async def close(self) -> None:
-        if self._probe is not None:
-            with contextlib.suppress(Exception):
-                await stop_consumer(self._probe)
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
-        if self._admin is not None:
-            with contextlib.suppress(Exception):
-                await self._admin.close()
+        """Close the producer, the admin client and the probe, all three even when cancelled meanwhile."""
+        producer, admin, probe = self._producer, self._admin, self._probe
         self._producer = self._admin = self._probe = None
+        cancelled: asyncio.CancelledError | None = None
+        for closing in (probe and stop_consumer(probe), producer and producer.stop(), admin and admin.close()):
+            if closing is None:
+                continue
+            try:
+                await _close_quietly(closing)
+            except asyncio.CancelledError as exc:  # the caller's: finish closing, then pass it on
+                cancelled = exc
+        if cancelled is not None:
+            raise cancelled
 
     def _started(self) -> tuple[AIOKafkaProducer, AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._producer is None or self._admin is None or self._probe is None:
@@ -222,10 +228,18 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     try:
         await consumer.stop()
     except asyncio.CancelledError:
+        # Either way the connections are closed first: a client dropped open is found by the garbage
+        # collector later, anywhere, as an unclosed socket.
+        await _close_quietly(consumer._client.close())
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
-        await consumer._client.close()
+
+
+async def _close_quietly(closing: Awaitable[object]) -> None:
+    """Await a close that must finish, even when the caller is being cancelled; its own failure is ignored."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(closing)
 
 
 class KafkaLogReader:
@@ -245,7 +259,8 @@ class KafkaLogReader:
             try:
                 await self._consumer.start()
             except KafkaError as exc:
-                self._consumer = None
+                consumer, self._consumer = self._consumer, None
+                await stop_consumer(consumer)  # a start that failed half-way may hold a connection
                 raise LogUnavailable(f"Kafka at {self.log.bootstrap_servers} unreachable: {exc!r}") from exc
         return self._consumer
 

@@ -181,6 +181,9 @@ class KafkaMembership:
         except KafkaError as exc:
             await stop_consumer(consumer)
             raise LogUnavailable(f"Kafka at {self.log.bootstrap_servers} unreachable: {exc!r}") from exc
+        except asyncio.CancelledError:
+            await stop_consumer(consumer)  # a start cut short may hold connections
+            raise
         self._consumer = consumer
         self._callbacks = _Callbacks(self.member_id, self.group, on_assigned, on_revoked)
         consumer.subscribe([self.topic], listener=_Listener(self))
