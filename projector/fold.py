@@ -289,7 +289,8 @@ class BatchFold:
         if row is None:
             row = self.leases[item.ident] = {"name": item.ident, "created_at": occurred_at(item.env)}
         row |= {"state": state, "holder": state.holder, "token": state.token, "expires_at": state.expires_at,
-                "id": item.ident} | _stamp(item)
+                "id": item.ident}
+        _stamp_row(row, item, occurred_at(item.env))
 
     def shot_rows(self) -> list[dict[str, Any]]:
         """The ``shots`` rows of the shots this batch changed, from their projects' states."""
@@ -323,17 +324,11 @@ class BatchFold:
 
 
 def _stamp_row(row: dict[str, Any], item: Decoded, at: datetime) -> None:
-    """``_stamp`` set on ``row`` in place (the fold's hot path: no dictionaries made per event)."""
+    """Set the columns every event sets on its stream's row (in place: the fold's hot path makes no dict)."""
     row["version"] = item.env.stream_version
     row["partition"] = item.rec.partition
     row["last_offset"] = item.rec.offset
     row["updated_at"] = at
-
-
-def _stamp(item: Decoded) -> dict[str, Any]:
-    """The columns every event sets on its stream's row."""
-    return {"version": item.env.stream_version, "partition": item.rec.partition,
-            "last_offset": item.rec.offset, "updated_at": occurred_at(item.env)}
 
 
 def occurred_at(env: Envelope) -> datetime:
