@@ -71,7 +71,16 @@ class Server:
         return self.log.read().decode(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM), without waiting."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self) -> None:
+        """Wait up to 20 s for the process to end (then kill it), and close its log."""
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:

@@ -18,9 +18,7 @@ import asyncio
 import math
 import os
 import random
-import signal
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -93,15 +91,9 @@ def stop_all(servers: Sequence[Server]) -> None:
     partitions to the others, which would restore them only to be stopped next.
     """
     for server in servers:
-        if server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGTERM)
+        server.terminate()
     for server in servers:
-        try:
-            server.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
-        server.log.close()
+        server.wait_stopped()
 
 
 async def _report(client: httpx.AsyncClient, url: str) -> dict[str, object]:

@@ -33,6 +33,7 @@ from blackboard.events.log import Record
 from blackboard.events.partitioner import partition_for
 from blackboard.events.postgres import PostgresLog
 from blackboard.logs import configure_logging
+from blackboard.ops import quiet_logging
 from blackboard.projector import generations
 from blackboard.projector.migrate import create_pool, migrate
 from blackboard.projector.replay import bulk_gc, defer_indexes, replay
@@ -190,7 +191,7 @@ async def _main(events: int, runs: int, batch_size: int, workers: int | None) ->
                     report = await replay(log, pg_url, base=BASE, topic=TOPIC, batch_size=batch_size,
                                           handover_seconds=0.0, workers=workers,
                                           open_log=functools.partial(PostgresLog, pg_url, schema="bench_log"),
-                                          worker_setup=functools.partial(configure_logging, logging.WARNING))
+                                          worker_setup=quiet_logging)
                     assert report.records == total, (report.records, total)
                     conn = await asyncpg.connect(pg_url)
                     try:
