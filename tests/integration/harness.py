@@ -142,6 +142,28 @@ async def wait_rebuilt(log: PartitionedLog, settings: Settings, pg_url: str, sch
         await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def rebuilding(engine: str, pg_url: str, topic_prefix: str,
+                     kafka: str | None) -> AsyncIterator[tuple[Settings, Runtime]]:
+    """The test's settings, and a projector-only runtime folding its log from offset 0 into schema ``rebuild``."""
+    settings = settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka)
+    rebuild = settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka, read_schema="rebuild")
+    runtime = Runtime(rebuild, pg_url, roles=frozenset({"projector"}))
+    await runtime.start()
+    try:
+        assert runtime.log is not None
+        yield settings, runtime
+    finally:
+        await runtime.stop()
+
+
+def assert_dense_versions(events: list[RecordedEvent]) -> None:
+    """Every stream's versions run 1, 2, 3… in log order, with no gap and no repeat."""
+    for stream in {e.envelope.stream for e in events}:
+        versions = [e.envelope.stream_version for e in events if e.envelope.stream == stream]
+        assert versions == list(range(1, len(versions) + 1)), stream
+
+
 async def read_checksums(pg_url: str, schema: str) -> dict[str, tuple[int, str]]:
     conn = await asyncpg.connect(pg_url)
     try:

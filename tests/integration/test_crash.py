@@ -11,8 +11,14 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from blackboard.app import Runtime
-from tests.integration.harness import Process, read_checksums, read_events, settings_for, wait_rebuilt
+from tests.integration.harness import (
+    Process,
+    assert_dense_versions,
+    read_checksums,
+    read_events,
+    rebuilding,
+    wait_rebuilt,
+)
 from tests.services import free_port
 
 pytestmark = pytest.mark.slow
@@ -95,19 +101,11 @@ async def _settled(client: httpx.AsyncClient, url: str, sent: list[tuple[str, in
 
 async def _assert_log_and_models(engine: str, pg_url: str, topic_prefix: str, sent: list[tuple[str, int]],
                                  kafka: str | None) -> None:
-    settings = settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka)
-    rebuild = settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka, read_schema="rebuild")
-    runtime = Runtime(rebuild, pg_url, roles=frozenset({"projector"}))
-    await runtime.start()
-    try:
+    async with rebuilding(engine, pg_url, topic_prefix, kafka) as (settings, runtime):
         assert runtime.log is not None
         events = await read_events(runtime.log, settings.events_topic)
         per_command = Counter(e.envelope.command_id for e in events if e.envelope.type == "project.cost_added")
         assert per_command == Counter({cid: 1 for cid, _ in sent})
-        for stream in {e.envelope.stream for e in events}:
-            versions = [e.envelope.stream_version for e in events if e.envelope.stream == stream]
-            assert versions == list(range(1, len(versions) + 1))
+        assert_dense_versions(events)
         await wait_rebuilt(runtime.log, settings, pg_url, "rebuild")
-    finally:
-        await runtime.stop()
     assert await read_checksums(pg_url, settings.read_schema) == await read_checksums(pg_url, "rebuild")

@@ -18,10 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from blackboard.app import Runtime
 from blackboard.events.codec import passed_over
 from blackboard.events.partitioner import partition_for
-from tests.integration.harness import Process, read_checksums, read_events, settings_for, wait_rebuilt
+from tests.integration.harness import (
+    Process,
+    assert_dense_versions,
+    read_checksums,
+    read_events,
+    rebuilding,
+    wait_rebuilt,
+)
 from tests.services import free_port
 
 pytestmark = pytest.mark.slow
@@ -127,11 +133,7 @@ async def until_owned(processes: Sequence[Process], partitions: int = 4, timeout
 async def _check(engine: str, pg_url: str, topic_prefix: str, kafka: str | None, load: Load,
                  live_read_url: str) -> Counter[str]:
     """Every acknowledged cost once in the log, none overspent, read models = a fresh rebuild; the fences seen."""
-    settings = settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka)
-    rebuild = settings_for(engine, pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka, read_schema="rebuild")
-    runtime = Runtime(rebuild, pg_url, roles=frozenset({"projector"}))
-    await runtime.start()
-    try:
+    async with rebuilding(engine, pg_url, topic_prefix, kafka) as (settings, runtime):
         assert runtime.log is not None
         events = await read_events(runtime.log, settings.events_topic)
         passed: Counter[str] = Counter()
@@ -156,15 +158,11 @@ async def _check(engine: str, pg_url: str, topic_prefix: str, kafka: str | None,
         rejected = {cid for cid, r in load.answers.items() if r.status_code == 409}
         assert not (rejected & set(costs)), "a command answered rejected is in the log"
         assert {r.json()["code"] for cid, r in load.answers.items() if cid in rejected} <= {"budget_exceeded"}
-        for stream in {e.envelope.stream for e in events}:
-            versions = [e.envelope.stream_version for e in events if e.envelope.stream == stream]
-            assert versions == list(range(1, len(versions) + 1)), stream
+        assert_dense_versions(events)
         per_project = Counter(load.sent[cid] for cid in costs)
         assert all(COST * n <= BUDGET for n in per_project.values()), per_project
         await wait_rebuilt(runtime.log, settings, pg_url, "rebuild")
         await wait_rebuilt(runtime.log, settings, pg_url, settings.read_schema)
-    finally:
-        await runtime.stop()
     assert await read_checksums(pg_url, settings.read_schema) == await read_checksums(pg_url, "rebuild")
     async with httpx.AsyncClient(timeout=10) as client:
         for p in range(PROJECTS):
