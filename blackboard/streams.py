@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from blackboard.command_api.decider import DECIDERS
+from blackboard.domain.registry import DECIDERS
 from blackboard.events.codec import UndecodableRecord, from_record
 from blackboard.events.log import PartitionedLog, StoredRecord, UnknownTopic
 from blackboard.events.partitioner import partition_for

@@ -1,2 +1,2 @@
-"""The command side: pure deciders (decide/evolve per aggregate), validation of incoming commands,
-the partition-owner runtime (restore, dedupe, group commit, fencing) and the HTTP command endpoint."""
+"""The command side's runtime: validation of incoming commands, the one submit path, the partition owners
+(restore, dedupe, group commit, fencing), routing over the commands topic and the HTTP command routes."""

@@ -26,7 +26,8 @@ from opentelemetry.context import Context as OtelContext
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind
 
 from blackboard.command_api import metrics
-from blackboard.command_api.decider import DECIDERS, Context, Rejection
+from blackboard.domain.decider import Context, Rejection
+from blackboard.domain.registry import DECIDERS
 from blackboard.events.codec import (
     PassedOver,
     UndecodableRecord,

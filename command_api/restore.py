@@ -30,8 +30,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from blackboard.command_api.decider import DECIDERS, Decider
 from blackboard.command_api.owner import PartitionOwner, _Known, _Stream
+from blackboard.domain.decider import Decider
+from blackboard.domain.registry import DECIDERS
 from blackboard.events.kafka import MAX_BATCH_BYTES
 from blackboard.events.log import (
     LogUnavailable,

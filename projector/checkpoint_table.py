@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from blackboard.command_api import checkpoint
+from blackboard.domain import checkpoint
 from blackboard.schemas.checkpoint import CheckpointSaved
 from blackboard.schemas.envelope import Envelope
 

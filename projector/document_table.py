@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from blackboard.command_api import document
+from blackboard.domain import document
 from blackboard.schemas.document import DocumentCreated
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from blackboard.command_api import lease as lease_decider
-from blackboard.command_api import project as project_decider
+from blackboard.domain import lease as lease_decider
+from blackboard.domain import project as project_decider
 from blackboard.events.codec import PassedOver, from_record, stream_header
 from blackboard.events.log import StoredRecord
 from blackboard.projector.tables import STATE_TABLES

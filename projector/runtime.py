@@ -25,8 +25,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind
 
-from blackboard.command_api.lease import Lease
-from blackboard.command_api.project import Budget, Project, Shot, Spec
+from blackboard.domain.lease import Lease
+from blackboard.domain.project import Budget, Project, Shot, Spec
 from blackboard.events.log import LogReader, PartitionedLog, StoredRecord, read_at
 from blackboard.events.tracing import distinct, event_span_context, event_trace_id
 from blackboard.projector import metrics, tables

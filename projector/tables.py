@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from blackboard.command_api import clock, node, saga, task
+from blackboard.domain import clock, node, saga, task
 from blackboard.projector.checkpoint_table import checkpoints_table
 from blackboard.projector.document_table import documents_table
 from blackboard.projector.migrate import quote_ident

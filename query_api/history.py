@@ -21,7 +21,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from blackboard.command_api.decider import DECIDERS, Decider
+from blackboard.domain.decider import Decider
+from blackboard.domain.registry import DECIDERS
 from blackboard.projector.documents import history_entry
 from blackboard.schemas.api import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.changes import diff, under

@@ -13,8 +13,9 @@ import msgspec
 import pytest
 
 from blackboard import cli
-from blackboard.command_api.decider import DECIDERS, fold
 from blackboard.config import Settings
+from blackboard.domain.decider import fold
+from blackboard.domain.registry import DECIDERS
 from blackboard.events.partitioner import partition_for
 from blackboard.schemas.registry import decode_event
 from tests.integration.harness import command, read_events, running, settings_for

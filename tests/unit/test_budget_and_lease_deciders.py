@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blackboard.command_api import lease, project
-from blackboard.command_api.decider import Context, Decider, Rejection, fold
+from blackboard.domain import lease, project
+from blackboard.domain.decider import Context, Decider, Rejection, fold
 from blackboard.schemas.lease import AcquireLease, LeaseGranted, LeaseReleased, ReleaseLease, RenewLease
 from blackboard.schemas.project import (
     AddCost,

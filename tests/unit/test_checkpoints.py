@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blackboard.command_api import checkpoint
-from blackboard.command_api.decider import Context, Decider, Rejection, fold
+from blackboard.domain import checkpoint
+from blackboard.domain.decider import Context, Decider, Rejection, fold
 from blackboard.schemas.checkpoint import (
     CheckpointCorrupt,
     CheckpointSaved,

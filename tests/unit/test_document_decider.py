@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blackboard.command_api import document as doc
-from blackboard.command_api.decider import Context, Rejection
+from blackboard.domain import document as doc
+from blackboard.domain.decider import Context, Rejection
 from blackboard.query_api.document_http import parse_where
 from blackboard.schemas.api import InvalidRequest
 from blackboard.schemas.document import (

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blackboard.command_api import project
-from blackboard.command_api.decider import DECIDERS, Context, Decider, Rejection, fold
-from blackboard.command_api.project import Budget, Project, Spec
+from blackboard.domain import project
+from blackboard.domain.decider import Context, Decider, Rejection, fold
+from blackboard.domain.project import Budget, Project, Spec
+from blackboard.domain.registry import DECIDERS
 from blackboard.schemas.project import (
     AddCost,
     CostAdded,
@@ -53,7 +54,7 @@ def test_the_registry_holds_the_project_decider() -> None:
 @pytest.mark.parametrize("module", ["project", "task", "decider"])
 def test_each_decider_module_imports_on_its_own(module: str) -> None:
     # A fresh interpreter: in this one the registry is already built, which would hide a circular import.
-    code = f"import blackboard.command_api.{module} as m; from blackboard.command_api.decider import DECIDERS"
+    code = f"import blackboard.domain.{module} as m; from blackboard.domain.registry import DECIDERS"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 

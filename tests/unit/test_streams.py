@@ -9,8 +9,9 @@ import msgspec
 import pytest
 
 from blackboard import streams
-from blackboard.command_api import task
-from blackboard.command_api.decider import DECIDERS, fold
+from blackboard.domain import task
+from blackboard.domain.decider import fold
+from blackboard.domain.registry import DECIDERS
 from blackboard.events.log import Record
 from blackboard.events.partitioner import partition_for
 from blackboard.schemas.project import CostAdded, ProjectCreated

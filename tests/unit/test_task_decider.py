@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blackboard.command_api import task
-from blackboard.command_api.decider import DECIDERS, Context, Decider, Rejection, fold
-from blackboard.command_api.task import Task
+from blackboard.domain import task
+from blackboard.domain.decider import Context, Decider, Rejection, fold
+from blackboard.domain.registry import DECIDERS
+from blackboard.domain.task import Task
 from blackboard.schemas.task import (
     TRANSITIONS,
     CreateTask,

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blackboard.command_api.decider import DECIDERS, Context, Rejection
+from blackboard.domain.decider import Context, Rejection
+from blackboard.domain.registry import DECIDERS
 from blackboard.query_api.history import (
     builtins,
     entries_with_changes,

@@ -1,4 +1,7 @@
-"""What every decider is: an initial state, ``decide`` and ``evolve``; and the registry by category."""
+"""What every decider is: an initial state, ``decide`` and ``evolve``, a refusal, a decision's context, and the fold.
+
+The registry of deciders by category is ``blackboard.domain.registry``.
+"""
 
 from __future__ import annotations
 
@@ -64,31 +67,3 @@ def fold(decider: Decider[S, C, E], state: S, events: Iterable[E]) -> S:
     for event in events:
         state = decider.evolve(state, event)
     return state
-
-
-#: Deciders by stream category (``project:p-1`` → ``"project"``), built on first use.
-DECIDERS: dict[str, Decider[Any, Any, Any]]
-
-
-def __getattr__(name: str) -> dict[str, Decider[Any, Any, Any]]:
-    """Build ``DECIDERS`` the first time it is asked for.
-
-    Note: lazily, because every decider module imports ``Rejection`` from here: building the
-    registry while this module loads would make ``import ...command_api.project`` circular.
-    """
-    if name != "DECIDERS":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from blackboard.command_api import checkpoint, clock, document, lease, node, project, saga, task
-
-    registry: dict[str, Decider[Any, Any, Any]] = {
-        project.CATEGORY: Decider(project.initial_state, project.decide, project.evolve),
-        task.CATEGORY: Decider(task.initial_state, task.decide, task.evolve),
-        lease.CATEGORY: Decider(lease.initial_state, lease.decide, lease.evolve),
-        node.CATEGORY: Decider(node.initial_state, node.decide, node.evolve),
-        clock.CATEGORY: Decider(clock.initial_state, clock.decide, clock.evolve),
-        saga.CATEGORY: Decider(saga.initial_state, saga.decide, saga.evolve),
-        document.CATEGORY: Decider(document.initial_state, document.decide, document.evolve),
-        checkpoint.CATEGORY: Decider(checkpoint.initial_state, checkpoint.decide, checkpoint.evolve),
-    }
-    globals()["DECIDERS"] = registry
-    return registry

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from blackboard.command_api.decider import Context, Rejection
+from blackboard.domain.decider import Context, Rejection
 from blackboard.schemas.merge_patch import merge_patch
 from blackboard.schemas.project import (
     PROJECT_TRANSITIONS,

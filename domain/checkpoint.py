@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from blackboard.command_api.decider import Context, Rejection
+from blackboard.domain.decider import Context, Rejection
 from blackboard.schemas.checkpoint import (
     MAX_METADATA_BYTES,
     CheckpointCommand,

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from blackboard.command_api.decider import Context, Rejection
+from blackboard.domain.decider import Context, Rejection
 from blackboard.schemas.task import (
     FINISHED,
     HELD,

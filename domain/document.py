@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from blackboard.command_api.decider import Context, Rejection
+from blackboard.domain.decider import Context, Rejection
 from blackboard.schemas.document import (
     COLLECTION_PATTERN,
     CreateDocument,

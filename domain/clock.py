@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from blackboard.command_api.decider import Context, Rejection
+from blackboard.domain.decider import Context, Rejection
 from blackboard.schemas.clock import Tick, Ticked
 
 CATEGORY = "clock"

@@ -1,0 +1,1 @@
+"""The pure core: each aggregate's ``initial_state``, ``decide`` and ``evolve``; the registry; the fold."""
