@@ -332,3 +332,17 @@ def _comment(doc: str | None, *, indent: str) -> list[str]:
 
 if __name__ == "__main__":
     sys.stdout.write(render())
+
+
+def meaning(proto: str) -> list[str]:
+    """The declarations of a ``.proto`` with each comment reduced to its words (see ``export.meaning``)."""
+    lines: list[str] = []
+    for line in proto.splitlines():
+        code, _, comment = line.partition("//")
+        words = " ".join(code.split())
+        if words:
+            lines.append(words)
+        if comment.strip():
+            lines.append("// " + " ".join(comment.split()))
+    return lines
+

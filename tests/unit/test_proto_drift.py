@@ -20,8 +20,16 @@ COMMITTED = Path(__file__).resolve().parents[2] / "schemas" / "proto" / PROTO_PA
 
 
 def test_the_committed_proto_is_the_generated_one() -> None:
-    assert COMMITTED.read_text() == render(), (
+    # Of meaning: a field changed fails, a comment laid out differently does not (protogen.meaning).
+    assert protogen.meaning(COMMITTED.read_text()) == protogen.meaning(render()), (
         f"views changed: run `python -m blackboard.schemas.protogen > schemas/proto/{PROTO_PATH}`")
+
+
+def test_a_changed_message_fails_the_proto_check_and_a_reflowed_comment_does_not() -> None:
+    proto = render()
+    assert protogen.meaning(proto.replace("// ", "//   ")) == protogen.meaning(proto)
+    field = next(line for line in proto.splitlines() if line.strip().startswith("string ") and "=" in line)
+    assert protogen.meaning(proto.replace(field, field.replace("string ", "int64 ", 1))) != protogen.meaning(proto)
 
 
 class Inner(msgspec.Struct):
