@@ -23,7 +23,7 @@ from blackboard.schemas import types
 from blackboard.schemas.api import CommandRequest, FieldError
 from blackboard.schemas.registry import COMMAND_TYPES
 from blackboard.schemas.task import CreateTask
-from blackboard.schemas.types import Identifier
+from blackboard.schemas.types import Identifier, unstorable_text
 
 T = TypeVar("T")
 
@@ -39,7 +39,6 @@ MAX_ERRORS = 20
 
 _REF = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _SHORTHAND = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _AT = re.compile(r" - at `(\$[^`]*)`$")
 _FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`$")
 
@@ -216,10 +215,9 @@ def _member(path: str, key: str) -> str:
 
 
 def _text_errors(text: str, path: str) -> Iterator[FieldError]:
-    if "\x00" in text:
-        yield FieldError(path, "text contains NUL (U+0000), which PostgreSQL cannot store")
-    if _SURROGATE.search(text):
-        yield FieldError(path, "text contains a lone surrogate (not a Unicode character)")
+    problem = unstorable_text(text)
+    if problem:
+        yield FieldError(path, problem)
 
 
 # ── step 3: convert ────────────────────────────────────────────────────────────────────

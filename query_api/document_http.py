@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from blackboard.query_api.http import Cursor, EntityId, Token, consistent_reads
 from blackboard.schemas.api import ErrorBody, NotFound
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.document import COLLECTION_PATTERN
+from blackboard.schemas.types import unstorable_text
 from blackboard.schemas.views import Page
 
 #: Longest ``where`` accepted, in characters: a filter, not a document.
@@ -37,7 +37,6 @@ ITEM_FIELDS = frozenset({"collection", "id", "body", "links", "version", "create
 Collection = Annotated[str, PathParameter(pattern=COLLECTION_PATTERN, description="the collection, e.g. 'reviews'")]
 IncludeDeleted = Annotated[bool, QueryParameter(description="also documents deleted with doc.delete")]
 Limit = Annotated[int, QueryParameter(ge=1, le=lists.MAX_PAGE_SIZE, description="documents per page")]
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 DOCUMENTS = lists.ListSpec(
     resource="documents",
@@ -147,7 +146,7 @@ def _bad_where(why: str) -> Exception:
 def _unstorable(value: Any) -> Iterator[str]:
     """Why ``value`` cannot be a jsonb value, for each reason found."""
     if isinstance(value, str):
-        if "\x00" in value or _SURROGATE.search(value):
+        if unstorable_text(value):
             yield "holds text with NUL or a lone surrogate"
     elif isinstance(value, float):
         if not math.isfinite(value):

@@ -32,6 +32,7 @@ from blackboard.projector.documents import PROJECT_VIEW_COLUMNS
 from blackboard.schemas.api import FieldError, InvalidRequest
 from blackboard.schemas.project import ProjectStatus
 from blackboard.schemas.task import TaskStatus
+from blackboard.schemas.types import unstorable_text
 
 MAX_PAGE_SIZE = 500
 MAX_FIELDS = 100
@@ -353,7 +354,7 @@ def _typed(raw: Any, type_: KeyType, param: str, code: str) -> Any:
             if stamp.tzinfo is None:
                 raise ValueError("no time zone")
             return stamp
-        if not isinstance(raw, str) or "\x00" in raw:  # PostgreSQL text cannot hold NUL
+        if not isinstance(raw, str) or unstorable_text(raw):
             raise ValueError("not text")
         return raw
     except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
@@ -68,3 +69,20 @@ ExpectedVersion = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 #: Task priority: higher runs first.
 Priority = Annotated[int, msgspec.Meta(ge=-1000, le=1000)]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unstorable_text(text: str) -> str | None:
+    """Why PostgreSQL text (UTF-8) cannot hold ``text``, or ``None`` when it can.
+
+    Note: the API's text is Unicode scalar values only. A NUL or a lone surrogate is refused where it
+    enters (a command field, a filter, a cursor), so no stored value, cursor or JSON answer holds one.
+    """
+    if "\x00" in text:
+        return "text contains NUL (U+0000), which PostgreSQL cannot store"
+    if _SURROGATE.search(text):
+        return "text contains a lone surrogate (not a Unicode character)"
+    return None
+

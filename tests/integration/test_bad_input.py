@@ -114,3 +114,19 @@ async def test_bad_reads(client: tuple[Any, Any, Settings]) -> None:
     assert (bad_status.status_code, bad_status.json()["code"]) == (422, "invalid_filter")
     far = await c.get("/v1/projects/p-1", params={"consistent_with": "0:999999"})
     assert (far.status_code, far.json()["code"]) == (503, "consistency_timeout")
+
+
+@pytest.mark.parametrize("raw", ["%ED%A0%80", "a%00b", "%FF"])
+async def test_text_a_list_cannot_hold_never_reaches_a_query_or_a_cursor(
+    client: tuple[Any, Any, Settings], raw: str
+) -> None:
+    # The UTF-8 of a lone surrogate (U+D800), a NUL, bytes that are not UTF-8: as a filter and as a cursor.
+    c, _, _ = client
+    cursor = await c.get(f"/v1/tasks?cursor={raw}")
+    assert (cursor.status_code, cursor.json()["code"]) == (422, "invalid_cursor"), cursor.text
+    name = await c.get(f"/v1/tasks?name={raw}")
+    if "%00" in raw:
+        assert (name.status_code, name.json()["code"]) == (422, "invalid_filter"), name.text
+    else:
+        # Bytes that are not UTF-8 are read as U+FFFD, a character like any other: a task name holds none here.
+        assert (name.status_code, name.json()["items"]) == (200, []), name.text
