@@ -8,7 +8,7 @@ The rooms use only the OpenTelemetry API; until this sets a provider their spans
 * else ``otlp`` when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set;
 * else none. ``OTEL_SDK_DISABLED=true`` turns it all off.
 
-OTLP needs the optional extra ``blackboard[otlp]`` (OTLP over HTTP/protobuf); the exporter reads
+OTLP needs the optional extra ``blackboard-server[otlp]`` (OTLP over HTTP/protobuf); the exporter reads
 its own ``OTEL_EXPORTER_OTLP_*`` settings, and the resource takes ``OTEL_SERVICE_NAME`` and
 ``OTEL_RESOURCE_ATTRIBUTES`` (service name ``blackboard`` by default).
 """
@@ -59,7 +59,7 @@ def span_exporter(name: str) -> SpanExporter | None:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError:
-            log.warning("tracing.otlp_unavailable", hint="pip install 'blackboard[otlp]'")
+            log.warning("tracing.otlp_unavailable", hint="pip install 'blackboard-server[otlp]'")
             return None
         exporter: SpanExporter = OTLPSpanExporter()
         return exporter
