@@ -167,7 +167,8 @@ class Runtime:
         from blackboard.query_api.grpc import start_grpc
 
         # A getter, not the service: a generation switch replaces ``self.reads``.
-        self.grpc = await start_grpc(lambda: self.reads, self.settings.host, port, authenticator_for(self.settings))
+        self.grpc = await start_grpc(lambda: self.reads, self.settings.host, port,
+                                     authenticator_for(self.settings).principal_for)
         self.grpc_port = self.grpc.port
 
     def _process_runtime(self) -> ProcessRuntime:

@@ -8,7 +8,7 @@ import hmac
 from litestar import Request
 
 from blackboard.schemas.api import Unauthorized
-from blackboard.schemas.auth import ANONYMOUS, Principal
+from blackboard.schemas.auth import ANONYMOUS, Principal, presented_key
 
 
 class Authenticator:
@@ -52,12 +52,3 @@ def rate_limit_identity(request: Request) -> str:  # type: ignore[type-arg]
 
 def _presented_key(request: Request) -> str | None:  # type: ignore[type-arg]
     return presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
-
-
-def presented_key(authorization: str | None, api_key: str | None) -> str | None:
-    """The key of an ``Authorization: Bearer <key>`` value, else of an ``X-API-Key`` one (HTTP headers or
-    gRPC metadata); ``None`` when neither presents one."""
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-    return api_key

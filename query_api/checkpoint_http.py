@@ -22,7 +22,6 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
-from blackboard.config import Settings
 from blackboard.events.blobs import BlobStore
 from blackboard.query_api.http import Token, consistent_reads
 from blackboard.query_api.reads import MAX_PAGE
@@ -124,8 +123,8 @@ async def _bytes_of(request: Request[Any, Any, State], pool: asyncpg.Pool, threa
     where = f"checkpoint {entry['seq']} of thread {thread_id!r}"
     try:
         if entry["blob"]:
-            settings: Settings = request.app.state.runtime.settings
-            found = await BlobStore(pool, settings.blob_schema).get(entry["sha256"])
+            blob_schema: str = request.app.state.runtime.settings.blob_schema
+            found = await BlobStore(pool, blob_schema).get(entry["sha256"])
             if found is None:
                 raise CheckpointCorrupt(f"blob {entry['sha256']} is missing from the blob store")
             return found

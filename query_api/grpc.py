@@ -27,12 +27,12 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from blackboard.auth import Authenticator, presented_key
 from blackboard.projector.documents import artifact_view
 from blackboard.query_api import lists
 from blackboard.query_api.list_http import check_ids
 from blackboard.query_api.reads import ReadService, stream_exists_check
 from blackboard.schemas.api import ApiError, FieldError, InvalidRequest, ServiceUnavailable
+from blackboard.schemas.auth import Principal, presented_key
 from blackboard.schemas.protogen import (
     PROTO_PATH,
     QUERY_SERVICE,
@@ -64,6 +64,8 @@ _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENT
            429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
 
 ReadsGetter = Callable[[], ReadService | None]
+#: The principal of a presented key (``None``: none presented); raises ``Unauthorized``. The wiring gives it.
+Authenticate = Callable[[str | None], Principal]
 #: An RPC's work: the typed request → the JSON document the HTTP API would answer (bytes or a Struct).
 Handler = Callable[[ReadService, Any], Awaitable[bytes | msgspec.Struct]]
 
@@ -182,13 +184,13 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-async def start_grpc(reads: ReadsGetter, host: str, port: int, auth: Authenticator,
+async def start_grpc(reads: ReadsGetter, host: str, port: int, auth: Authenticate,
                      *, service: Service = QUERY_SERVICE) -> GrpcServer:
     """Serve ``service`` on ``host:port`` (0: any free port), plus the standard health and reflection services.
 
     ``reads`` is asked for the current ``ReadService`` on every call, because a switch of read-model
-    generation replaces it. Every call is authenticated with the HTTP API's keys (metadata
-    ``authorization: Bearer <key>`` or ``x-api-key``); health and reflection are open.
+    generation replaces it. Every call is authenticated by ``auth`` with the key it presents, as over HTTP
+    (metadata ``authorization: Bearer <key>`` or ``x-api-key``); health and reflection are open.
     """
     missing = {rpc.name for rpc in service.rpcs} - HANDLERS.keys()
     if missing:
@@ -215,13 +217,13 @@ def _address(host: str, port: int) -> str:
 
 
 def _method(rpc: Rpc, messages: dict[str, type[Message]], reads: ReadsGetter,
-            auth: Authenticator) -> grpc.RpcMethodHandler:
+            auth: Authenticate) -> grpc.RpcMethodHandler:
     request_cls, response_cls = messages[rpc.request.__name__], messages[rpc.response.__name__]
     handler = HANDLERS[rpc.name]
 
     async def call(request: Message, context: grpc.aio.ServicerContext) -> Message:
         try:
-            auth.principal_for(_presented(context.invocation_metadata() or ()))
+            auth(_presented(context.invocation_metadata() or ()))
             service = reads()
             if service is None:
                 raise ServiceUnavailable("the read side is not started", code="not_started")

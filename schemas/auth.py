@@ -1,4 +1,4 @@
-"""Principals and the API-key table they come from."""
+"""Principals, the API-key table they come from, and how a request presents its key."""
 
 from __future__ import annotations
 
@@ -33,3 +33,13 @@ def parse_api_keys(spec: str) -> dict[str, Principal]:
             raise ValueError(f"API key entry #{len(table) + 1} is not of the form 'key=principal:rw|ro|sys'")
         table[key] = Principal(name, can_write=mode != "ro", system=mode == "sys")
     return table
+
+
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` value, else of an ``X-API-Key`` one (HTTP headers or
+    gRPC metadata); ``None`` when neither presents one."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return api_key
+
