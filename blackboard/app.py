@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import msgspec
 import redis.asyncio as aioredis
 import structlog
-from litestar import Litestar, Request, Response, get
-from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
-from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from blackboard import __version__
-from blackboard.auth import Authenticator, rate_limit_identity
 from blackboard.command_api import internal
-from blackboard.command_api.checkpoint_http import ROUTES as CHECKPOINT_COMMAND_ROUTES
 from blackboard.command_api.claims import ClaimService
-from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.expiry import run_sweeper
-from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.restore import SNAPSHOT_TOPIC_CONFIG
 from blackboard.command_api.service import CommandService
 from blackboard.config import Settings
@@ -43,17 +29,8 @@ from blackboard.projector.generations import Generation, GenerationWatch
 from blackboard.projector.migrate import create_pool, migrate
 from blackboard.projector.runtime import Projector
 from blackboard.query_api import cluster
-from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
-from blackboard.query_api.cluster_http import ROUTES as CLUSTER_ROUTES
 from blackboard.query_api.consistency import OffsetWatch
-from blackboard.query_api.document_http import ROUTES as DOCUMENT_ROUTES
-from blackboard.query_api.http import ROUTES as QUERY_ROUTES
-from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
-from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
 from blackboard.query_api.reads import ReadService
-from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
-from blackboard.schemas.api import ApiError, ErrorBody, FieldError
-from blackboard.schemas.auth import parse_api_keys
 
 if TYPE_CHECKING:
     from blackboard.query_api.grpc import GrpcServer
@@ -164,6 +141,7 @@ class Runtime:
 
     async def _start_grpc(self, port: int) -> None:
         # Imported here: a process without gRPC never loads grpc and protoc.
+        from blackboard.auth import authenticator_for
         from blackboard.query_api.grpc import start_grpc
 
         # A getter, not the service: a generation switch replaces ``self.reads``.
@@ -302,127 +280,6 @@ async def _bounded(what: str, step: Awaitable[Any], seconds: float = STOP_SECOND
     except TimeoutError:
         log.warning("shutdown.step_timed_out", step=what, seconds=seconds)
         return False
-
-
-# ── HTTP ──────────────────────────────────────────────────────────────────────────────
-
-
-def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json",
-                    headers=headers or {})
-
-
-def _on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
-    return _error(exc.status, exc.body(), exc.headers)
-
-
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-               429: "rate_limited", 503: "unavailable"}
-
-
-def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    errors: list[FieldError] = []
-    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
-        errors = [FieldError(path=str(e.get("key", "")), message=str(e.get("message", ""))) for e in exc.extra
-                  if isinstance(e, dict)]
-        return _error(422, ErrorBody("invalid_request", "the request's parameters are not valid", errors))
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    headers = dict(exc.headers or {})
-    if exc.status_code == 429:
-        # RFC 9110 Retry-After, from the limiter's own reset time.
-        headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "1"))
-    return _error(exc.status_code, ErrorBody(code, str(exc.detail)), headers)
-
-
-def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    # Never leak a stack trace, SQL or a secret: log it, answer a bare code.
-    log.error("http.unexpected", error=repr(exc), exc_info=exc)
-    return _error(500, ErrorBody("internal_error", "an unexpected error occurred; it has been logged"))
-
-
-def authenticator_for(settings: Settings) -> Authenticator:
-    """The API-key check of both transports, HTTP and gRPC."""
-    return Authenticator(parse_api_keys(settings.api_keys.get_secret_value()) if settings.api_keys else {})
-
-
-def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
-    """The HTTP app of a runtime: command routes, query routes and health, by the runtime's roles."""
-    authenticate = authenticator_for(runtime.settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if manage_lifecycle:
-            await runtime.start()
-        try:
-            yield
-        finally:
-            if manage_lifecycle:
-                await runtime.stop()
-
-    prometheus = PrometheusConfig(app_name="blackboard", prefix="blackboard_http", group_path=True,
-                                  exclude=["/metrics", "/health"])
-    routes: list[Any] = [health_live, health_ready, PrometheusController]
-    middleware: list[Any] = [prometheus.middleware]
-    if runtime.settings.rate_limit_per_second:
-        limit = RateLimitConfig(rate_limit=("second", runtime.settings.rate_limit_per_second),
-                                identifier_for_request=rate_limit_identity, exclude=["/health", "/metrics"])
-        middleware.append(limit.middleware)
-    if "command" in runtime.roles:
-        routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES]
-    if "query" in runtime.roles:
-        routes += [*QUERY_ROUTES, *LIST_ROUTES, *STREAM_ROUTES, *PROJECT_ROUTES, *DOCUMENT_ROUTES, *CHECKPOINT_ROUTES,
-                   *CLUSTER_ROUTES]
-    return Litestar(
-        route_handlers=routes,
-        dependencies={"principal": Provide(authenticate, sync_to_thread=False)},
-        exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error, Exception: _on_unexpected},
-        lifespan=[lifespan],
-        middleware=middleware,
-        request_max_body_size=runtime.settings.max_body_bytes,
-        state=State({"runtime": runtime}),
-        openapi_config=OpenAPIConfig(title="Blackboard", version=__version__, path="/schema"),
-        debug=False,
-    )
-
-
-@get("/health/live", tags=["health"], include_in_schema=False)
-async def health_live() -> dict[str, str]:
-    return {"status": "live"}
-
-
-@get("/health/ready", tags=["health"], include_in_schema=False)
-async def health_ready(request: Request[None, None, State]) -> Response[bytes]:
-    """Ready when PostgreSQL and the log answer; ``degraded`` while the cache is failing over to PostgreSQL.
-
-    The answer names each dependency's state, and the live generation of the read models.
-    """
-    runtime: Runtime = request.app.state.runtime
-    deps: dict[str, str] = {}
-    try:
-        assert runtime.pool is not None
-        await asyncio.wait_for(runtime.pool.fetchval("SELECT 1"), 2.0)
-        deps["postgres"] = "up"
-    except Exception:
-        deps["postgres"] = "down"
-    try:
-        assert runtime.log is not None
-        await asyncio.wait_for(runtime.log.partition_count(runtime.settings.events_topic), 2.0)
-        deps["log"] = "up"
-    except Exception:
-        deps["log"] = "down"
-    if runtime.redis is not None:
-        try:
-            await runtime.redis.ping()
-            deps["redis"] = "up"
-        except Exception:
-            deps["redis"] = "down"
-    status = "ready" if deps["postgres"] == deps["log"] == "up" else "not_ready"
-    if status == "ready" and deps.get("redis") == "down":
-        status = "degraded"
-    generation = runtime.generation.number if runtime.generation is not None else None
-    body = msgspec.json.encode({"status": status, "dependencies": deps, "generation": generation})
-    return Response(body, status_code=200 if status != "not_ready" else 503, media_type="application/json")
 
 
 def roles_from(spec: Iterable[str]) -> frozenset[str]:

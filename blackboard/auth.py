@@ -7,8 +7,9 @@ import hmac
 
 from litestar import Request
 
+from blackboard.config import Settings
 from blackboard.schemas.api import Unauthorized
-from blackboard.schemas.auth import ANONYMOUS, Principal, presented_key
+from blackboard.schemas.auth import ANONYMOUS, Principal, parse_api_keys, presented_key
 
 
 class Authenticator:
@@ -52,3 +53,8 @@ def rate_limit_identity(request: Request) -> str:  # type: ignore[type-arg]
 
 def _presented_key(request: Request) -> str | None:  # type: ignore[type-arg]
     return presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+
+
+def authenticator_for(settings: Settings) -> Authenticator:
+    """The API-key check of both transports, HTTP and gRPC."""
+    return Authenticator(parse_api_keys(settings.api_keys.get_secret_value()) if settings.api_keys else {})

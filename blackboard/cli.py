@@ -54,7 +54,8 @@ def up(
     """
     import uvicorn
 
-    from blackboard.app import Runtime, build_app, roles_from
+    from blackboard.app import Runtime, roles_from
+    from blackboard.http_app import build_app
     from blackboard.logs import configure_logging
     from blackboard.tracing import configure_tracing
 

@@ -15,11 +15,12 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from blackboard.app import Runtime, build_app
+from blackboard.app import Runtime
 from blackboard.bench import Server
 from blackboard.config import Settings
 from blackboard.events.codec import from_record, passed_over
 from blackboard.events.log import PartitionedLog
+from blackboard.http_app import build_app
 from blackboard.ops import checksums
 from blackboard.schemas.envelope import RecordedEvent
 

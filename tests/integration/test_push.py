@@ -18,8 +18,9 @@ import pytest
 import uvicorn
 from litestar import Litestar
 
-from blackboard.app import Runtime, build_app
+from blackboard.app import Runtime
 from blackboard.config import Settings
+from blackboard.http_app import build_app
 from blackboard.query_api import push
 from blackboard.query_api.push import STATE_KEY, Subscriptions
 from tests.integration.harness import command, settings_for

@@ -138,7 +138,8 @@ _STAMPS = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 
                        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]))
 # Text the API can hold: Unicode scalar values without NUL. A lone surrogate never reaches a cursor: it is
 # refused where it would enter (test_text_postgresql_cannot_hold_is_refused_in_filters_and_cursors).
-_VALUE = {"text": st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"])), "int": st.integers(-(2**63), 2**63 - 1),
+_VALUE = {"text": st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"])),
+          "int": st.integers(-(2**63), 2**63 - 1),
           "timestamp": _STAMPS}
 
 
