@@ -1,4 +1,5 @@
-"""The project decider: stream ``project:<id>``.
+"""The project decider: stream ``project:<id>``; its state and fold are in ``project_state``, its budget
+rules in ``project_budget``.
 
 One stream holds a project's status, global spec, budget with its reservations, DNA bank, shots
 and artifacts, so that a command touching several of them (an artifact and the cost it charges)
@@ -8,23 +9,32 @@ is decided and appended all or nothing, and the budget is never overspent withou
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 from blackboard.domain.decider import Context, Rejection
+from blackboard.domain.project_budget import (
+    _add_cost,
+    _alert,
+    _commit,
+    _expire,
+    _release,
+    _reserve,
+    _set_total,
+    money,
+)
+
+# The decider is initial_state, decide and evolve: the state and its fold live in project_state.
+from blackboard.domain.project_state import Artifact, Project, Shot, evolve
+from blackboard.domain.project_state import initial_state as initial_state
 from blackboard.schemas.merge_patch import merge_patch
 from blackboard.schemas.project import (
     PROJECT_TRANSITIONS,
     AddCost,
     ArtifactRegistered,
-    BudgetAlertRaised,
-    BudgetReserved,
-    BudgetTotalSet,
     CommitReservation,
-    CostAdded,
     CreateProject,
     CreateShot,
     DnaEntryPut,
@@ -40,7 +50,6 @@ from blackboard.schemas.project import (
     RegisterArtifact,
     ReleaseReservation,
     RemoveDnaEntry,
-    ReservationCommitted,
     ReservationReleased,
     ReserveBudget,
     SetBudgetTotal,
@@ -52,182 +61,6 @@ from blackboard.schemas.project import (
 )
 
 CATEGORY = "project"
-ZERO = Decimal(0)
-
-# ── state ──────────────────────────────────────────────────────────────────────────────
-
-
-class Budget(msgspec.Struct, frozen=True):
-    """Money of the project: ``remaining`` = total - spent - reserved, never below zero."""
-
-    total: Decimal
-    spent: Decimal = ZERO
-    reserved: Decimal = ZERO
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.total - self.spent - self.reserved
-
-
-class Spec(msgspec.Struct, frozen=True):
-    """The global spec document and its own version (1 at creation)."""
-
-    doc: dict[str, Any]
-    version: int = 1
-
-
-class Reservation(msgspec.Struct, frozen=True):
-    amount: Decimal
-    reason: str
-    expires_at: datetime
-    by: str = ""
-
-
-class DnaEntry(msgspec.Struct, frozen=True):
-    """A DNA bank entry; a removed one stays as ``value`` None so that its version goes on growing."""
-
-    value: dict[str, Any] | None
-    version: int
-    by: str = ""
-
-
-class Setter(msgspec.Struct, frozen=True):
-    """Who last set a shot field, and the shot version that did."""
-
-    by: str
-    version: int
-
-
-class Shot(msgspec.Struct, frozen=True):
-    """A shot's merged fields, its version (1 when created) and who set each top-level field last."""
-
-    fields: dict[str, Any]
-    version: int
-    setters: dict[str, Setter] = {}
-
-
-class Artifact(msgspec.Struct, frozen=True):
-    kind: str
-    uri: str
-    params: dict[str, Any] = {}
-    cost: Decimal | None = None
-    shot_id: str | None = None
-    task_id: str | None = None
-    reservation_id: str | None = None
-    by: str = ""
-
-
-class Project(msgspec.Struct, frozen=True):
-    """A project as its decisions need it; ``msgspec.to_builtins`` of it is its full document."""
-
-    title: str
-    status: str
-    currency: str
-    budget: Budget
-    spec: Spec
-    reservations: dict[str, Reservation] = {}
-    dna: dict[str, DnaEntry] = {}
-    shots: dict[str, Shot] = {}
-    artifacts: dict[str, Artifact] = {}
-    #: Budget alerts raised: level ("80", "100") → the budget total it was raised at.
-    alerts: dict[str, Decimal] = {}
-
-
-# ── fold ───────────────────────────────────────────────────────────────────────────────
-
-#: The stream does not exist yet.
-initial_state: Project | None = None
-
-
-def evolve(state: Project | None, event: ProjectEvent) -> Project | None:
-    """The state after ``event``. Total and trusting: an appended event happened."""
-    if isinstance(event, ProjectCreated):
-        return Project(event.title, event.status, event.currency, Budget(event.budget_total),
-                       Spec(dict(event.global_spec)))
-    if state is None:
-        return None
-    handler = _EVOLVE.get(type(event))
-    return handler(state, event) if handler is not None else state
-
-
-def _replace(state: Project, **changes: Any) -> Project:
-    return msgspec.structs.replace(state, **changes)
-
-
-def _money(state: Project, **changes: Decimal) -> Budget:
-    return msgspec.structs.replace(state.budget, **changes)
-
-
-def _status_changed(s: Project, e: ProjectStatusChanged) -> Project:
-    return _replace(s, status=e.to_status)
-
-
-def _spec_patched(s: Project, e: SpecPatched) -> Project:
-    return _replace(s, spec=Spec(merge_patch(s.spec.doc, e.patch), e.spec_version))
-
-
-def _total_set(s: Project, e: BudgetTotalSet) -> Project:
-    return _replace(s, budget=_money(s, total=e.total))
-
-
-def _cost_added(s: Project, e: CostAdded) -> Project:
-    return _replace(s, budget=_money(s, spent=s.budget.spent + e.amount))
-
-
-def _reserved(s: Project, e: BudgetReserved) -> Project:
-    reservation = Reservation(e.amount, e.reason, e.expires_at, e.by)
-    return _replace(s, budget=_money(s, reserved=s.budget.reserved + e.amount),
-                    reservations={**s.reservations, e.reservation_id: reservation})
-
-
-def _committed(s: Project, e: ReservationCommitted) -> Project:
-    held = s.reservations.get(e.reservation_id)
-    rest = {k: v for k, v in s.reservations.items() if k != e.reservation_id}
-    freed = held.amount if held else e.amount + e.released
-    return _replace(s, budget=_money(s, spent=s.budget.spent + e.amount, reserved=s.budget.reserved - freed),
-                    reservations=rest)
-
-
-def _released(s: Project, e: ReservationReleased) -> Project:
-    held = s.reservations.get(e.reservation_id)
-    rest = {k: v for k, v in s.reservations.items() if k != e.reservation_id}
-    freed = held.amount if held else e.amount
-    return _replace(s, budget=_money(s, reserved=s.budget.reserved - freed), reservations=rest)
-
-
-def _dna_put(s: Project, e: DnaEntryPut) -> Project:
-    return _replace(s, dna={**s.dna, e.key: DnaEntry(dict(e.value), e.entry_version, e.by)})
-
-
-def _dna_removed(s: Project, e: DnaEntryRemoved) -> Project:
-    return _replace(s, dna={**s.dna, e.key: DnaEntry(None, e.entry_version, e.by)})
-
-
-def _shot_created(s: Project, e: ShotCreated) -> Project:
-    setters = {name: Setter(e.by, 1) for name in e.fields}
-    return _replace(s, shots={**s.shots, e.shot_id: Shot(merge_patch({}, e.fields), 1, setters)})
-
-
-def _shot_updated(s: Project, e: ShotUpdated) -> Project:
-    old = s.shots.get(e.shot_id)
-    setters = {**(old.setters if old else {}), **{name: Setter(e.by, e.shot_version) for name in e.patch}}
-    shot = Shot(merge_patch(old.fields if old else {}, e.patch), e.shot_version, setters)
-    return _replace(s, shots={**s.shots, e.shot_id: shot})
-
-
-def _artifact_registered(s: Project, e: ArtifactRegistered) -> Project:
-    artifact = Artifact(e.kind, e.uri, dict(e.params), e.cost, e.shot_id, e.task_id, e.reservation_id, e.by)
-    return _replace(s, artifacts={**s.artifacts, e.artifact_id: artifact})
-
-
-_EVOLVE: dict[type[Any], Callable[[Project, Any], Project]] = {
-    ProjectStatusChanged: _status_changed, SpecPatched: _spec_patched, BudgetTotalSet: _total_set,
-    CostAdded: _cost_added, BudgetReserved: _reserved, ReservationCommitted: _committed,
-    ReservationReleased: _released, DnaEntryPut: _dna_put, DnaEntryRemoved: _dna_removed,
-    ShotCreated: _shot_created, ShotUpdated: _shot_updated, ArtifactRegistered: _artifact_registered,
-    BudgetAlertRaised: lambda s, e: _replace(s, alerts={**s.alerts, str(e.level): e.total}),
-}
-
 
 # ── decisions ──────────────────────────────────────────────────────────────────────────
 
@@ -298,17 +131,6 @@ def canonical(value: Any) -> bytes:
 
 
 
-def money(amount: Decimal) -> str:
-    """Fixed-point always: ``str()`` of a Decimal may choose exponent notation."""
-    return format(amount, "f")
-
-
-def _budget_details(state: Project, **extra: str) -> dict[str, str]:
-    b = state.budget
-    return {"total": money(b.total), "spent": money(b.spent), "reserved": money(b.reserved),
-            "remaining": money(b.remaining), "currency": state.currency, **extra}
-
-
 def _set_status(state: Project, c: SetProjectStatus, ctx: Context) -> Decision:
     if c.status == state.status:
         return []  # already there: moving again changes nothing
@@ -326,84 +148,6 @@ def _patch_spec(state: Project, c: PatchSpec, ctx: Context) -> Decision:
                          f"the global spec is at version {actual}, the command expected version {c.expected_version}",
                          {"part": "global_spec", "expected_version": c.expected_version, "actual_version": actual})
     return [SpecPatched(dict(c.patch), actual + 1)]
-
-
-def _set_total(state: Project, c: SetBudgetTotal, ctx: Context) -> Decision:
-    total, b = Decimal(c.total), state.budget
-    if not ctx.require("total >= spent", total >= b.spent):
-        return Rejection("budget_below_spent", f"the total {money(total)} is below what is already spent, "
-                         f"{money(b.spent)} {state.currency}", _budget_details(state, asked=money(total)))
-    if not ctx.require("total >= spent + reserved", total >= b.spent + b.reserved):
-        return Rejection("budget_below_reserved", f"the total {money(total)} is below spent {money(b.spent)} plus "
-                         f"reserved {money(b.reserved)} {state.currency}", _budget_details(state, asked=money(total)))
-    if total == b.total:
-        return []
-    return [BudgetTotalSet(total, b.total)]
-
-
-def _fits(state: Project, amount: Decimal, ctx: Context) -> Rejection | None:
-    """``budget_exceeded`` when ``amount`` is more than what remains, else ``None``."""
-    if ctx.require("amount <= remaining (total - spent - reserved)", amount <= state.budget.remaining):
-        return None
-    b = state.budget
-    return Rejection(
-        "budget_exceeded",
-        f"{money(amount)} is more than what remains, {money(b.remaining)} {state.currency} "
-        f"(total {money(b.total)}, spent {money(b.spent)}, reserved {money(b.reserved)})",
-        _budget_details(state, amount=money(amount)),
-    )
-
-
-def _add_cost(state: Project, c: AddCost, ctx: Context) -> Decision:
-    amount = Decimal(c.amount)
-    refused = _fits(state, amount, ctx)
-    return refused or [CostAdded(amount, c.reason, c.artifact_id)]
-
-
-def _reserve(state: Project, c: ReserveBudget, ctx: Context) -> Decision:
-    amount = Decimal(c.amount)
-    known = state.reservations.get(c.reservation_id)
-    if not ctx.require("reservation_id is not in use", known is None):
-        assert known is not None
-        return Rejection("reservation_exists", f"reservation {c.reservation_id!r} is already held",
-                         {"reservation_id": c.reservation_id, "amount": money(known.amount),
-                          "expires_at": known.expires_at.isoformat()})
-    refused = _fits(state, amount, ctx)
-    expires_at = ctx.now + timedelta(seconds=c.ttl_seconds)
-    return refused or [BudgetReserved(c.reservation_id, amount, c.reason, expires_at, ctx.actor)]
-
-
-def _held(state: Project, reservation_id: str, ctx: Context) -> Rejection | None:
-    ok = ctx.require("the reservation is held (not committed, released or expired)",
-                     reservation_id in state.reservations)
-    if ok:
-        return None
-    return Rejection("reservation_not_found", f"no reservation {reservation_id!r} is held: it was never made, "
-                     "or it was already committed, released or has expired", {"reservation_id": reservation_id})
-
-
-def _commit(state: Project, c: CommitReservation, ctx: Context) -> Decision:
-    refused = _held(state, c.reservation_id, ctx)
-    if refused:
-        return refused
-    held = state.reservations[c.reservation_id]
-    amount = held.amount if c.amount is None else Decimal(c.amount)
-    if not ctx.require("amount <= the reserved amount", amount <= held.amount):
-        return Rejection("reservation_exceeded", f"{money(amount)} is more than the {money(held.amount)} reserved",
-                         {"reservation_id": c.reservation_id, "amount": money(amount), "reserved": money(held.amount)})
-    reason = c.reason or held.reason
-    return [ReservationCommitted(c.reservation_id, amount, held.amount - amount, reason, c.artifact_id)]
-
-
-def _release(state: Project, c: ReleaseReservation, ctx: Context) -> Decision:
-    refused = _held(state, c.reservation_id, ctx)
-    if refused:
-        return refused
-    return [ReservationReleased(c.reservation_id, state.reservations[c.reservation_id].amount, "released", c.reason)]
-
-
-def _expire(state: Project, c: ExpireReservations, ctx: Context) -> Decision:
-    return []  # ``decide`` has already released every expired reservation
 
 
 def _put_dna(state: Project, c: PutDnaEntry, ctx: Context) -> Decision:
@@ -499,16 +243,6 @@ def _register_artifact(state: Project, c: RegisterArtifact, ctx: Context) -> Dec
     else:
         charged = _add_cost(state, AddCost(money(cost), f"artifact {c.artifact_id}", c.artifact_id), ctx)
     return charged if isinstance(charged, Rejection) else [event, *charged]
-
-
-def _alert(state: Project, c: RaiseBudgetAlert, ctx: Context) -> Decision:
-    """Raised once per level and total: a budget raised later can cross the level again."""
-    budget = state.budget
-    if state.alerts.get(str(c.level)) == budget.total:
-        return []
-    if not ctx.require(f"spending reached {c.level}% of the budget", budget.spent * 100 >= budget.total * c.level):
-        return Rejection("below_alert_level", f"spent {budget.spent} is below {c.level}% of {budget.total}")
-    return [BudgetAlertRaised(c.level, budget.spent, budget.total)]
 
 
 _DECIDE: dict[type[Any], Callable[[Project, Any, Context], Decision]] = {

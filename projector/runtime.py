@@ -26,7 +26,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind
 
 from blackboard.domain.lease import Lease
-from blackboard.domain.project import Budget, Project, Shot, Spec
+from blackboard.domain.project_state import Budget, Project, Shot, Spec
 from blackboard.events.log import LogReader, PartitionedLog, StoredRecord, read_at
 from blackboard.events.tracing import distinct, event_span_context, event_trace_id
 from blackboard.projector import metrics, tables

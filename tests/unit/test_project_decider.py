@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from blackboard.domain import project
 from blackboard.domain.decider import Context, Decider, Rejection, fold
-from blackboard.domain.project import Budget, Project, Spec
+from blackboard.domain.project_state import Budget, Project, Spec
 from blackboard.domain.registry import DECIDERS
 from blackboard.schemas.project import (
     AddCost,
