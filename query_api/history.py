@@ -15,7 +15,7 @@ Everything but the few ``load_*`` functions at the end is pure.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -232,3 +232,10 @@ def one_bound(version: int | None, at: datetime | None) -> None:
     if at is not None and at.tzinfo is None:
         raise InvalidRequest(f"at {at.isoformat()!r} has no UTC offset; RFC 3339 times carry one",
                              code="invalid_time")
+    if at is not None:
+        try:
+            at.astimezone(UTC)
+        except OverflowError:
+            # 9999-12-31T23:59:59-14:00 is a valid RFC 3339 time whose UTC instant is past year 9999.
+            raise InvalidRequest(f"at {at.isoformat()!r} is past the last time this API can represent "
+                                 f"(9999-12-31T23:59:59.999999Z)", code="invalid_time") from None

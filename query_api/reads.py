@@ -27,6 +27,7 @@ from blackboard.query_api import metrics
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.schemas.api import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.envelope import decode_token, stream_partition_key
+from blackboard.schemas.types import unstorable_text
 from blackboard.schemas.views import HistoryEntry, Page, StreamState, TaskView
 
 log = structlog.get_logger(__name__)
@@ -242,3 +243,6 @@ def stream_exists_check(stream: str) -> None:
         stream_partition_key(stream)
     except ValueError as exc:
         raise InvalidRequest(str(exc), code="invalid_stream") from None
+    problem = unstorable_text(stream)
+    if problem:
+        raise InvalidRequest(f"stream {stream!r}: {problem}", code="invalid_stream")
