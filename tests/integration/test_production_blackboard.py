@@ -88,7 +88,7 @@ async def test_project_status_spec_and_budget(settings: Settings) -> None:
                                                                "reason": "c", "ttl_seconds": 1})
         budget = await get(client, "/v1/projects/p-1/budget", short["position"])
         assert [r["reservation_id"] for r in budget["reservations"]] == ["r-4", "r-3"]
-        assert (Decimal(budget["reserved"]), Decimal(budget["remaining"])) == (17, 8)
+        assert (Decimal(budget["reserved"]), Decimal(budget["remaining"])) == (Decimal(17), Decimal(8))
         # r-4 expires by itself: the sweeper sends project.expire_reservations, no one calls release.
         budget = await _until(client, "/v1/projects/p-1/budget", lambda b: Decimal(b["reserved"]) == 7)
         assert [r["reservation_id"] for r in budget["reservations"]] == ["r-3"]
@@ -192,7 +192,8 @@ async def test_artifacts_charge_the_budget_in_the_same_command(settings: Setting
         free = await ok(client, "project.register_artifact", P, {"artifact_id": "a-3", "kind": "thumb",
                                                                  "uri": "file:///t.png"})
         budget = await get(client, "/v1/projects/p-1/budget", free["position"])
-        assert (Decimal(budget["spent"]), Decimal(budget["reserved"]), Decimal(budget["remaining"])) == (7, 0, 3)
+        assert (Decimal(budget["spent"]), Decimal(budget["reserved"]), Decimal(budget["remaining"])) == (
+            Decimal(7), Decimal(0), Decimal(3))
 
         # Indexed and listed by project, shot and kind; paged with a cursor; fields= trims each item.
         page = await get(client, "/v1/projects/p-1/artifacts?sort=id&page_size=2", free["position"])

@@ -24,7 +24,7 @@ from blackboard.events.log import Record, StoredRecord
 from blackboard.events.tracing import event_span_context, event_trace_id
 from blackboard.schemas.envelope import Envelope
 
-text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+text = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)
 hex_digits = st.text("0123456789abcdef", min_size=1)
 traceparents = st.builds("00-{}-{}-{}".format, hex_digits.map(lambda h: h.zfill(32)[:32]),
                          hex_digits.map(lambda h: h.zfill(16)[:16]), st.sampled_from(["00", "01"]))
