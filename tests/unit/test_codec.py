@@ -40,8 +40,7 @@ envelopes = st.builds(
 
 def stored(env: Envelope, **changes: object) -> StoredRecord:
     r = to_record(env)
-    fields = {"key": r.key, "value": r.value, "headers": r.headers, **changes}
-    return StoredRecord("events", 3, 42, fields["key"], fields["value"], fields["headers"], 0)  # type: ignore[arg-type]
+    return msgspec.structs.replace(StoredRecord("events", 3, 42, r.key, r.value, r.headers, 0), **changes)
 
 
 @given(envelopes)
