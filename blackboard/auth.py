@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 from litestar import Request
 
@@ -18,7 +19,7 @@ class Authenticator:
     def __init__(self, keys: dict[str, Principal]) -> None:
         self._keys = [(k.encode(), p) for k, p in keys.items()]
 
-    def __call__(self, request: Request) -> Principal:  # type: ignore[type-arg]
+    def __call__(self, request: Request[Any, Any, Any]) -> Principal:
         return self.principal_for(_presented_key(request))
 
     def principal_for(self, presented: str | None) -> Principal:
@@ -39,7 +40,7 @@ class Authenticator:
         return found
 
 
-def rate_limit_identity(request: Request) -> str:  # type: ignore[type-arg]
+def rate_limit_identity(request: Request[Any, Any, Any]) -> str:
     """Whom a rate limit counts: the credential presented (hashed), else the client address.
 
     Note: the key is hashed so that no secret sits in the limiter's store.
@@ -51,7 +52,7 @@ def rate_limit_identity(request: Request) -> str:  # type: ignore[type-arg]
     return f"addr:{client.host if client else 'unknown'}"
 
 
-def _presented_key(request: Request) -> str | None:  # type: ignore[type-arg]
+def _presented_key(request: Request[Any, Any, Any]) -> str | None:
     return presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
 
 

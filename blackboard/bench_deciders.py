@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -96,10 +96,10 @@ def stop_all(servers: Sequence[Server]) -> None:
         server.wait_stopped()
 
 
-async def _report(client: httpx.AsyncClient, url: str) -> dict[str, object]:
+async def _report(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
     r = await client.get(f"{url}/v1/partitions")
     r.raise_for_status()
-    report: dict[str, object] = r.json()
+    report: dict[str, Any] = r.json()
     return report
 
 
@@ -110,7 +110,7 @@ async def wait_owned(client: httpx.AsyncClient, deciders: Sequence[Server], time
         owners: dict[int, list[str]] = {}
         for server in deciders:
             report = await _report(client, server.url)
-            for p in report["partitions"]:  # type: ignore[attr-defined]
+            for p in report["partitions"]:
                 if p["ready"]:
                     owners.setdefault(p["partition"], []).append(server.url)
         single = {p: urls[0] for p, urls in owners.items() if len(urls) == 1}
@@ -124,8 +124,8 @@ async def wait_owned(client: httpx.AsyncClient, deciders: Sequence[Server], time
 async def _counters(client: httpx.AsyncClient, servers: Sequence[Server]) -> tuple[int, int]:
     """Commands decided at once and commands routed, summed over ``servers`` (their own counters)."""
     reports = [await _report(client, s.url) for s in servers]
-    return (sum(int(r["decided_here"]) for r in reports),  # type: ignore[call-overload]
-            sum(int(r["routed"]) for r in reports))  # type: ignore[call-overload]
+    return (sum(int(r["decided_here"]) for r in reports),
+            sum(int(r["routed"]) for r in reports))
 
 
 # ── load ──────────────────────────────────────────────────────────────────────────────────

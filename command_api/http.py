@@ -55,6 +55,7 @@ _ERRORS = {
 }
 
 
+# ResponseSpec's annotation admits one class, not a union of them, which Litestar handles all the same.
 @post(ROUTE, status_code=200, summary="Decide a command", tags=["commands"],
       responses={200: ResponseSpec(Accepted | DryRun,  # type: ignore[arg-type]
                                    description="accepted: the events and the position token; or, with dry_run, "

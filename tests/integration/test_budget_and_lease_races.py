@@ -23,6 +23,7 @@ AGENTS, ROUNDS, TOTAL = 20, 6, Decimal(100)
 
 async def test_twenty_agents_reserve_and_commit_against_one_budget(settings: Settings) -> None:
     async with running(settings) as (client, runtime):
+        assert runtime.log is not None
         created = await command(client, "project.create", "project:p-1",
                                 {"title": "T", "currency": "EUR", "budget_total": str(TOTAL)})
         assert created.status_code == 200
@@ -52,7 +53,7 @@ async def test_twenty_agents_reserve_and_commit_against_one_budget(settings: Set
         token = last.json()["position"] if last.status_code == 200 else None
 
         events = [decode_event(e.envelope.type, e.envelope.schema_version, e.envelope.payload)
-                  for e in await read_events(runtime.log, settings.events_topic)]  # type: ignore[arg-type]
+                  for e in await read_events(runtime.log, settings.events_topic)]
         total = spent = reserved = Decimal(0)
         reserved_sum = settled_sum = Decimal(0)
         reservations = 0
@@ -81,6 +82,7 @@ async def test_twenty_agents_reserve_and_commit_against_one_budget(settings: Set
 
 async def test_two_holders_race_for_one_lease(settings: Settings) -> None:
     async with running(settings) as (client, runtime):
+        assert runtime.log is not None
         loop = asyncio.get_running_loop()
         stop_at = loop.time() + 3.0
 
@@ -106,7 +108,7 @@ async def test_two_holders_race_for_one_lease(settings: Settings) -> None:
         counts = await asyncio.gather(holder("a", 1), holder("b", 2))
         assert all(counts), counts
 
-        recorded = await read_events(runtime.log, settings.events_topic)  # type: ignore[arg-type]
+        recorded = await read_events(runtime.log, settings.events_topic)
         holder_now: str | None = None
         until = None
         tokens: list[int] = []

@@ -4,6 +4,7 @@ offline, heartbeats that do not flood the log, budget alerts and the artifact sa
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import Counter, defaultdict
@@ -20,7 +21,7 @@ from blackboard.schemas.envelope import RecordedEvent
 from blackboard.worker import ClaimedTask, Worker
 from tests.integration.harness import command, read_events, running
 
-SKILLS = ([], ["gpu"], ["cpu"])
+SKILLS: tuple[list[str], ...] = ([], ["gpu"], ["cpu"])
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
@@ -68,10 +69,11 @@ def workers_for(client: httpx.AsyncClient, count: int, skills: list[list[str]], 
 
 async def test_ten_workers_claim_a_thousand_tasks_each_once_in_priority_order(settings: Settings) -> None:
     rng = random.Random(7)
-    tasks = [{"id": f"t-{i}", "name": "work", "priority": rng.randrange(10), "required_skills": rng.choice(SKILLS)}
-             for i in range(1000)]
-    priority = {t["id"]: t["priority"] for t in tasks}
-    needs = {t["id"]: set(t["required_skills"]) for t in tasks}
+    # Drawn in the same order as when the dicts were built inline: the same seed gives the same tasks.
+    drawn = [(f"t-{i}", rng.randrange(10), rng.choice(SKILLS)) for i in range(1000)]
+    tasks = [{"id": task_id, "name": "work", "priority": p, "required_skills": skills} for task_id, p, skills in drawn]
+    priority = {task_id: p for task_id, p, _ in drawn}
+    needs = {task_id: set(skills) for task_id, _, skills in drawn}
     async with running(settings) as (client, runtime):
         created = await graph(client, tasks)
         assert created.status_code == 200, created.text
@@ -333,10 +335,10 @@ async def test_the_artifact_saga_commits_on_success_and_releases_on_failure_time
                                                                  "budget_total": "100.00"})
         await command(client, "node.register", "node:n-1", {"hostname": "h"})
         # No node offers "nobody": the late saga's task is never claimed, and its saga times out.
-        for saga, amount, extra in (("ok", "10.00", {}), ("bad", "20.00", {}),
-                                    ("late", "5.00", {"timeout_seconds": 1, "skills": ("nobody",)}),
-                                    ("greedy", "500.00", {})):
-            assert (await start_saga(client, saga, amount, **extra)).status_code == 200
+        for saga, amount, skills, extra in (("ok", "10.00", (), {}), ("bad", "20.00", (), {}),
+                                            ("late", "5.00", ("nobody",), {"timeout_seconds": 1}),
+                                            ("greedy", "500.00", (), {})):
+            assert (await start_saga(client, saga, amount, skills, **extra)).status_code == 200
 
         async def saga_status(saga: str) -> str:
             r = await client.get(f"/v1/sagas/{saga}")
@@ -385,7 +387,7 @@ async def test_restarting_the_process_managers_mid_stream_duplicates_no_effect(s
         runs = [asyncio.create_task(w.run(stop=stop)) for w in workers]
         try:
             for round_ in range(3):
-                await eventually(lambda r=round_: _completed(workers, 15 * (r + 1)), timeout=60, what="progress")
+                await eventually(functools.partial(_completed, workers, 15 * (round_ + 1)), timeout=60, what="progress")
                 await command(client, "project.add_cost", "project:p-1", {"amount": "3.00", "reason": "r"})
                 await _restart_processes(runtime)
             await eventually(lambda: _completed(workers, 60), timeout=120, what="the DAG completed")

@@ -88,7 +88,7 @@ async def test_project_status_spec_and_budget(settings: Settings) -> None:
                                                                "reason": "c", "ttl_seconds": 1})
         budget = await get(client, "/v1/projects/p-1/budget", short["position"])
         assert [r["reservation_id"] for r in budget["reservations"]] == ["r-4", "r-3"]
-        assert (Decimal(budget["reserved"]), Decimal(budget["remaining"])) == (17, 8)
+        assert (Decimal(budget["reserved"]), Decimal(budget["remaining"])) == (Decimal(17), Decimal(8))
         # r-4 expires by itself: the sweeper sends project.expire_reservations, no one calls release.
         budget = await _until(client, "/v1/projects/p-1/budget", lambda b: Decimal(b["reserved"]) == 7)
         assert [r["reservation_id"] for r in budget["reservations"]] == ["r-3"]
@@ -169,6 +169,7 @@ async def test_shots_with_versions_and_field_preconditions(settings: Settings) -
 
 async def test_artifacts_charge_the_budget_in_the_same_command(settings: Settings) -> None:
     async with running(settings) as (client, runtime):
+        assert runtime.log is not None
         await ok(client, "project.create", P, {"title": "T", "currency": "EUR", "budget_total": "10"})
         await ok(client, "project.create_shot", P, {"shot_id": "s-1"})
         charged = await ok(client, "project.register_artifact", P, {
@@ -183,16 +184,17 @@ async def test_artifacts_charge_the_budget_in_the_same_command(settings: Setting
         assert [e["type"] for e in from_reservation["events"]] == [
             "project.artifact_registered", "project.reservation_committed"]
         # Past the budget: refused, and neither the artifact nor a cost is in the log.
-        before = len(await read_events(runtime.log, settings.events_topic))  # type: ignore[arg-type]
+        before = len(await read_events(runtime.log, settings.events_topic))
         await refused(client, "project.register_artifact", P, {
             "artifact_id": "a-3", "kind": "video", "uri": "s3://renders/a-3.mp4", "cost": "3.01"}, "budget_exceeded")
         await refused(client, "project.register_artifact", P, {
             "artifact_id": "a-4", "kind": "video", "uri": "s3://x/y", "shot_id": "s-404"}, "shot_not_found")
-        assert len(await read_events(runtime.log, settings.events_topic)) == before  # type: ignore[arg-type]
+        assert len(await read_events(runtime.log, settings.events_topic)) == before
         free = await ok(client, "project.register_artifact", P, {"artifact_id": "a-3", "kind": "thumb",
                                                                  "uri": "file:///t.png"})
         budget = await get(client, "/v1/projects/p-1/budget", free["position"])
-        assert (Decimal(budget["spent"]), Decimal(budget["reserved"]), Decimal(budget["remaining"])) == (7, 0, 3)
+        assert (Decimal(budget["spent"]), Decimal(budget["reserved"]), Decimal(budget["remaining"])) == (
+            Decimal(7), Decimal(0), Decimal(3))
 
         # Indexed and listed by project, shot and kind; paged with a cursor; fields= trims each item.
         page = await get(client, "/v1/projects/p-1/artifacts?sort=id&page_size=2", free["position"])
@@ -264,8 +266,9 @@ async def test_leases_grant_growing_fencing_tokens_and_expire_by_themselves(sett
 
 async def test_a_dry_run_shows_what_would_happen_and_appends_nothing(settings: Settings) -> None:
     async with running(settings) as (client, runtime):
+        assert runtime.log is not None
         created = await ok(client, "project.create", P, {"title": "T", "currency": "EUR", "budget_total": "10"})
-        before = len(await read_events(runtime.log, settings.events_topic))  # type: ignore[arg-type]
+        before = len(await read_events(runtime.log, settings.events_topic))
         dry = await ok(client, "project.add_cost", P, {"amount": "4", "reason": "r"}, dry_run=True,
                        command_id="plan-1")
         assert dry["outcome"] == "dry_run" and dry["would"] == "accepted" and dry["version"] == 2
@@ -275,7 +278,7 @@ async def test_a_dry_run_shows_what_would_happen_and_appends_nothing(settings: S
         no = await ok(client, "project.add_cost", P, {"amount": "11", "reason": "r"}, dry_run=True)
         assert (no["would"], no["code"], no["events"]) == ("rejected", "budget_exceeded", [])
         assert {"rule": "amount <= remaining (total - spent - reserved)", "passed": False} in no["checks"]
-        assert len(await read_events(runtime.log, settings.events_topic)) == before  # type: ignore[arg-type]
+        assert len(await read_events(runtime.log, settings.events_topic)) == before
         # The id of a dry run is not used up: the real command with it is decided for the first time.
         real = await ok(client, "project.add_cost", P, {"amount": "4", "reason": "r"}, command_id="plan-1")
         assert real["outcome"] == "accepted" and real["version"] == 2
@@ -285,10 +288,11 @@ async def test_a_dry_run_shows_what_would_happen_and_appends_nothing(settings: S
 
 async def test_agent_metadata_travels_in_the_headers_and_shows_in_history(settings: Settings) -> None:
     async with running(settings) as (client, runtime):
+        assert runtime.log is not None
         agent = {"run_id": "run-42", "model": "gpt-x", "prompt_hash": "sha256:ab12"}
         done = await ok(client, "project.create", P, {"title": "T", "currency": "EUR", "budget_total": "1"},
                         agent=agent)
-        [event] = await read_events(runtime.log, settings.events_topic)  # type: ignore[arg-type]
+        [event] = await read_events(runtime.log, settings.events_topic)
         env = event.envelope
         assert (env.agent_run_id, env.agent_model, env.prompt_hash) == ("run-42", "gpt-x", "sha256:ab12")
         history = await get(client, "/v1/streams/project:p-1/history", done["position"])

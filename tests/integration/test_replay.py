@@ -120,7 +120,8 @@ async def test_a_rebuild_under_load_swaps_without_a_read_error_and_verifies_equa
         r = await add_cost(client, projects[0])
         doc = (await client.get(f"/v1/projects/{projects[0]}", params={"consistent_with": r.json()["position"]}))
         assert doc.status_code == 200
-        redis = aioredis.from_url(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+        assert settings.redis_url is not None
+        redis = aioredis.from_url(settings.redis_url.get_secret_value())
         try:
             prefix = generations.cache_prefix(settings.redis_prefix, 1)
             assert await redis.exists(f"{prefix}project:{projects[0]}")

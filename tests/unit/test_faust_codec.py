@@ -78,18 +78,18 @@ def test_an_older_schema_version_is_upcast() -> None:
 def test_what_this_build_cannot_decode_is_a_value_decode_error(change: dict[str, object]) -> None:
     env = envelope(CostAdded(amount=Decimal("1"), reason="r"), stream="project:p-1", version=1, **change)
     with pytest.raises(ValueDecodeError, match=r"t\.events\[2\]@7"):
-        BlackboardSchema().loads_value(None, message(env))  # type: ignore[arg-type]
+        BlackboardSchema().loads_value(_app(), message(env))
 
 
 def test_a_foreign_record_is_a_value_decode_error() -> None:
     foreign = Message("t.events", 0, 1, 0.0, 0, [], b"k", b"{}", None)
     with pytest.raises(ValueDecodeError, match="missing headers"):
-        BlackboardSchema().loads_value(None, foreign)  # type: ignore[arg-type]
+        BlackboardSchema().loads_value(_app(), foreign)
 
 
 def test_the_key_is_the_partition_key() -> None:
     env = envelope(CostAdded(amount=Decimal("1"), reason="r"), stream="project:p-9", version=1)
-    assert BlackboardSchema().loads_key(None, message(env)) == "p-9"  # type: ignore[arg-type]
+    assert BlackboardSchema().loads_key(_app(), message(env)) == "p-9"
 
 
 def test_the_codec_round_trips_an_event_with_its_payload_as_written() -> None:

@@ -222,7 +222,7 @@ _NAME = st.from_regex(r"zq[A-Za-z0-9_]{4,20}", fullmatch=True)
 
 
 # Text a filter accepts: no NUL and no lone surrogate (those are refused before any SQL is built).
-_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)))
+_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]))
 
 
 @given(_NAME, _NAME, _TEXT.map(lambda t: "zq" + t), st.sampled_from(["", "-"]))
