@@ -57,7 +57,7 @@ class CrudBlackboard:
                     raise BudgetExceeded(project)
                 doc["spent"] = str(spent)
                 text = msgspec.json.encode(doc).decode()
-                version = row["version"] + 1
+                version: int = row["version"] + 1
                 done = await conn.execute("UPDATE crud_projects SET doc = $2::jsonb, version = $3 "
                                           "WHERE id = $1 AND version = $4", project, text, version, row["version"])
                 if done == "UPDATE 1":
