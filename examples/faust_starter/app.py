@@ -27,7 +27,7 @@ import os
 import faust
 
 from blackboard.config import Settings
-from blackboard.faust_integration import BlackboardEvent, CommandClient, events_topic
+from blackboard.integrations.faust import BlackboardEvent, CommandClient, events_topic
 from blackboard.schemas.project import AddCost
 from blackboard.schemas.task import TaskCreated
 

@@ -15,13 +15,13 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
+from benchmarks.server import Server
 from blackboard.app import ROLES, Runtime
-from blackboard.bench import Server
 from blackboard.config import Settings
 from blackboard.events.codec import from_record, passed_over
 from blackboard.events.log import PartitionedLog
 from blackboard.http_app import build_app
-from blackboard.ops import checksums
+from blackboard.ops.checksums import checksums
 from blackboard.schemas.envelope import RecordedEvent
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from blackboard.bench_deciders import PARTITIONS, measure, parse_counts
+from benchmarks.deciders import PARTITIONS, measure, parse_counts
 
 pytestmark = pytest.mark.slow
 

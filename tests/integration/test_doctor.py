@@ -14,8 +14,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from blackboard import ops
 from blackboard.config import Settings
+from blackboard.connect import opened_log, read_pool
+from blackboard.ops.lag import lag
+from blackboard.ops.offsets import end_offsets
 from blackboard.projector.migrate import migrate, migrations
 from tests.integration.harness import command, running, settings_for
 from tests.services import free_port
@@ -65,7 +67,7 @@ async def _traffic_projected(settings: Settings) -> None:
             assert (await command(client, "project.create", stream, PROJECT)).status_code == 200
         assert runtime.log is not None and runtime.pool is not None
         deadline = time.monotonic() + 15
-        while (await ops.lag(runtime.log, runtime.pool, settings)).total:
+        while (await lag(runtime.log, runtime.pool, settings)).total:
             assert time.monotonic() < deadline, "the projector did not catch up"
             await asyncio.sleep(0.1)
 
@@ -94,9 +96,9 @@ async def test_a_healthy_installation_passes(settings: Settings) -> None:
 
 async def test_a_broken_installation_lists_each_problem(settings: Settings) -> None:
     """Events topic with 3 partitions where 4 are configured, a migration row gone, Redis on an unused port."""
-    async with ops.opened_log(settings, _url(settings)) as log:
+    async with opened_log(settings, _url(settings)) as log:
         await log.create_topic(settings.events_topic, 3, config={"retention.ms": "-1"})
-    async with ops.read_pool(settings, _url(settings)) as pool:
+    async with read_pool(settings, _url(settings)) as pool:
         await migrate(pool, settings.read_schema)
         latest = migrations()[-1]
         await pool.execute("DELETE FROM schema_migrations WHERE version = $1", latest.version)
@@ -137,7 +139,7 @@ async def test_a_projection_whose_offset_does_not_move_while_behind_is_stuck(pg_
     async with running(settings, roles=frozenset({"command"})) as (client, runtime):
         assert (await command(client, "project.create", "project:p-1", PROJECT)).status_code == 200
         assert runtime.log is not None
-        ends = await ops.end_offsets(runtime.log, settings.events_topic)
+        ends = await end_offsets(runtime.log, settings.events_topic)
     [(partition, end)] = [(p, e) for p, e in ends.items() if e]
     conn = await asyncpg.connect(_url(settings))
     try:

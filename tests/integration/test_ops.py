@@ -14,9 +14,14 @@ import asyncpg
 import msgspec
 import pytest
 
-from blackboard import ops
 from blackboard.config import Settings
+from blackboard.connect import opened_log, read_pool
 from blackboard.events.log import PartitionedLog, Record
+from blackboard.ops.dead_letters import Bytes, dead_letter, dead_letters
+from blackboard.ops.lag import lag
+from blackboard.ops.offsets import end_offsets
+from blackboard.ops.topics import topics
+from blackboard.ops.verify import verify
 from blackboard.projector.migrate import migrate
 from blackboard.projector.runtime import Projector
 from tests.integration.harness import command, running, settings_for
@@ -42,7 +47,7 @@ def _url(settings: Settings) -> str:
 
 @pytest.fixture
 async def ops_log(settings: Settings) -> AsyncIterator[PartitionedLog]:
-    async with ops.opened_log(settings, _url(settings)) as log:
+    async with opened_log(settings, _url(settings)) as log:
         yield log
 
 
@@ -68,7 +73,7 @@ async def _catch_up(settings: Settings, log: PartitionedLog, pool: asyncpg.Pool)
     task = asyncio.create_task(projector.run())
     try:
         deadline = time.monotonic() + 10
-        while (await ops.lag(log, pool, settings)).total:
+        while (await lag(log, pool, settings)).total:
             assert time.monotonic() < deadline, "the projector did not catch up"
             await asyncio.sleep(0.1)
     finally:
@@ -78,7 +83,7 @@ async def _catch_up(settings: Settings, log: PartitionedLog, pool: asyncpg.Pool)
 
 async def test_topics_and_lag_count_what_was_appended(settings: Settings, ops_log: PartitionedLog) -> None:
     await _traffic(settings, projector=False)
-    report = await ops.topics(ops_log, settings)
+    report = await topics(ops_log, settings)
     events, commands, results = report.topics
     assert (events.name, events.exists, len(events.partitions), events.total) == (settings.events_topic, True, 4, 5)
     assert commands.exists and results.exists and len(commands.partitions) == 4
@@ -94,13 +99,13 @@ async def test_topics_and_lag_count_what_was_appended(settings: Settings, ops_lo
         assert all((size or 0) > 0 for p, size in sizes.items() if ends[p]), sizes
         assert all(size == 0 for p, size in sizes.items() if not ends[p]), sizes
 
-    async with ops.read_pool(settings, _url(settings)) as pool:
-        before = await ops.lag(ops_log, pool, settings)
+    async with read_pool(settings, _url(settings)) as pool:
+        before = await lag(ops_log, pool, settings)
         assert before.total == 5
         assert {p.partition: p.lag for p in before.partitions} == ends
         assert {p.next_offset for p in before.partitions} == {None}, "no projector has run yet"
         await _catch_up(settings, ops_log, pool)
-        after = await ops.lag(ops_log, pool, settings)
+        after = await lag(ops_log, pool, settings)
     assert after.total == 0
     assert {p.partition: p.next_offset for p in after.partitions} == ends
 
@@ -110,9 +115,9 @@ async def test_lag_estimates_the_time_to_catch_up_from_two_samples(pg_settings: 
     await _traffic(pg_settings, projector=False)
     url = _url(pg_settings)
     topic = pg_settings.events_topic
-    async with ops.opened_log(pg_settings, url) as log, ops.read_pool(pg_settings, url) as pool:
+    async with opened_log(pg_settings, url) as log, read_pool(pg_settings, url) as pool:
         await migrate(pool, pg_settings.read_schema)
-        ends = await ops.end_offsets(log, topic)
+        ends = await end_offsets(log, topic)
         busiest = max(ends, key=lambda p: ends[p])
         assert ends[busiest] >= 3
         set_offset = ("INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
@@ -125,7 +130,7 @@ async def test_lag_estimates_the_time_to_catch_up_from_two_samples(pg_settings: 
             await asyncio.sleep(0.3)
             await pool.execute(set_offset, topic, busiest, 2)
 
-        report, _ = await asyncio.gather(ops.lag(log, pool, pg_settings, sample_seconds=1.0), advance())
+        report, _ = await asyncio.gather(lag(log, pool, pg_settings, sample_seconds=1.0), advance())
         rows = {r.partition: r for r in report.partitions}
         moving = rows[busiest]
         assert moving.lag == ends[busiest] - 2 and moving.rate is not None and 1.0 < moving.rate <= 2.0
@@ -133,10 +138,10 @@ async def test_lag_estimates_the_time_to_catch_up_from_two_samples(pg_settings: 
         assert all(r.eta_seconds == 0.0 and r.rate == 0.0 for p, r in rows.items() if p != busiest)
         assert report.eta_seconds == moving.eta_seconds and report.sample_seconds == 1.0
 
-        stalled = await ops.lag(log, pool, pg_settings, sample_seconds=0.2)
+        stalled = await lag(log, pool, pg_settings, sample_seconds=0.2)
         assert {r.partition: r.eta_seconds for r in stalled.partitions}[busiest] is None
         assert stalled.eta_seconds is None, "a partition that does not move never catches up"
-        unsampled = await ops.lag(log, pool, pg_settings)
+        unsampled = await lag(log, pool, pg_settings)
         assert {r.rate for r in unsampled.partitions} == {None}
     out = await _cli(pg_settings, "lag", "--sample-seconds", "0.2", "--format", "json")
     assert out.returncode == 0, out.stderr
@@ -150,28 +155,28 @@ async def test_lag_estimates_the_time_to_catch_up_from_two_samples(pg_settings: 
 
 
 async def test_topics_of_an_empty_log(pg_settings: Settings) -> None:
-    async with ops.opened_log(pg_settings, _url(pg_settings)) as log:
-        report = await ops.topics(log, pg_settings)
+    async with opened_log(pg_settings, _url(pg_settings)) as log:
+        report = await topics(log, pg_settings)
     assert [(t.exists, t.total) for t in report.topics] == [(False, 0)] * 3
 
 
 async def test_a_poison_record_is_listed_and_shown(pg_settings: Settings) -> None:
     await _traffic(pg_settings, projector=True)
     url = _url(pg_settings)
-    async with ops.opened_log(pg_settings, url) as log, ops.read_pool(pg_settings, url) as pool:
+    async with opened_log(pg_settings, url) as log, read_pool(pg_settings, url) as pool:
         bad = Record(key=b"project:p-9", value=b"\xff\xfe not json", headers=(("type", b"project.created"),))
         offset = await log.append(pg_settings.events_topic, 2, [bad])
         await _catch_up(pg_settings, log, pool)
-        listed = await ops.dead_letters(pool, limit=5)
+        listed = await dead_letters(pool, limit=5)
         assert listed.total == 1
         [letter] = listed.dead_letters
         assert (letter.topic, letter.partition, letter.offset) == (pg_settings.events_topic, 2, offset)
         assert letter.reason.startswith("undecodable")
-        shown = await ops.dead_letter(pool, letter.id)
-        assert await ops.dead_letter(pool, letter.id + 1000) is None
+        shown = await dead_letter(pool, letter.id)
+        assert await dead_letter(pool, letter.id + 1000) is None
     assert shown is not None and shown.reason == letter.reason
-    assert shown.key == ops.Bytes("utf-8", "project:p-9")
-    assert shown.value == ops.Bytes("hex", "fffe206e6f74206a736f6e")
+    assert shown.key == Bytes("utf-8", "project:p-9")
+    assert shown.value == Bytes("hex", "fffe206e6f74206a736f6e")
     assert shown.headers["type"] == "project.created"
     out = await _cli(pg_settings, "dead-letters", "show", str(letter.id), "--format", "json")
     assert out.returncode == 0, out.stderr
@@ -185,8 +190,8 @@ async def test_a_poison_record_is_listed_and_shown(pg_settings: Settings) -> Non
 async def test_verify_finds_equal_then_a_tampered_row(pg_settings: Settings) -> None:
     await _traffic(pg_settings, projector=True)
     url = _url(pg_settings)
-    async with ops.opened_log(pg_settings, url) as log, ops.read_pool(pg_settings, url) as pool:
-        report = await ops.verify(log, pool, url, pg_settings, timeout=10)
+    async with opened_log(pg_settings, url) as log, read_pool(pg_settings, url) as pool:
+        report = await verify(log, pool, url, pg_settings, timeout=10)
         assert report.equal, report
         counts = {t.table: (t.live_rows, t.rebuilt_rows) for t in report.tables}
         assert counts == {"projects": (2, 2), "shots": (1, 1), "artifacts": (0, 0), "leases": (0, 0), "tasks": (1, 1),

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import asyncpg
 
-from blackboard import ops
 from blackboard.config import Settings
+from blackboard.connect import log_factory, read_pool
+from blackboard.ops.verify import verify
 from blackboard.projector import generations
 from blackboard.projector.replay import replay
 from blackboard.schemas.envelope import stream_partition_key
@@ -48,14 +49,14 @@ async def test_worker_processes_share_a_rebuild_under_load_and_it_verifies_equal
             async with started_log(settings) as log:
                 report = await replay(log, url, base=settings.read_schema, topic=settings.events_topic,
                                       batch_size=10, handover_seconds=0.5, workers=2,
-                                      open_log=ops.log_factory(settings, url))
+                                      open_log=log_factory(settings, url))
         finally:
             stop.set()
             await writer
         assert report.swapped and report.workers == 2 and report.dead_letters == 0
         assert report.records >= 8 + 8 + 160
-        async with started_log(settings) as log, ops.read_pool(settings, url) as pool:
-            verified = await ops.verify(log, pool, url, settings, timeout=60)
+        async with started_log(settings) as log, read_pool(settings, url) as pool:
+            verified = await verify(log, pool, url, settings, timeout=60)
         assert verified.equal, verified
 
 
@@ -99,8 +100,8 @@ async def test_a_repeated_event_id_is_set_aside_by_a_rebuild_exactly_as_live(pg_
         assert states == {0: "retired", 1: "abandoned", 2: "live"}
         [rebuilt] = await letters(settings, pg_url)
         assert (rebuilt.partition, rebuilt.offset, rebuilt.stream) == (letter.partition, letter.offset, letter.stream)
-        async with started_log(settings) as log, ops.read_pool(settings, pg_url) as pool:
-            verified = await ops.verify(log, pool, pg_url, settings, timeout=60)
+        async with started_log(settings) as log, read_pool(settings, pg_url) as pool:
+            verified = await verify(log, pool, pg_url, settings, timeout=60)
         assert verified.equal, verified
 
 

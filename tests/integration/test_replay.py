@@ -14,12 +14,14 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from blackboard import ops
 from blackboard.app import open_log
 from blackboard.config import Settings
+from blackboard.connect import dry_run, read_pool, resolve_dead_letter
 from blackboard.events.codec import to_record
 from blackboard.events.log import PartitionedLog
 from blackboard.events.partitioner import partition_for
+from blackboard.ops.dead_letters import DeadLetter, dead_letters
+from blackboard.ops.verify import verify
 from blackboard.projector import generations
 from blackboard.projector.replay import replay
 from blackboard.projector.runtime import DeadLetterError
@@ -128,8 +130,8 @@ async def test_a_rebuild_under_load_swaps_without_a_read_error_and_verifies_equa
         finally:
             await redis.aclose()
 
-        async with started_log(settings) as log, ops.read_pool(settings, url) as pool:
-            verified = await ops.verify(log, pool, url, settings, timeout=60)
+        async with started_log(settings) as log, read_pool(settings, url) as pool:
+            verified = await verify(log, pool, url, settings, timeout=60)
         assert verified.equal, verified
         conn = await asyncpg.connect(url)
         try:
@@ -183,9 +185,9 @@ async def produce(log: PartitionedLog, topic: str, partitions: int, env: Any) ->
     await log.append(topic, partition, [to_record(env)])
 
 
-async def letters(settings: Settings, url: str) -> list[ops.DeadLetter]:
-    async with ops.read_pool(settings, url) as pool:
-        return (await ops.dead_letters(pool, limit=100)).dead_letters[::-1]
+async def letters(settings: Settings, url: str) -> list[DeadLetter]:
+    async with read_pool(settings, url) as pool:
+        return (await dead_letters(pool, limit=100)).dead_letters[::-1]
 
 
 async def test_a_poison_event_holds_its_stream_until_retried_after_the_fix(
@@ -230,20 +232,20 @@ async def test_a_poison_event_holds_its_stream_until_retried_after_the_fix(
 
         # Retrying the held one first is refused; retrying before the fix fails again and keeps the order.
         with pytest.raises(DeadLetterError, match=f"held behind dead letter {first.id}"):
-            await ops.resolve_dead_letter(settings, url, held.id, skip=False)
-        again = await ops.resolve_dead_letter(settings, url, first.id, skip=False)
+            await resolve_dead_letter(settings, url, held.id, skip=False)
+        again = await resolve_dead_letter(settings, url, first.id, skip=False)
         assert (again.open, again.held, again.applied) == ([first.id], [held.id], [])
 
         # The fix: this build learns version 2 (unchanged fields, so the upcaster is the identity).
         monkeypatch.setitem(registry.EVENT_TYPES, "project.cost_added", (CostAdded, 2))
         monkeypatch.setitem(registry.UPCASTERS, ("project.cost_added", 1), lambda obj: obj)
-        done = await ops.resolve_dead_letter(settings, url, first.id, skip=False)
+        done = await resolve_dead_letter(settings, url, first.id, skip=False)
         assert (done.applied, done.open, done.held) == ([first.id, held.id], [], [])
         p1 = (await client.get("/v1/projects/p-1")).json()
         assert p1["version"] == 3 and p1["budget"]["spent"] in ("12", "12.0", "12.00")
         assert [d.status for d in await letters(settings, url)] == ["applied", "applied"]
         with pytest.raises(DeadLetterError, match="already applied"):
-            await ops.resolve_dead_letter(settings, url, first.id, skip=False)
+            await resolve_dead_letter(settings, url, first.id, skip=False)
 
     # The fixed build restores the partition, reads the stream whole, and the stream moves on.
     async with running(settings) as (client, _):
@@ -270,7 +272,7 @@ async def test_skipping_a_dead_letter_releases_the_events_behind_it(pg_url: str,
                 break
             await asyncio.sleep(0.05)
         assert [d.status for d in found] == ["open", "held", "held"]
-        outcome = await ops.resolve_dead_letter(settings, pg_url, found[0].id, skip=True)
+        outcome = await resolve_dead_letter(settings, pg_url, found[0].id, skip=True)
         assert (outcome.skipped, outcome.applied) == ([found[0].id], [found[1].id, found[2].id])
         p1 = (await client.get("/v1/projects/p-1")).json()
         assert p1["version"] == 4 and p1["budget"]["spent"] in ("8", "8.0", "8.00")
@@ -286,13 +288,13 @@ async def test_a_dry_run_compares_a_fresh_fold_with_the_live_models_and_leaves_n
             position = (await add_cost(client, "p-1")).json()["position"]
         assert (await client.get("/v1/projects/p-1", params={"consistent_with": position})).status_code == 200
         async with started_log(settings) as log:
-            report = await ops.dry_run(log, settings, pg_url, batch_size=7)
+            report = await dry_run(log, settings, pg_url, batch_size=7)
             assert report.equal and report.records == 21 and report.applied == 21 and report.dead_letters == 0
             # The live models changed behind its back: the dry run names the row that differs.
             conn = await asyncpg.connect(pg_url)
             try:
                 await conn.execute(f"UPDATE {settings.read_schema}.projects SET title = 'edited' WHERE id = 'p-1'")
-                report = await ops.dry_run(log, settings, pg_url)
+                report = await dry_run(log, settings, pg_url)
                 assert not report.equal
                 assert {t.table: t.differing_keys for t in report.tables}["projects"] == [["p-1"]]
                 states = {g.number: g.state for g in await generations.listing(conn, settings.read_schema)}

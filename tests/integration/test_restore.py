@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from blackboard.bench_restore import measure
+from benchmarks.restore import measure
 from blackboard.command_api.owner import PartitionOwner, Submission
 from blackboard.command_api.restore import (
     SNAPSHOT_TOPIC_CONFIG,

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from blackboard import cli
+from blackboard.cli import inspect as inspecting
 from blackboard.config import Settings
 from blackboard.domain.decider import fold
 from blackboard.domain.registry import DECIDERS
@@ -57,7 +57,7 @@ async def _stream(capsys: pytest.CaptureFixture[str], name: str, *args: str) -> 
     for flag, value in zip(args[::2], args[1::2], strict=True):
         options[flag.removeprefix("--").replace("-", "_")] = int(value) if flag == "--at-version" else value
     capsys.readouterr()  # what the services logged meanwhile is not the command's output
-    await cli.stream(name, **options)
+    await inspecting.stream(name, **options)
     return msgspec.json.decode(capsys.readouterr().out)
 
 
@@ -71,10 +71,10 @@ async def _fold(settings: Settings, stream: str, first: int) -> Any:
 
 
 def _log(settings: Settings) -> Any:
-    from blackboard import ops
+    from blackboard.connect import opened_log
 
     assert settings.postgres_url is not None
-    return ops.opened_log(settings, settings.postgres_url.get_secret_value())
+    return opened_log(settings, settings.postgres_url.get_secret_value())
 
 
 async def test_the_replay_shows_every_event_and_the_state_after_it(
@@ -133,7 +133,7 @@ def _time(text: str) -> datetime:
 async def test_text_output_and_refusals(pg_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     await _traffic(pg_settings)
     capsys.readouterr()
-    await cli.stream("task:t-1")
+    await inspecting.stream("task:t-1")
     text = capsys.readouterr().out
     assert "task:t-1: 2 events" in text and "task.status_changed@1 actor=anonymous" in text
     assert '"status":"claimed"' in text
@@ -146,7 +146,7 @@ async def test_text_output_and_refusals(pg_settings: Settings, capsys: pytest.Ca
     ]
     for name, args, message in refusals:
         with pytest.raises(SystemExit) as exited:
-            await cli.stream(name, **args)
+            await inspecting.stream(name, **args)
         assert exited.value.code == 1
         assert message in capsys.readouterr().err.replace("\n", "")
 

@@ -13,12 +13,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from blackboard import ops
 from blackboard.config import Settings
 from blackboard.events.codec import to_record
 from blackboard.events.log import PartitionedLog, Record
+from blackboard.ops.offsets import end_offsets
+from blackboard.ops.tail import Decoded, Filter, parse_time, plan, tail
 from blackboard.schemas import project
-from blackboard.tail import Decoded, Filter, parse_time, plan, tail
 from tests.factories import OCCURRED_AT, envelope
 from tests.integration.harness import settings_for
 
@@ -53,7 +53,7 @@ async def settings(log: PartitionedLog, pg_url: str, topic_prefix: str) -> Setti
 async def _collect(log: PartitionedLog, settings: Settings, condition: Filter | None = None,
                    **range_: Any) -> list[Decoded]:
     got: list[Decoded] = []
-    spans = plan(await ops.end_offsets(log, settings.events_topic), **range_)
+    spans = plan(await end_offsets(log, settings.events_topic), **range_)
     reading = tail(log, settings.events_topic, spans, condition or Filter(), got.append, poll_seconds=0.2)
     await asyncio.wait_for(reading, 30)
     return got
@@ -86,7 +86,7 @@ async def test_filters_keep_undecodable_records(log: PartitionedLog, settings: S
 async def test_a_followed_tail_sees_new_records_and_stops_at_to_offset(log: PartitionedLog,
                                                                        settings: Settings) -> None:
     got: list[Decoded] = []
-    spans = plan(await ops.end_offsets(log, settings.events_topic), partition=1, to_offset=4, follow=True)
+    spans = plan(await end_offsets(log, settings.events_topic), partition=1, to_offset=4, follow=True)
     following = asyncio.create_task(tail(log, settings.events_topic, spans, Filter(), got.append, poll_seconds=0.2))
     await asyncio.sleep(0.5)
     await log.append(settings.events_topic, 1, [_event(COST, "project:p-2", n, "dave", "c-3", 4) for n in (3, 4, 5)])

@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from blackboard.config import Settings
-from blackboard.doctor import (
+from blackboard.ops.doctor import (
     Check,
     StoredOffset,
     mask,

@@ -21,7 +21,7 @@ from faust.types.tuples import Message
 
 from blackboard.config import Settings
 from blackboard.events.codec import to_record
-from blackboard.faust_integration import (
+from blackboard.integrations.faust import (
     CODEC_NAME,
     BlackboardEvent,
     BlackboardSchema,
@@ -163,7 +163,7 @@ async def test_the_events_topic_skips_what_it_cannot_decode_and_its_clones_too(
     assert topic.get_topic_name() == "t.events" and isinstance(clone, EventsTopic)
     assert clone.on_undecodable == "skip" and not topic.internal
     foreign = Message("t.events", 0, 1, 0.0, 0, [], b"k", b"{}", None)
-    with caplog.at_level(logging.ERROR, logger="blackboard.faust_integration"):
+    with caplog.at_level(logging.ERROR, logger="blackboard.integrations.faust"):
         await clone.on_value_decode_error(ValueDecodeError("t.events[0]@1: missing headers"), foreign)
     assert "t.events[0]@1: missing headers" in caplog.text
 

@@ -8,12 +8,12 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from blackboard import streams
 from blackboard.domain import task
 from blackboard.domain.decider import fold
 from blackboard.domain.registry import DECIDERS
 from blackboard.events.log import Record
 from blackboard.events.partitioner import partition_for
+from blackboard.ops import streams
 from blackboard.schemas.project import CostAdded, ProjectCreated
 from blackboard.schemas.task import TaskCreated, TaskStatusChanged
 from tests.factories import OCCURRED_AT, Partition

@@ -12,9 +12,9 @@ import pytest
 
 from blackboard.events.codec import to_record
 from blackboard.events.log import StoredRecord
+from blackboard.ops.tail import Decoded, Filter, Span, as_json, as_raw, as_text, decode, matches, parse_time, plan
 from blackboard.schemas import project
 from blackboard.schemas.registry import EVENT_TYPES, UPCASTERS
-from blackboard.tail import Decoded, Filter, Span, as_json, as_raw, as_text, decode, matches, parse_time, plan
 from tests.factories import OCCURRED_AT, envelope, stored
 
 COST = project.CostAdded(amount=Decimal("12.50"), reason="render")

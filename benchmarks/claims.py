@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 from rich.table import Table
 
-from blackboard.bench import Server, _pct, console
+from benchmarks.server import Server, console, pct
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 
@@ -68,7 +68,7 @@ async def _run(url: str, prefix: str, workers: int, tasks: int) -> tuple[float, 
         elapsed = time.perf_counter() - started
     if errors:
         console.print(f"  ({len(errors)} requests lost to a closed connection in {prefix})")
-    return len(done) / elapsed, _pct(latencies, 0.50), _pct(latencies, 0.99)
+    return len(done) / elapsed, pct(latencies, 0.50), pct(latencies, 0.99)
 
 
 async def _main(tasks: int, runs: int, worker_counts: tuple[int, ...]) -> dict[int, list[tuple[float, float, float]]]:

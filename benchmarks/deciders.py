@@ -30,7 +30,7 @@ import httpx
 import msgspec
 from rich.table import Table
 
-from blackboard.bench import Server, _pct, console
+from benchmarks.server import Server, console, pct
 from blackboard.events.partitioner import partition_for
 from blackboard.schemas.envelope import stream_partition_key
 
@@ -62,7 +62,7 @@ def _path_figures(latencies: Sequence[float], elapsed: float) -> PathFigures:
     if not latencies:
         return PathFigures(0, 0.0, math.nan, math.nan)
     ms = [s * 1000 for s in latencies]
-    return PathFigures(len(ms), len(ms) / elapsed, _pct(ms, 0.5), _pct(ms, 0.99))
+    return PathFigures(len(ms), len(ms) / elapsed, pct(ms, 0.5), pct(ms, 0.99))
 
 
 # ── processes ─────────────────────────────────────────────────────────────────────────────

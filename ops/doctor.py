@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from blackboard.config import Settings
 from blackboard.events.log import PartitionedLog, UnknownTopic
-from blackboard.ops import PROJECTION
+from blackboard.ops.offsets import PROJECTION
+from blackboard.ops.settings import OpsSettings
 from blackboard.projector.migrate import migrations, quote_ident
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -58,7 +58,7 @@ class DoctorReport(msgspec.Struct, frozen=True):
         return [c for c in self.checks if c.status == "fail"]
 
 
-async def read_schema_of(settings: Settings, conn: asyncpg.Connection) -> str:
+async def read_schema_of(settings: OpsSettings, conn: asyncpg.Connection) -> str:
     """The PostgreSQL schema that holds the live read models.
 
     Note: the one place that answers this, and it may ask the database, so that a schema chosen at
@@ -84,8 +84,8 @@ def mask(secret: str) -> str:
     return f"{scheme}://{netloc}{slash}{path}{'?***' if question else ''}"
 
 
-def settings_view(settings: Settings) -> list[SettingView]:
-    """Every field of ``Settings`` with its value (secrets masked), whether it is required, and what it is for."""
+def settings_view(settings: BaseModel) -> list[SettingView]:
+    """Every field of the settings model with its value (secrets masked), whether it is required, and what it is for."""
     views = []
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
@@ -104,7 +104,7 @@ def invalid_settings(exc: ValidationError) -> DoctorReport:
     return DoctorReport(False, [], [Check("configuration", "fail", errors)])
 
 
-def _configuration(settings: Settings) -> Check:
+def _configuration(settings: OpsSettings) -> Check:
     engine = f"Kafka at {settings.kafka_bootstrap_servers}" if settings.kafka_bootstrap_servers else "PostgreSQL"
     database = "given" if settings.postgres_url is not None else f"embedded under {settings.data_dir}"
     cache = "Redis" if settings.redis_url is not None else "no cache"
@@ -114,7 +114,7 @@ def _configuration(settings: Settings) -> Check:
 # ── pure verdicts ───────────────────────────────────────────────────────────────────────
 
 
-def partition_checks(settings: Settings, counts: Mapping[str, int | None]) -> list[Check]:
+def partition_checks(settings: OpsSettings, counts: Mapping[str, int | None]) -> list[Check]:
     """One check per topic from its partition count (``None``: missing).
 
     The events topic must have ``settings.partitions``; commands and results must have as many as events.
@@ -182,11 +182,16 @@ def missing_migrations(applied: set[int]) -> tuple[list[str], list[int]]:
 # ── the checks ──────────────────────────────────────────────────────────────────────────
 
 
-async def diagnose(settings: Settings, postgres_url: str, *, timeout: float = 3.0,
-                   stuck_after: float = 60.0) -> DoctorReport:
-    """Run every check; each step waits at most ``timeout`` seconds."""
+async def diagnose(settings: OpsSettings, postgres_url: str, *, open_log: Callable[[], PartitionedLog],
+                   timeout: float = 3.0, stuck_after: float = 60.0) -> DoctorReport:
+    """Run every check; each step waits at most ``timeout`` seconds.
+
+    ``open_log`` makes (without starting) the log the settings select. The report lists the settings
+    when they are a pydantic model (as ``blackboard.config.Settings`` is).
+    """
     checks = [_configuration(settings)]
-    async with _log(settings, postgres_url, timeout, checks) as log, _postgres(postgres_url, timeout, checks) as conn:
+    async with (_log(settings, open_log, postgres_url, timeout, checks) as log,
+                _postgres(postgres_url, timeout, checks) as conn):
         if settings.redis_url is not None:
             checks.append(await _redis(settings.redis_url.get_secret_value(), timeout))
         ends = await _topics(log, settings, timeout, checks) if log is not None else None
@@ -200,7 +205,8 @@ async def diagnose(settings: Settings, postgres_url: str, *, timeout: float = 3.
             migrated = await _migrations(conn, schema, timeout, checks)
             checks.append(await _projection(conn, schema, settings.events_topic, ends if migrated else None,
                                             timeout, stuck_after))
-    return DoctorReport(all(c.status != "fail" for c in checks), settings_view(settings), checks)
+    view = settings_view(settings) if isinstance(settings, BaseModel) else []
+    return DoctorReport(all(c.status != "fail" for c in checks), view, checks)
 
 
 async def _bounded(step: Awaitable[T], timeout: float) -> T:
@@ -212,12 +218,10 @@ def _reason(exc: BaseException, timeout: float) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _log(settings: Settings, postgres_url: str, timeout: float,
+async def _log(settings: OpsSettings, open_log: Callable[[], PartitionedLog], postgres_url: str, timeout: float,
                checks: list[Check]) -> AsyncIterator[PartitionedLog | None]:
     """The started log, or ``None`` (and a failed check) when it cannot be reached."""
-    from blackboard.app import open_log
-
-    log = open_log(settings, postgres_url)
+    log = open_log()
     name = "broker" if settings.kafka_bootstrap_servers else "log (PostgreSQL)"
     where = settings.kafka_bootstrap_servers or mask(postgres_url)
     try:
@@ -262,7 +266,7 @@ async def _redis(url: str, timeout: float) -> Check:
         await client.aclose()
 
 
-async def _topics(log: PartitionedLog, settings: Settings, timeout: float,
+async def _topics(log: PartitionedLog, settings: OpsSettings, timeout: float,
                   checks: list[Check]) -> dict[int, int] | None:
     """Partition and retention checks; return the events topic's end offsets when it exists."""
     try:

@@ -1,0 +1,37 @@
+"""The suites by name: ``blackboard bench`` and ``python -m benchmarks`` run one of them with their options."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Suite = Literal["commands", "replay", "reads", "claims", "restore", "deciders"]
+
+
+def run_suite(*, suite: Suite, clients: int, commands: int, projects: int, backlog: int, runs: int, events: int,
+              batch_size: int, reads: int, tasks: int, deciders: str, workers: int | None) -> None:
+    """Run ``suite`` with the options it takes (the others are ignored) and print what it measured."""
+    # Each suite imports only its own module: the others may need what this machine lacks.
+    if suite == "deciders":
+        from benchmarks.deciders import run_deciders_bench
+
+        run_deciders_bench(deciders=deciders, clients=clients, commands=commands, runs=runs)
+    elif suite == "restore":
+        from benchmarks.restore import run_restore_bench
+
+        run_restore_bench(events=events, runs=runs)
+    elif suite == "claims":
+        from benchmarks.claims import run_claims_bench
+
+        run_claims_bench(tasks=tasks, runs=runs)
+    elif suite == "reads":
+        from benchmarks.reads import run_reads_bench
+
+        run_reads_bench(clients=clients, reads=reads, projects=projects, runs=runs)
+    elif suite == "replay":
+        from benchmarks.replay import run_replay_bench
+
+        run_replay_bench(events=events, runs=runs, batch_size=batch_size, workers=workers)
+    else:
+        from benchmarks.commands import run_bench
+
+        run_bench(clients=clients, commands=commands, projects=projects, backlog=backlog, runs=runs)

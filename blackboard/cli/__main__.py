@@ -1,0 +1,5 @@
+"""``python -m blackboard.cli``: the ``blackboard`` command."""
+
+from blackboard.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""``blackboard up``: the service itself, in one process or as chosen roles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import cyclopts
+
+from blackboard import __version__
+from blackboard.cli.base import app, console, load_settings, postgres_url
+
+
+@app.command
+def up(
+    *,
+    data_dir: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    grpc_port: Annotated[int | None, cyclopts.Parameter(help="serve the gRPC query API on this port (0: any)")] = None,
+    role: Annotated[list[str] | None, cyclopts.Parameter(help="command, projector, query (default: all)")] = None,
+) -> None:
+    """Run Blackboard in one process: command API, decider, projector and query API.
+
+    With no BLACKBOARD_POSTGRES_URL an embedded PostgreSQL keeps its data in --data-dir; with no
+    BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS the log is a PostgreSQL table; Redis only when configured.
+    """
+    import uvicorn
+
+    from blackboard.app import Runtime, roles_from
+    from blackboard.http_app import build_app
+    from blackboard.logs import configure_logging
+    from blackboard.tracing import configure_tracing
+
+    configure_logging()
+    configure_tracing()
+    settings = load_settings(data_dir=data_dir, host=host, port=port, grpc_port=grpc_port)
+    runtime = Runtime(settings, postgres_url(settings), roles=roles_from(role or []))
+    engine = "kafka" if settings.kafka_bootstrap_servers else "postgres"
+    console.print(f"[bold]blackboard {__version__}[/] log={engine} roles={','.join(sorted(runtime.roles))} "
+                  f"→ http://{settings.host}:{settings.port}  (OpenAPI: /schema)"
+                  + (f", gRPC {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""))
+    # A stopping process lets its requests finish; a routed command may wait for a partition that is
+    # changing hands (its own leaving causes that), so it gets its route timeout.
+    graceful = 5.0 if settings.decider_mode == "all" else settings.route_timeout_seconds + 5
+    uvicorn.run(build_app(runtime), host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=int(graceful))
