@@ -175,3 +175,15 @@ async def test_the_events_topic_may_hand_the_error_to_the_agent_instead() -> Non
     await clone.on_value_decode_error(ValueDecodeError("bad"), foreign)
     with pytest.raises(ValueDecodeError, match="bad"):
         await clone.get(timeout=1)
+
+
+def test_the_old_module_name_still_imports_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    from blackboard.integrations import faust as integration
+
+    sys.modules.pop("blackboard.faust_integration", None)
+    with pytest.warns(DeprecationWarning, match=r"blackboard\.integrations\.faust"):
+        old = importlib.import_module("blackboard.faust_integration")
+    assert old.events_topic is integration.events_topic and old.BlackboardCodec is integration.BlackboardCodec
