@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-Suite = Literal["commands", "replay", "reads", "claims", "restore", "deciders"]
+Suite = Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare"]
 
 
 def run_suite(*, suite: Suite, clients: int, commands: int, projects: int, backlog: int, runs: int, events: int,
@@ -27,6 +27,11 @@ def run_suite(*, suite: Suite, clients: int, commands: int, projects: int, backl
         from benchmarks.reads import run_reads_bench
 
         run_reads_bench(clients=clients, reads=reads, projects=projects, runs=runs)
+    elif suite == "compare":
+        from benchmarks.compare import run_compare_bench
+
+        # Its own sizes (projects, commands, reads) suit a comparison; the rounds and clients are the caller's.
+        run_compare_bench(rounds=runs, clients=clients)
     elif suite == "replay":
         from benchmarks.replay import run_replay_bench
 

@@ -19,7 +19,7 @@ def bench(
     projects: int = 20,
     backlog: int = 20000,
     runs: int = 3,
-    suite: Literal["commands", "replay", "reads", "claims", "restore", "deciders"] = "commands",
+    suite: Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare"] = "commands",
     events: int = 1_000_000,
     batch_size: int = 10_000,
     reads: int = 5000,
@@ -43,6 +43,8 @@ def bench(
     --commands add_cost per run from --clients clients to random processes (commands/s, p50/p99), in total and
     split into the fast path (sent to the partition's owner) and the routed one; on Kafka when
     BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS is set.
+    --suite compare: Blackboard beside the CRUD blackboard it replaces, in --runs interleaved rounds from
+    --clients clients (commands in process and over HTTP, cached reads, freshness; ratios to the CRUD baseline).
 
     The benchmarks live in the source checkout (benchmarks/), not in the installed package: run this
     from the checkout's top folder, or `python -m benchmarks` there.
