@@ -22,11 +22,16 @@ def worker(
 ) -> None:
     """Run a demo worker: register --node, heartbeat, claim tasks and run them (each sleeps payload.seconds).
 
-    A starting point for a real one: ``blackboard.worker.Worker`` with your own handler.
+    A starting point for a real one: ``blackboard_client.worker.Worker`` with your own handler (the worker
+    loop lives in the client distribution, ``blackboard-client``).
     """
     import socket
 
-    from blackboard.worker import Worker, sleeping_handler
+    try:
+        from blackboard_client.worker import Worker, sleeping_handler
+    except ImportError:
+        console.print("[red]the worker loop is in the client: pip install blackboard-client (clients/python)[/red]")
+        raise SystemExit(2) from None
 
     w = Worker(url, node, sleeping_handler, skills=skills or [], capacity=capacity, ttl_seconds=ttl_seconds,
                hostname=socket.gethostname(), api_key=api_key)

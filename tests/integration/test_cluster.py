@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import msgspec
+from blackboard_client.worker import ClaimedTask, Worker
 
 from blackboard.app import Runtime
 from blackboard.config import Settings
 from blackboard.schemas.envelope import RecordedEvent
-from blackboard.worker import ClaimedTask, Worker
 from tests.integration.harness import command, read_events, running
 
 SKILLS: tuple[list[str], ...] = ([], ["gpu"], ["cpu"])

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from blackboard_client.worker import ClaimedTask, Worker
 
 from blackboard.config import Settings
-from blackboard.worker import ClaimedTask, Worker
 from tests.integration.harness import command, read_events, serving
 
 pytestmark = pytest.mark.slow

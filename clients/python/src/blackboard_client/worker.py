@@ -1,4 +1,4 @@
-"""A worker of the agent cluster over the HTTP API: register, heartbeat, claim, run, report.
+"""A worker of the agent cluster: register, heartbeat, claim, run, report.
 
 The loop a worker needs, written once: it registers its node, heartbeats at a quarter of its TTL
 (so the node never goes offline while the process lives), claims the next task it can do, starts
@@ -11,15 +11,18 @@ offline): the worker drops the task without reporting anything for it.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import structlog
 
-log = structlog.get_logger(__name__)
+from blackboard_client.aio import AsyncClient
+from blackboard_client.errors import ApiError, BlackboardError, LeaseLost, Rejected
+from blackboard_client.models import Claim
+
+log = logging.getLogger("blackboard_client.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +42,14 @@ class ClaimedTask:
 Handler = Callable[[ClaimedTask, "Worker"], Awaitable[dict[str, Any] | None]]
 
 
-class LeaseLost(Exception):
-    """The claim is no longer ours: stop working on the task and report nothing for it."""
-
-
 @dataclass
 class Worker:
+    """Runs ``handler`` on the tasks ``node_id`` claims, ``capacity`` at a time.
+
+    ``client`` may be an ``AsyncClient`` or an ``httpx.AsyncClient`` (used as its transport); without
+    one the worker opens its own to ``base_url``.
+    """
+
     base_url: str
     node_id: str
     handler: Handler
@@ -56,17 +61,20 @@ class Worker:
     api_key: str | None = None
     #: Seconds to wait when there is nothing to claim.
     idle_seconds: float = 0.2
-    client: httpx.AsyncClient | None = None
+    client: AsyncClient | httpx.AsyncClient | None = None
+    #: ``(task_id, token)`` of every task this worker completed.
     completed: list[tuple[str, int]] = field(default_factory=list)
     _load: int = 0
+    _bb: AsyncClient | None = None
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         """Work until ``stop`` is set (or forever), ``capacity`` tasks at a time."""
         stop = stop or asyncio.Event()
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         own = self.client is None
-        client = self.client or httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
-        self.client = client
+        if isinstance(self.client, AsyncClient):
+            self._bb = self.client
+        else:
+            self._bb = AsyncClient(self.base_url, api_key=self.api_key, http=self.client, timeout=30)
         try:
             await self.register()
             beat = asyncio.create_task(self._heartbeats(stop))
@@ -77,60 +85,43 @@ class Worker:
                 await asyncio.gather(beat, return_exceptions=True)
         finally:
             if own:
-                await client.aclose()
+                await self._bb.aclose()
+
+    @property
+    def bb(self) -> AsyncClient:
+        """The client the worker talks through (set by ``run``)."""
+        assert self._bb is not None, "the worker is not running"
+        return self._bb
 
     async def register(self) -> None:
-        await self.command("node.register", f"node:{self.node_id}", {
+        await self.bb.send("node.register", f"node:{self.node_id}", {
             "hostname": self.hostname, "platform": self.platform, "skills": self.skills, "capacity": self.capacity,
-            "ttl_seconds": self.ttl_seconds})
+            "ttl_seconds": self.ttl_seconds}, spool=False)
 
-    async def command(self, type_: str, stream: str, payload: dict[str, Any]) -> httpx.Response:
-        assert self.client is not None
-        body = {"type": type_, "stream": stream, "payload": payload, "command_id": f"w-{uuid.uuid4().hex}"}
-        for attempt in range(5):
-            response = await self.client.post("/v1/commands", json=body)
-            if response.status_code != 503:
-                return response
-            await asyncio.sleep(0.1 * 2 ** attempt)  # the same command_id: a retry is never a second command
-        return response
-
-    async def claim(self) -> ClaimedTask | None:
-        assert self.client is not None
-        response = await self.client.post(f"/v1/nodes/{self.node_id}/claim", json={})
-        if response.status_code == 204:
-            return None
-        response.raise_for_status()
-        c = response.json()
-        return ClaimedTask(c["task_id"], c["token"], c["name"], c["type"], c["priority"], c["payload"], c["attempts"])
+    async def report(self, type_: str, task: ClaimedTask, payload: dict[str, Any]) -> None:
+        """Send ``type_`` about ``task`` under its token; ``LeaseLost`` when the claim is gone."""
+        try:
+            await self.bb.send(type_, f"task:{task.task_id}", {"token": task.token, **payload}, spool=False)
+        except Rejected as exc:
+            if exc.code == "lease_lost":
+                raise LeaseLost(exc.message) from None
+            raise
 
     async def progress(self, task: ClaimedTask, percent: float | None = None, message: str | None = None) -> None:
         """Report progress (and extend the lease); raises ``LeaseLost`` when the claim is gone."""
-        payload: dict[str, Any] = {"token": task.token}
-        if percent is not None:
-            payload["percent"] = percent
-        if message is not None:
-            payload["message"] = message
-        self._check(await self.command("task.progress", f"task:{task.task_id}", payload))
+        payload = {k: v for k, v in {"percent": percent, "message": message}.items() if v is not None}
+        await self.report("task.progress", task, payload)
 
-    def _check(self, response: httpx.Response) -> None:
-        if response.status_code == 409 and response.json().get("code") == "lease_lost":
-            raise LeaseLost(response.json().get("message", ""))
-        response.raise_for_status()
+    async def claim(self) -> ClaimedTask | None:
+        found: Claim | None = await self.bb.claim(self.node_id)
+        if found is None:
+            return None
+        return ClaimedTask(found.task_id, found.token, found.name, found.type, found.priority, found.payload,
+                           found.attempts)
 
     async def _slot(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                task = await self.claim()
-            except httpx.HTTPStatusError as exc:
-                log.warning("worker.claim_failed", status=exc.response.status_code, body=exc.response.text[:200])
-                if exc.response.status_code == 404:  # the registration did not land: register again
-                    await self.register()
-                await asyncio.sleep(self.idle_seconds)
-                continue
-            except httpx.TransportError as exc:
-                log.warning("worker.claim_failed", error=repr(exc))
-                await asyncio.sleep(self.idle_seconds)
-                continue
+            task = await self._next(stop)
             if task is None:
                 await asyncio.sleep(self.idle_seconds)
                 continue
@@ -138,38 +129,44 @@ class Worker:
             try:
                 await self._run_one(task)
             except LeaseLost as exc:
-                log.warning("worker.lease_lost", task=task.task_id, token=task.token, reason=str(exc))
-            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("lease of task %s (token %d) lost: %s", task.task_id, task.token, exc)
+            except BlackboardError as exc:
                 # The claim's lease ends by itself and the task goes back to pending: keep working.
-                log.warning("worker.task_abandoned", task=task.task_id, token=task.token, error=repr(exc))
+                log.warning("task %s (token %d) abandoned: %r", task.task_id, task.token, exc)
                 await asyncio.sleep(self.idle_seconds)
             finally:
                 self._load -= 1
 
+    async def _next(self, stop: asyncio.Event) -> ClaimedTask | None:
+        """The next claimed task, or ``None`` (nothing to claim, or the claim failed: said in the log)."""
+        try:
+            return await self.claim()
+        except ApiError as exc:
+            log.warning("claim failed: %s", exc)
+            if exc.status == 404:  # the registration did not land: register again
+                await self.register()
+        except BlackboardError as exc:
+            log.warning("claim failed: %r", exc)
+        return None
+
     async def _run_one(self, task: ClaimedTask) -> None:
-        stream = f"task:{task.task_id}"
-        self._check(await self.command("task.start", stream, {"token": task.token}))
+        await self.report("task.start", task, {})
         try:
             result = await self.handler(task, self)
         except LeaseLost:
             raise
         except Exception as exc:
-            self._check(await self.command("task.fail", stream, {"token": task.token, "error": repr(exc)[:1000]}))
+            await self.report("task.fail", task, {"error": repr(exc)[:1000]})
             return
-        payload: dict[str, Any] = {"token": task.token}
-        if result is not None:
-            payload["result"] = result
-        self._check(await self.command("task.complete", stream, payload))
+        await self.report("task.complete", task, {"result": result} if result is not None else {})
         self.completed.append((task.task_id, task.token))
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
-        assert self.client is not None
         while not stop.is_set():
             try:
-                await self.client.post(f"/v1/nodes/{self.node_id}/heartbeat",
-                                       json={"status": "busy" if self._load else "idle", "load": self._load})
-            except httpx.TransportError as exc:
-                log.warning("worker.heartbeat_failed", error=repr(exc))
+                await self.bb.heartbeat(self.node_id, status="busy" if self._load else "idle", load=self._load)
+            except BlackboardError as exc:
+                log.warning("heartbeat failed: %r", exc)
             await asyncio.sleep(self.ttl_seconds / 4)
 
 
