@@ -84,6 +84,16 @@ def outcome(status: int, content: bytes, command_id: str) -> Accepted | DryRun:
     raise api_error(status, content)
 
 
+def checkpoint_outcome(response: httpx.Response, command_id: str, session: Session | None) -> dict[str, Any]:
+    """A checkpoint save's or restore's answer (its ``seq``, ``sha256``, ``position``…); raises like ``outcome``."""
+    if response.status_code != 200:
+        outcome(response.status_code, response.content, command_id)
+    answer: dict[str, Any] = msgspec.json.decode(response.content)
+    if session is not None and answer.get("position"):
+        session.note(answer["position"])
+    return answer
+
+
 def api_error(status: int, content: bytes) -> ApiError:
     """The ``ApiError`` of an error answer (an ``ErrorBody`` when the server sent one)."""
     body = _json_or_none(content)

@@ -128,3 +128,20 @@ def checkpoints(thread_id: str, page_size: int) -> Pager:
 
 def changes(stream: str, after: int) -> Call:
     return get(f"/v1/streams/{seg(stream)}/changes", after=after)
+
+
+def save_checkpoint(thread_id: str, data: bytes, label: str | None, parent_seq: int | None,
+                    metadata: dict[str, Any] | None, command_id: str) -> Call:
+    import json
+
+    headers = {"Content-Type": "application/octet-stream", "Idempotency-Key": command_id}
+    if metadata is not None:
+        headers["X-Checkpoint-Metadata"] = json.dumps(metadata, separators=(",", ":"))
+    return Call("PUT", f"/v1/checkpoints/{seg(thread_id)}", _params(label=label, parent_seq=parent_seq),
+                content=data, headers=headers, read=False, raw=True)
+
+
+def restore_checkpoint(thread_id: str, seq: int, label: str | None, command_id: str) -> Call:
+    body = {"seq": seq} | ({"label": label} if label is not None else {})
+    return Call("POST", f"/v1/checkpoints/{seg(thread_id)}/restore", json=body,
+                headers={"Idempotency-Key": command_id}, read=False, raw=True)

@@ -155,6 +155,23 @@ class Client(SyncReads):
         self._start_flusher()
         return spooled
 
+    # ── checkpoints ──
+    def save_checkpoint(self, thread_id: str, data: bytes, *, label: str | None = None,
+                        parent_seq: int | None = None, metadata: dict[str, Any] | None = None,
+                        command_id: str | None = None) -> dict[str, Any]:
+        """Save ``data`` as the thread's next checkpoint (compressed, stored inline or as a blob by the server);
+        the answer names its ``seq``, ``sha256`` and ``position``. Retries keep the same ``command_id``."""
+        command_id = command_id or core.new_command_id()
+        call = r.save_checkpoint(thread_id, data, label, parent_seq, metadata, command_id)
+        return core.checkpoint_outcome(self._request(call), command_id, self.session)
+
+    def restore_checkpoint(self, thread_id: str, seq: int, *, label: str | None = None,
+                           command_id: str | None = None) -> dict[str, Any]:
+        """Append a new checkpoint equal to checkpoint ``seq``; it becomes the latest."""
+        command_id = command_id or core.new_command_id()
+        call = r.restore_checkpoint(thread_id, seq, label, command_id)
+        return core.checkpoint_outcome(self._request(call), command_id, self.session)
+
     # ── the spool ──
     def flush(self) -> bool:
         """Deliver the spool, oldest first, with the original command ids; ``True`` once it is empty,
