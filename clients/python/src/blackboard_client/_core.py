@@ -24,6 +24,8 @@ JSON = "application/json"
 CONSISTENCY = "Blackboard-Consistency"
 #: Backoff between attempts: ``WAIT_INITIAL * 2**n`` capped at ``WAIT_MAX``, plus up to ``WAIT_JITTER`` at random.
 WAIT_INITIAL, WAIT_MAX, WAIT_JITTER = 0.05, 5.0, 0.25
+#: Seconds after a command was spooled during which the next ones are spooled without trying the server.
+OFFLINE_RECHECK = 1.0
 #: The longest ``Retry-After`` honoured as given, in seconds; a longer one is cut to this.
 MAX_RETRY_AFTER = 60.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -20,7 +21,7 @@ from blackboard_client.client import OnRejected
 from blackboard_client.errors import ApiError, Rejected, Unreachable
 from blackboard_client.lease import AsyncLease
 from blackboard_client.models import Accepted, Claim, DryRun, Spooled, SpoolRejection
-from blackboard_client.spool import Spool, SpoolEntry
+from blackboard_client.spool import Spool, SpoolEntry, by_stream
 
 log = logging.getLogger("blackboard_client")
 
@@ -35,7 +36,8 @@ class AsyncClient(AsyncReads):
     def __init__(self, base_url: str = "", *, api_key: str | None = None,
                  spool: str | os.PathLike[str] | Spool | None = None, timeout: float = 10.0, deadline: float = 30.0,
                  session_consistency: bool = True, on_rejected: OnRejected | None = None,
-                 flush_interval: float = 1.0, http: httpx.AsyncClient | None = None) -> None:
+                 flush_interval: float = 1.0, flush_concurrency: int = 1,
+                 http: httpx.AsyncClient | None = None) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
@@ -43,7 +45,9 @@ class AsyncClient(AsyncReads):
         self.session = core.Session() if session_consistency else None
         self.spool = spool if isinstance(spool, Spool) or spool is None else Spool(spool)
         self.on_rejected = on_rejected
-        self.flush_interval = flush_interval
+        self.flush_interval, self.flush_concurrency = flush_interval, flush_concurrency
+        #: Until then, a command goes straight behind those spooled: the server was just found unreachable.
+        self._offline_until = 0.0
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -116,7 +120,8 @@ class AsyncClient(AsyncReads):
                                                          "causation_id": causation_id})
         if self.spool is None or dry_run or not spool:
             return await self._deliver(body, command_id)
-        if await asyncio.to_thread(self.spool.count) and not await self.flush():
+        if await asyncio.to_thread(self.spool.count) and (time.monotonic() < self._offline_until
+                                                          or not await self.flush()):
             return await self._to_spool(command_id, type, stream, body)
         try:
             return await self._deliver(body, command_id, give_up_on_connect=True)
@@ -139,6 +144,7 @@ class AsyncClient(AsyncReads):
     async def _to_spool(self, command_id: str, type_: str, stream: str, body: bytes) -> Spooled:
         assert self.spool is not None
         spooled = await asyncio.to_thread(self.spool.put, command_id, type_, stream, body)
+        self._offline_until = time.monotonic() + core.OFFLINE_RECHECK
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_in_background(), name="blackboard-spool")
         return spooled
@@ -166,10 +172,22 @@ class AsyncClient(AsyncReads):
         if self.spool is None:
             return True
         async with self._flush_lock:
-            while batch := await asyncio.to_thread(self.spool.head, 100):
-                for entry in batch:
-                    if not await self._flush_one(entry):
-                        return False
+            while batch := await asyncio.to_thread(self.spool.head, 256):
+                if not await self._flush_batch(batch):
+                    return False
+            return True
+
+    async def _flush_batch(self, batch: list[SpoolEntry]) -> bool:
+        if self.flush_concurrency <= 1:
+            return await self._flush_stream(batch, asyncio.Semaphore(1))
+        room = asyncio.Semaphore(self.flush_concurrency)
+        return all(await asyncio.gather(*(self._flush_stream(group, room) for group in by_stream(batch))))
+
+    async def _flush_stream(self, entries: list[SpoolEntry], room: asyncio.Semaphore) -> bool:
+        async with room:
+            for entry in entries:
+                if not await self._flush_one(entry):
+                    return False
             return True
 
     async def _flush_one(self, entry: SpoolEntry) -> bool:

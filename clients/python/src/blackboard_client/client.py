@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
@@ -19,7 +21,7 @@ from blackboard_client._sync_reads import SyncReads
 from blackboard_client.errors import ApiError, Rejected, Unreachable
 from blackboard_client.lease import Lease
 from blackboard_client.models import Accepted, Claim, DryRun, Spooled, SpoolRejection
-from blackboard_client.spool import Spool, SpoolEntry
+from blackboard_client.spool import Spool, SpoolEntry, by_stream
 
 log = logging.getLogger("blackboard_client")
 
@@ -33,13 +35,15 @@ class Client(SyncReads):
     ``timeout`` bounds one HTTP request; ``deadline`` bounds a call with all its retries. With ``spool``
     (a path or a ``Spool``), a command the server cannot take is stored on disk and ``send`` returns
     ``Spooled``; the spool is delivered by ``flush()``, and in the background every ``flush_interval``
-    seconds while it holds anything.
+    seconds while it holds anything. With ``flush_concurrency`` above 1, delivery sends that many streams
+    at once: each stream's commands stay in order, but commands of different streams may be applied in
+    another order than they were spooled (keep 1 when a command needs one of another stream first).
     """
 
     def __init__(self, base_url: str, *, api_key: str | None = None,
                  spool: str | os.PathLike[str] | Spool | None = None, timeout: float = 10.0, deadline: float = 30.0,
                  session_consistency: bool = True, on_rejected: OnRejected | None = None,
-                 flush_interval: float = 1.0, http: httpx.Client | None = None) -> None:
+                 flush_interval: float = 1.0, flush_concurrency: int = 1, http: httpx.Client | None = None) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._own_http = http is None
         self.http = http or httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
@@ -50,7 +54,9 @@ class Client(SyncReads):
         self._flush_lock = threading.Lock()
         self._closed = threading.Event()
         self._flusher: threading.Thread | None = None
-        self.flush_interval = flush_interval
+        self.flush_interval, self.flush_concurrency = flush_interval, flush_concurrency
+        #: Until then, a command goes straight behind those spooled: the server was just found unreachable.
+        self._offline_until = 0.0
 
     # ── lifecycle ──
     def close(self) -> None:
@@ -130,7 +136,7 @@ class Client(SyncReads):
                                                          "causation_id": causation_id})
         if self.spool is None or dry_run or not spool:
             return self._deliver(body, command_id)
-        if self.spool.count() and self.flush() is False:
+        if self.spool.count() and (time.monotonic() < self._offline_until or not self.flush()):
             return self._to_spool(command_id, type, stream, body)  # behind those waiting: the order holds
         try:
             return self._deliver(body, command_id, give_up_on_connect=True)
@@ -152,6 +158,7 @@ class Client(SyncReads):
     def _to_spool(self, command_id: str, type_: str, stream: str, body: bytes) -> Spooled:
         assert self.spool is not None
         spooled = self.spool.put(command_id, type_, stream, body)
+        self._offline_until = time.monotonic() + core.OFFLINE_RECHECK
         self._start_flusher()
         return spooled
 
@@ -183,11 +190,20 @@ class Client(SyncReads):
         if self.spool is None:
             return True
         with self._flush_lock:
-            while batch := self.spool.head(100):
-                for entry in batch:
-                    if not self._flush_one(entry):
-                        return False
+            while batch := self.spool.head(256):
+                if not self._flush_batch(batch):
+                    return False
             return True
+
+    def _flush_batch(self, batch: list[SpoolEntry]) -> bool:
+        if self.flush_concurrency <= 1:
+            return self._flush_stream(batch)
+        with ThreadPoolExecutor(self.flush_concurrency, thread_name_prefix="blackboard-flush") as pool:
+            return all(list(pool.map(self._flush_stream, by_stream(batch))))
+
+    def _flush_stream(self, entries: list[SpoolEntry]) -> bool:
+        """Deliver ``entries`` in order; ``False`` at the first the server did not take."""
+        return all(self._flush_one(entry) for entry in entries)
 
     def _flush_one(self, entry: SpoolEntry) -> bool:
         assert self.spool is not None

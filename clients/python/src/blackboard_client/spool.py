@@ -56,6 +56,14 @@ class SpoolEntry(msgspec.Struct, frozen=True):
     body: bytes
 
 
+def by_stream(batch: list[SpoolEntry]) -> list[list[SpoolEntry]]:
+    """``batch`` split by stream, each stream's entries in spool order (streams in order of first appearance)."""
+    groups: dict[str, list[SpoolEntry]] = {}
+    for entry in batch:
+        groups.setdefault(entry.stream, []).append(entry)
+    return list(groups.values())
+
+
 class Spool:
     """A bounded, durable queue of command bodies in one SQLite file.
 
