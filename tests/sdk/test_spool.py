@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from blackboard_client import Client, Spooled, SpoolFull, SpoolInUse, SpoolRejection
+from blackboard_client import AsyncClient, Client, Spooled, SpoolFull, SpoolInUse, SpoolRejection
 from blackboard_client.spool import Spool
 
 from tests.integration.harness import Process
+from tests.sdk.proxy import Proxy
 from tests.sdk.spool_writer import command
 from tests.services import free_port
 
@@ -139,3 +140,28 @@ def test_the_spool_is_bounded_by_bytes_and_keeps_one_entry_per_command_id(tmp_pa
         assert [e.body for e in spool.head()] == [b"x" * 60]
     finally:
         spool.close()
+
+
+async def test_the_async_client_spools_while_down_and_delivers_in_the_background_once_up(
+        served: tuple[httpx.AsyncClient, object, str], tmp_path: Path) -> None:
+    raw, _, url = served
+    proxy = Proxy(free_port())  # nothing listens behind it yet: every connection is reset
+    via = await proxy.start()
+    try:
+        async with AsyncClient(via, spool=tmp_path / "spool.db", deadline=1, flush_interval=0.2) as bb:
+            answers = [await bb.send("project.create", "project:bg-1",
+                                     {"title": "bg", "currency": "EUR", "budget_total": "10.00"})]
+            answers += [await bb.send("project.add_cost", "project:bg-1", {"amount": "1.00", "reason": f"{i}"})
+                        for i in range(5)]
+            assert all(isinstance(a, Spooled) for a in answers)
+            assert [s.command_id for s in await bb.spooled()] == [a.command_id for a in answers]
+            proxy.upstream = int(url.rsplit(":", 1)[1])  # the server answers from now on
+            deadline = time.monotonic() + 30
+            while await bb.spooled():
+                assert time.monotonic() < deadline, "the background delivery did not empty the spool"
+                await asyncio.sleep(0.1)
+            assert (await bb.budget("bg-1"))["spent"] == "5.00"
+    finally:
+        await proxy.stop()
+    history = (await raw.get("/v1/streams/project:bg-1/history")).json()["items"]
+    assert [e["command_id"] for e in history[:6]] == [a.command_id for a in answers]
