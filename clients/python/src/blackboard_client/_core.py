@@ -96,6 +96,11 @@ def checkpoint_outcome(response: httpx.Response, command_id: str, session: Sessi
     return answer
 
 
+def refuses_the_client(error: ApiError) -> bool:
+    """Whether ``error`` refuses the client itself (its key), not one command: nothing it sends can pass."""
+    return error.status == 401 or (error.status == 403 and error.code == "read_only_key")
+
+
 def api_error(status: int, content: bytes) -> ApiError:
     """The ``ApiError`` of an error answer (an ``ErrorBody`` when the server sent one)."""
     body = _json_or_none(content)

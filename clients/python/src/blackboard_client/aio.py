@@ -201,6 +201,8 @@ class AsyncClient(AsyncReads):
         except ApiError as exc:
             if exc.retryable:
                 return False
+            if core.refuses_the_client(exc):
+                raise  # every command would fail alike: they stay, in order, for a client with a valid key
             await self._refused(entry, exc.status, exc.code, exc.message, {"errors": exc.errors})
         else:
             await asyncio.to_thread(self.spool.delivered, entry.seq)

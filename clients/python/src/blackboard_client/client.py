@@ -185,7 +185,8 @@ class Client(SyncReads):
         ``False`` when the server stopped answering (what is left stays, in order).
 
         A command the server refuses (a rule, or as invalid) leaves the spool for ``rejected()`` and is
-        passed to ``on_rejected``; delivery goes on with the next.
+        passed to ``on_rejected``; delivery goes on with the next. A refusal of the client itself (401,
+        or 403 ``read_only_key``) is raised as ``ApiError`` and leaves every command in the spool.
         """
         if self.spool is None:
             return True
@@ -216,6 +217,8 @@ class Client(SyncReads):
         except ApiError as exc:
             if exc.retryable:
                 return False
+            if core.refuses_the_client(exc):
+                raise  # every command would fail alike: they stay, in order, for a client with a valid key
             self._refused(entry, exc.status, exc.code, exc.message, {"errors": exc.errors})
         else:
             self.spool.delivered(entry.seq)
