@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from blackboard_client import Accepted, AsyncClient, Client, Rejected
+from blackboard_client import Accepted, ApiError, AsyncClient, Client, Rejected
 from blackboard_client.commands import AddCost, CreateProject, CreateTask
 
 from blackboard.app import Runtime
@@ -122,3 +122,18 @@ async def test_watch_resumes_across_a_server_restart_without_loss_or_repeat(sett
         await bb.aclose()
         await proxy.stop()
     assert [e["version"] for e in seen] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_retry_after_past_the_deadline_gives_up_at_once_with_the_status() -> None:
+    calls: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        return httpx.Response(429, headers={"Retry-After": "30"}, json={"code": "rate_limited", "message": "slow"})
+
+    http = httpx.Client(transport=httpx.MockTransport(answer), base_url="http://blackboard.test")
+    began = time.monotonic()
+    with Client("http://blackboard.test", http=http, deadline=5) as bb, pytest.raises(ApiError) as limited:
+        bb.project("p")
+    assert (limited.value.status, limited.value.code, len(calls)) == (429, "rate_limited", 1)
+    assert time.monotonic() - began < 1

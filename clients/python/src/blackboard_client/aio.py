@@ -71,7 +71,7 @@ class AsyncClient(AsyncReads):
     # ── transport ──
     async def _request(self, call: r.Call, headers: Mapping[str, str] | None = None, *,
                        give_up_on_connect: bool = False) -> httpx.Response:
-        hook = core.backoff_hook(give_up_on_connect=give_up_on_connect)
+        hook = core.backoff_hook(give_up_on_connect=give_up_on_connect, deadline_at=time.monotonic() + self.deadline)
         try:
             async for attempt in stamina.retry_context(on=hook, attempts=None, timeout=self.deadline,
                                                        wait_initial=core.WAIT_INITIAL, wait_max=core.WAIT_MAX,

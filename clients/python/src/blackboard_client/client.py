@@ -81,7 +81,7 @@ class Client(SyncReads):
         """One call with retries (backoff with jitter, ``Retry-After``) until ``deadline``.
 
         Raises ``Unreachable`` when no answer came, ``ApiError`` when the last answer was still retryable."""
-        hook = core.backoff_hook(give_up_on_connect=give_up_on_connect)
+        hook = core.backoff_hook(give_up_on_connect=give_up_on_connect, deadline_at=time.monotonic() + self.deadline)
         try:
             for attempt in stamina.retry_context(on=hook, attempts=None, timeout=self.deadline,
                                                  wait_initial=core.WAIT_INITIAL, wait_max=core.WAIT_MAX,
