@@ -38,12 +38,13 @@ class AsyncClient(AsyncReads):
                  session_consistency: bool = True, on_rejected: OnRejected | None = None,
                  flush_interval: float = 1.0, flush_concurrency: int = 1,
                  http: httpx.AsyncClient | None = None) -> None:
+        # The spool first: a spool held by another client fails before any connection is opened.
+        self.spool = spool if isinstance(spool, Spool) or spool is None else Spool(spool)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
         self.deadline = deadline
         self.session = core.Session() if session_consistency else None
-        self.spool = spool if isinstance(spool, Spool) or spool is None else Spool(spool)
         self.on_rejected = on_rejected
         self.flush_interval, self.flush_concurrency = flush_interval, flush_concurrency
         #: Until then, a command goes straight behind those spooled: the server was just found unreachable.
