@@ -12,7 +12,8 @@ def test_every_wiring_module_and_room_is_a_layer_of_the_contract() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
     named = {name.strip() for layer in contract["layers"] for name in layer.replace("|", ":").split(":")}
-    rooms = {package.split(".")[1] for package in config["tool"]["setuptools"]["package-dir"] if package.count(".") == 1}
+    mapped = config["tool"]["setuptools"]["package-dir"]
+    rooms = {package.split(".")[1] for package in mapped if package.count(".") == 1}
     wiring = {p.stem for p in (ROOT / "blackboard").glob("*.py") if p.stem != "__init__"}
     wiring |= {p.parent.name for p in (ROOT / "blackboard").glob("*/__init__.py")}
     assert rooms | wiring == named, f"not in the contract: {sorted((rooms | wiring) - named)}"
