@@ -6,7 +6,7 @@ them inline in the command when the stored form is at most ``checkpoint_inline_b
 blob store first (claim check), the command then naming the blob by sha256.
 
 Note: the blob is written before the command is submitted, so no event ever names a missing blob;
-a failed append leaves an orphan blob, which is harmless (see ``blackboard.events.blobs``).
+a failed append leaves an orphan blob, which is harmless (see ``blackboard.events.postgres.blobs``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from blackboard.command_api.owner import IdempotencyKeyReused, Submission
 from blackboard.command_api.service import CommandService
 from blackboard.command_api.validation import command_fingerprint
 from blackboard.config import Settings
-from blackboard.events.blobs import BlobStore
+from blackboard.events.postgres.blobs import BlobStore, StoredBlob
 from blackboard.schemas.api import (
     Accepted,
     ApiError,
@@ -99,7 +99,8 @@ async def put_checkpoint(request: Request[None, None, State], principal: NamedDe
     encoded = await asyncio.to_thread(encode, raw)
     blob = len(encoded.data) > settings.checkpoint_inline_bytes
     if blob:
-        await BlobStore(request.app.state.runtime.pool, settings.blob_schema).put_encoded(encoded)
+        stored = StoredBlob(encoded.sha256, encoded.size, encoded.encoding, encoded.data)
+        await BlobStore(request.app.state.runtime.pool, settings.blob_schema).put(stored)
     payload = _save_command(encoded, blob, label, metadata, parent_seq)
     return await _submit(request, principal, "checkpoint.save", thread_id, payload, command_id)
 

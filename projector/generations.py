@@ -19,7 +19,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from blackboard.projector.migrate import quote_ident
+from blackboard.events.postgres.schema import SchemaFiles, migrate, quote_ident
 
 logger = structlog.get_logger(__name__)
 
@@ -27,7 +27,8 @@ logger = structlog.get_logger(__name__)
 CHANNEL = "blackboard_generation"
 POLL_SECONDS = 1.0
 
-_STATES = ("building", "live", "retired", "abandoned")
+#: The control schema: ``projector/migrations/control``, applied by the one schema runner.
+CONTROL_SCHEMA = SchemaFiles("blackboard.projector", "migrations/control", "control_migrations")
 
 
 class Generation(msgspec.Struct, frozen=True):
@@ -62,25 +63,13 @@ def _table(base: str) -> str:
     return f"{quote_ident(control_schema(base))}.generations"
 
 
-async def ensure(conn: asyncpg.Connection, base: str) -> None:
-    """Create the control table when missing, with generation 0 live (what a first start serves)."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('blackboard.generations:' || $1))", base)
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(control_schema(base))}")
-        states = ", ".join(f"'{s}'" for s in _STATES)
-        await conn.execute(f"""
-            CREATE TABLE IF NOT EXISTS {_table(base)} (
-                number     integer     PRIMARY KEY CHECK (number >= 0),
-                schema     text        NOT NULL UNIQUE,
-                state      text        NOT NULL CHECK (state IN ({states})),
-                created_at timestamptz NOT NULL DEFAULT now(),
-                swapped_at timestamptz
-            )""")
-        # At most one live generation, enforced by the database rather than by care.
-        await conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS generations_one_live ON {_table(base)} ((true)) "
-                           "WHERE state = 'live'")
-        await conn.execute(f"INSERT INTO {_table(base)} (number, schema, state, swapped_at) "
-                           "VALUES (0, $1, 'live', now()) ON CONFLICT DO NOTHING", base)
+async def ensure(conn: asyncpg.Connection, base: str) -> list[str]:
+    """Create or upgrade the control schema, with generation 0 live when none is (what a first start serves);
+    return the names of the files applied."""
+    applied = await migrate(conn, control_schema(base), CONTROL_SCHEMA)
+    await conn.execute(f"INSERT INTO {_table(base)} (number, schema, state, swapped_at) "
+                       "VALUES (0, $1, 'live', now()) ON CONFLICT DO NOTHING", base)
+    return applied
 
 
 async def live(conn: asyncpg.Connection | asyncpg.Pool, base: str) -> Generation:

@@ -22,7 +22,7 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
-from blackboard.events.blobs import BlobStore
+from blackboard.events.postgres.blobs import BlobStore
 from blackboard.query_api.http import Token, consistent_reads
 from blackboard.query_api.reads import MAX_PAGE
 from blackboard.schemas.api import ApiError, ErrorBody, NotFound
@@ -127,7 +127,7 @@ async def _bytes_of(request: Request[Any, Any, State], pool: asyncpg.Pool, threa
             found = await BlobStore(pool, blob_schema).get(entry["sha256"])
             if found is None:
                 raise CheckpointCorrupt(f"blob {entry['sha256']} is missing from the blob store")
-            return found
+            return await asyncio.to_thread(decode, found.data, found.encoding, found.size, found.sha256)
         stored = entry["inline"]
         if stored is None and entry["inline_from"] is not None:
             stored = await pool.fetchval(_INLINE, thread_id, entry["inline_from"])

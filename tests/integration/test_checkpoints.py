@@ -11,8 +11,8 @@ import httpx
 
 from blackboard.app import Runtime
 from blackboard.config import Settings
-from blackboard.events.blobs import BlobStore
 from blackboard.events.log import StoredRecord
+from blackboard.events.postgres.blobs import BlobStore, StoredBlob
 from blackboard.schemas.checkpoint import encode
 from tests.integration.harness import command, running
 
@@ -166,9 +166,11 @@ async def test_the_blob_store_is_idempotent_and_content_addressed(settings: Sett
         store = BlobStore(runtime.pool, settings.blob_schema)
         await store.ensure()
         data = text_bytes(100_000)
-        key = await store.put(data)
-        assert key == await store.put(data) == hashlib.sha256(data).hexdigest()
-        assert await store.get(key) == data
+        encoded = encode(data)
+        blob = StoredBlob(encoded.sha256, encoded.size, encoded.encoding, encoded.data)
+        key = await store.put(blob)
+        assert key == await store.put(blob) == hashlib.sha256(data).hexdigest()
+        assert await store.get(key) == blob
         assert await store.get("0" * 64) is None
 
 

@@ -19,7 +19,7 @@ async def test_a_log_written_before_the_header_blob_migrates_and_reads_both_form
     try:
         # A log as the first version of the engine made it, with one record in the array form.
         await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(resources.files("blackboard.events.sql").joinpath("0001_log.sql").read_text())
+        await conn.execute(resources.files("blackboard.events.postgres").joinpath("sql/log/0001_log.sql").read_text())
         await conn.execute("INSERT INTO topics (topic, partitions) VALUES ('events', 1)")
         await conn.execute("INSERT INTO partitions (topic, partition, next_offset) VALUES ('events', 0, 1)")
         await conn.execute(

@@ -31,7 +31,7 @@ from blackboard.events.log import (
 )
 
 if TYPE_CHECKING:
-    from blackboard.events.membership import KafkaMembership
+    from blackboard.events.kafka.membership import KafkaMembership
 
 UNKNOWN_TOPIC = 3
 #: One group commit is one record batch; leave room for many records of the largest size.
@@ -197,7 +197,7 @@ class KafkaLog:
 
     def membership(self, group: str, topic: str, *, member_id: str, session_timeout: float = 10.0) -> KafkaMembership:
         """A member of the consumer group ``group`` subscribed to ``topic`` (see ``KafkaMembership``)."""
-        from blackboard.events.membership import KafkaMembership  # it imports this module
+        from blackboard.events.kafka.membership import KafkaMembership  # it imports this module
 
         return KafkaMembership(self, group, topic, member_id=member_id, session_timeout=session_timeout)
 

@@ -12,8 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -28,16 +27,13 @@ from blackboard.events.log import (
     UnknownTopic,
     check_record_sizes,
 )
-
-if TYPE_CHECKING:
-    from blackboard.events.membership import PostgresMembership
+from blackboard.events.postgres.membership import PostgresMembership
+from blackboard.events.postgres.schema import SchemaFiles, migrate
 
 POLL_SECONDS = 0.25
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                       asyncpg.CannotConnectNowError, TimeoutError)
 
-#: The log's schema changes, applied in order at start (see ``PostgresLog.start``).
-_MIGRATIONS = ("0001_log.sql", "0002_header_blob.sql")
 _HEADERS_ENCODER = msgspec.msgpack.Encoder()
 _HEADERS_DECODER = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
 
@@ -80,11 +76,11 @@ def _position(rec: StoredRecord) -> tuple[int, int]:
     return rec.partition, rec.offset
 
 
-async def _schema_level(conn: asyncpg.Connection) -> int:
-    """How many of ``_MIGRATIONS`` the log's schema (the connection's search path) has had.
+async def _adopt(conn: asyncpg.Connection) -> int:
+    """How many of the log's files a log made before they were recorded has had (its search path is the log's).
 
-    Note: read from the catalog rather than kept in a table, so that a log made before there
-    was a second migration is recognised as it is.
+    Note: read from the catalog: such a log kept no record, its start looked for the tables and
+    columns. Its membership tables (0003) are made with IF NOT EXISTS, so they need no looking for.
     """
     if await conn.fetchval("SELECT to_regclass('records')") is None:
         return 0
@@ -93,8 +89,8 @@ async def _schema_level(conn: asyncpg.Connection) -> int:
     return 2 if blob else 1
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+#: The log's schema, and the membership leases beside it: ``sql/log``, applied at start.
+LOG_SCHEMA = SchemaFiles("blackboard.events.postgres", "sql/log", "log_migrations", adopt=_adopt)
 
 
 class PostgresLog:
@@ -122,11 +118,7 @@ class PostgresLog:
                 # A process paused in the middle of an append (SIGSTOP, a long GC) must not hold the
                 # partition's row lock forever: the server ends such a transaction, nothing appended.
                 server_settings={"search_path": self.schema, "idle_in_transaction_session_timeout": "10s"})
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.schema)}")
-                for name in _MIGRATIONS[await _schema_level(conn):]:
-                    await conn.execute(resources.files("blackboard.events.sql").joinpath(name).read_text())
+            await migrate(self.pool, self.schema, LOG_SCHEMA)
         except _CONNECTION_ERRORS as exc:
             raise LogUnavailable(f"PostgreSQL log unreachable: {exc!r}") from exc
 
@@ -223,8 +215,6 @@ class PostgresLog:
     def membership(self, group: str, topic: str, *, member_id: str,
                    session_timeout: float = 10.0) -> PostgresMembership:
         """A member of ``group`` holding leases on partitions of ``topic`` (see ``PostgresMembership``)."""
-        from blackboard.events.membership import PostgresMembership  # it imports this module
-
         return PostgresMembership(self, group, topic, member_id=member_id, session_timeout=session_timeout)
 
 
