@@ -2,7 +2,7 @@
 
 A kind of schema (the log, the blob store, the read models, their generations' control table) has
 its files, ``NNNN_name.sql`` in one folder of a package. ``migrate`` applies those a schema lacks,
-in order, each in a transaction of its own under a transaction-scoped advisory lock on the schema,
+in order, each in a transaction of its own, under an advisory lock on the schema held meanwhile,
 and records each in a bookkeeping table of the schema: a file is applied once, however many
 processes run the runner together, and a second run changes nothing. The files name no schema: the
 runner points ``search_path`` at the one being migrated.
@@ -16,6 +16,7 @@ Note: the runner knows nothing of what the files hold, so every room may use it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -68,7 +69,10 @@ def quote_ident(name: str) -> str:
 
 
 async def migrate(target: asyncpg.Pool | asyncpg.Connection, schema: str, files: SchemaFiles) -> list[str]:
-    """Create ``schema`` if missing and apply the files of ``files`` it lacks; return the names applied."""
+    """Create ``schema`` if missing and apply the files of ``files`` it lacks; return the names applied.
+
+    Call it outside a transaction: each file gets one of its own.
+    """
     if isinstance(target, asyncpg.Pool):
         async with target.acquire() as conn:
             return await _migrate(conn, schema, files)
@@ -88,19 +92,27 @@ async def _migrate(conn: asyncpg.Connection, schema: str, files: SchemaFiles) ->
     done = await applied_versions(conn, schema, files)
     if done is not None and done >= {m.version for m in shipped}:
         return []  # the common case, at every start: no lock taken
-    applied: list[str] = []
-    for migration in shipped:
-        async with conn.transaction():
-            if await _apply_one(conn, schema, files, shipped, migration):
-                applied.append(migration.name)
-    return applied
+    # A session lock, taken before the transactions: a transaction begun after it sees the catalog as
+    # the previous holder left it. Under a lock taken inside the transaction, the session's cached
+    # "no such schema" from the look above could survive the other's commit, and CREATE SCHEMA IF NOT
+    # EXISTS would then collide with it. The key is the one the read models' migrations always used.
+    await conn.execute("SELECT pg_advisory_lock(hashtext('blackboard.migrate:' || $1))", schema)
+    try:
+        applied: list[str] = []
+        for migration in shipped:
+            async with conn.transaction():
+                if await _apply_one(conn, schema, files, shipped, migration):
+                    applied.append(migration.name)
+        return applied
+    finally:
+        # A connection cut meanwhile has lost the lock with its session (and a pool unlocks on release).
+        with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+            await conn.execute("SELECT pg_advisory_unlock(hashtext('blackboard.migrate:' || $1))", schema)
 
 
 async def _apply_one(conn: asyncpg.Connection, schema: str, files: SchemaFiles, shipped: list[Migration],
                      migration: Migration) -> bool:
     """Apply ``migration`` inside the caller's transaction unless it already was; say whether it ran."""
-    # The key is the one the read models' migrations have always locked on: old and new processes serialise.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('blackboard.migrate:' || $1))", schema)
     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
     await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
     table = quote_ident(files.table)
