@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from blackboard.events.kafka.log import stop_consumer
+from blackboard.events.kafka.log import KafkaLog, stop_consumer
 from blackboard.events.log import LogUnavailable
 from blackboard.events.membership import Callback, Callbacks
-
-if TYPE_CHECKING:
-    from blackboard.events.kafka.log import KafkaLog
 
 log = structlog.get_logger(__name__)
 
