@@ -78,6 +78,8 @@ def test_the_roles_cover_all_three_and_the_deciders_share_a_group() -> None:
     assert len(deciders) == 2
     assert all(e["BLACKBOARD_DECIDER_MODE"] == "group" for e in deciders)
     assert len({e["BLACKBOARD_MEMBER_ID"] for e in deciders}) == 2
+    managers = [e.get("BLACKBOARD_PROCESS_MANAGERS", "true") for e in deciders]
+    assert sorted(managers) == ["false", "true"], "the process managers run in exactly one decider"
     partitions = {s["environment"]["BLACKBOARD_PARTITIONS"] for s in ours.values()}
     assert len(partitions) == 1, "every role must agree on the partitions"
 

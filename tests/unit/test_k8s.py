@@ -90,6 +90,12 @@ def test_deciders_share_a_group_keep_a_budget_and_the_query_api_autoscales() -> 
     env = {e["name"]: e for e in deciders["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["BLACKBOARD_DECIDER_MODE"]["value"] == "group"
     assert env["BLACKBOARD_MEMBER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # The process managers run once: not in the scaled deciders, in one replica that never overlaps.
+    assert env["BLACKBOARD_PROCESS_MANAGERS"]["value"] == "false"
+    processes = _of("Deployment")["blackboard-processes"]["spec"]
+    managers = {e["name"]: e["value"] for e in processes["template"]["spec"]["containers"][0]["env"]}
+    assert managers == {"BLACKBOARD_DECIDER_MODE": "none", "BLACKBOARD_PROCESS_MANAGERS": "true"}
+    assert processes["replicas"] == 1 and processes["strategy"]["type"] == "Recreate"
     budget = _of("PodDisruptionBudget")["blackboard-decider"]
     assert budget["spec"]["selector"]["matchLabels"] == deciders["spec"]["selector"]["matchLabels"]
     hpa = _of("HorizontalPodAutoscaler")["blackboard-query"]
