@@ -62,6 +62,9 @@ def test_every_role_runs_after_migrate_and_the_roles_cover_all_three() -> None:
         assert pod["serviceAccountName"] == "blackboard" and pod["automountServiceAccountToken"], name
         assert pod["enableServiceLinks"] is False, name  # else Services inject BLACKBOARD_*_PORT variables
     assert roles == ROLES
+    script = _of("ConfigMap")["blackboard-wait-for-migrate"]["data"]["wait_for_migrate.py"]
+    compile(script, "wait_for_migrate.py", "exec")  # the init container's program is valid Python
+    assert "/apis/batch/v1/namespaces/" in script and "succeeded" in script
     role = _of("Role")["blackboard-wait-for-migrate"]["rules"][0]
     assert role["resourceNames"] == ["blackboard-migrate"] and role["verbs"] == ["get"]
     app.parse_args(["migrate"])  # the Job's command exists
