@@ -13,6 +13,8 @@ from typing import Any
 
 import aiokafka
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from blackboard.app import open_log
 from blackboard.config import Settings
@@ -35,7 +37,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, dict[str
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def recording(cls: type) -> type:
-        class Recorded(cls):  # type: ignore[misc, valid-type]
+        class Recorded(cls):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 seen.append((cls.__name__, kwargs))
                 super().__init__(*args, **kwargs)
@@ -44,14 +46,15 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, dict[str
     producer, consumer = recording(aiokafka.AIOKafkaProducer), recording(aiokafka.AIOKafkaConsumer)
     monkeypatch.setattr(kafka, "AIOKafkaProducer", producer)
     monkeypatch.setattr(kafka, "AIOKafkaConsumer", consumer)
-    monkeypatch.setattr(kafka, "AIOKafkaAdminClient", recording(kafka.AIOKafkaAdminClient))
+    monkeypatch.setattr(kafka, "AIOKafkaAdminClient", recording(AIOKafkaAdminClient))
     monkeypatch.setattr(membership, "AIOKafkaConsumer", consumer)
     yield seen
 
 
 def _sasl_ssl_settings(port: int) -> Settings:
     return Settings(kafka_bootstrap_servers=f"127.0.0.1:{port}", kafka_security_protocol="SASL_SSL",
-                    kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="bb", kafka_sasl_password="s3cret",
+                    kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="bb",
+                    kafka_sasl_password=SecretStr("s3cret"),
                     kafka_ssl_check_hostname=False, kafka_replication_factor=3, kafka_min_insync_replicas=2)
 
 
@@ -84,7 +87,7 @@ async def test_the_admin_and_probe_get_it_too(opened: list[tuple[str, dict[str, 
     async def started(self: Any) -> None:
         return None
     monkeypatch.setattr(aiokafka.AIOKafkaProducer, "start", started)
-    monkeypatch.setattr(kafka.AIOKafkaAdminClient, "start", started)
+    monkeypatch.setattr(AIOKafkaAdminClient, "start", started)
     log = open_log(_sasl_ssl_settings(_closed_port()), "unused")
     with pytest.raises(LogUnavailable):
         await log.start()  # the probe, a consumer, is the one that finds nobody
