@@ -49,7 +49,9 @@ def open_log(settings: Settings, postgres_url: str) -> PartitionedLog:
     if settings.kafka_bootstrap_servers:
         from blackboard.events.kafka import KafkaLog
 
-        return KafkaLog(settings.kafka_bootstrap_servers)
+        return KafkaLog(settings.kafka_bootstrap_servers, replication_factor=settings.kafka_replication_factor,
+                        min_insync_replicas=settings.kafka_min_insync_replicas,
+                        security=settings.kafka_client_options())
     from blackboard.events.postgres import PostgresLog
 
     return PostgresLog(postgres_url, schema=settings.log_schema)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _path(value: Path | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 class Settings(BaseSettings):
@@ -25,6 +33,21 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535,
         description="port of the gRPC query service (0: any free port); without it no gRPC server runs")
     kafka_bootstrap_servers: str | None = Field(default=None, description="e.g. localhost:9092; selects the Kafka log")
+    # Kafka in production (events/kafka.py, events/kafka_security.py): every client gets the same security.
+    kafka_replication_factor: int | None = Field(
+        default=None, ge=1, le=16, description="replicas of every topic created (default: 3, or the broker count)")
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, ge=1, le=16, description="min.insync.replicas of every topic created (default: 2 with 3+ "
+                                               "replicas, else 1)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle (default: the system's)")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     postgres_url: SecretStr | None = Field(default=None, description="read models (and the log, without Kafka)")
     redis_url: SecretStr | None = Field(default=None, description="cache; optional")
     partitions: int = Field(default=8, ge=1, le=4096, description="partitions of the commands and events topics")
@@ -79,6 +102,25 @@ class Settings(BaseSettings):
         default=100_000, ge=0,
         description="events appended to a partition between two snapshots of its owner; 0: no snapshots "
                     "(a restore then reads the partition from offset 0)")
+
+    @model_validator(mode="after")
+    def _replicas_cover_insync(self) -> Settings:
+        rf, isr = self.kafka_replication_factor, self.kafka_min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(f"kafka_min_insync_replicas ({isr}) exceeds kafka_replication_factor ({rf})")
+        return self
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """The security keyword arguments of every Kafka client (``KafkaSecurity.client_options``)."""
+        from blackboard.events.kafka_security import KafkaSecurity
+
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username, sasl_password=_secret(self.kafka_sasl_password),
+            ssl_cafile=_path(self.kafka_ssl_cafile), ssl_certfile=_path(self.kafka_ssl_certfile),
+            ssl_keyfile=_path(self.kafka_ssl_keyfile), ssl_key_password=_secret(self.kafka_ssl_key_password),
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+        ).client_options()
 
     @property
     def events_topic(self) -> str:

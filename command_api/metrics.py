@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 COMMANDS = Counter("blackboard_commands_total", "Commands decided, by type and outcome",
                    ["type", "outcome"])
@@ -12,3 +12,11 @@ DECIDE_SECONDS = Histogram("blackboard_decide_seconds", "Time to decide one grou
                            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1))
 APPEND_SECONDS = Histogram("blackboard_append_seconds", "Time the log took to acknowledge one group's batch",
                            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+# Alerting: sum(OWNED_PARTITIONS) over the deciders below max(PARTITIONS) means partitions nobody decides.
+PARTITIONS = Gauge("blackboard_decider_partitions",
+                   "Partitions of the commands topic: the most deciders that can share the work")
+OWNED_PARTITIONS = Gauge("blackboard_decider_owned_partitions", "Partitions this process decides now")
+RESTORES = Counter("blackboard_decider_restores_total",
+                   "Partition owners rebuilt, by where they started: a snapshot, or the log's first offset", ["source"])
+DEAD_LETTERS = Counter("blackboard_command_dead_letters_total",
+                       "Records of the commands topic that were not commands, set aside on its dead-letter topic")

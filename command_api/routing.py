@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import structlog
 
+from blackboard.command_api import metrics
 from blackboard.command_api.owner import (
     IdempotencyKeyReused,
     PartitionOwner,
@@ -287,6 +288,7 @@ class CommandIntake:
             ("source_topic", self.topic.encode()), ("source_partition", str(rec.partition).encode()),
             ("source_offset", str(rec.offset).encode())))
         await self.log.append(self.dead_letters_topic, rec.partition, [letter])
+        metrics.DEAD_LETTERS.inc()
         stored = StoredOutcome(command_id, "", "", Rejected(command_id, code, message, details), remember=False,
                                commands_offset=rec.offset)
         await self.log.append(self.results_topic, rec.partition, [Record(

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 import structlog
 
+from blackboard.command_api import metrics
 from blackboard.command_api.owner import IdempotencyKeyReused, NotOwner, PartitionOwner, Submission
 from blackboard.command_api.restore import Snapshot, restore_owner, take_snapshot, write_snapshot
 from blackboard.command_api.routing import CommandIntake, ResultsTail, route
@@ -56,6 +57,8 @@ class CommandService:
         self.owners: dict[int, PartitionOwner] = {}
         if mode == "all":
             self.owners = {p: self._owner(p) for p in range(partitions)}
+        metrics.PARTITIONS.set(partitions)
+        metrics.OWNED_PARTITIONS.set(len(self.owners))
         # command_id → partition, so that an id reused for a stream of another partition is caught.
         self._index: dict[str, int] = {}
         self._pending: set[str] = set()
@@ -102,12 +105,14 @@ class CommandService:
             owner.member, owner.publish_all = self.member_id, True
             owner.start(lambda o: self.restore([o]))
             self.owners[p] = owner
+        metrics.OWNED_PARTITIONS.set(len(self.owners))
         log.info("deciders.assigned", member=self.member_id, partitions=sorted(partitions))
         if self.intake is not None:
             self.intake.changed.set()
 
     async def _revoked(self, partitions: frozenset[int]) -> None:
         taken = [self.owners.pop(p) for p in sorted(partitions) if p in self.owners]
+        metrics.OWNED_PARTITIONS.set(len(self.owners))
         if self.intake is not None:
             self.intake.changed.set()
         await asyncio.gather(*(o.stop(drain=DRAIN_SECONDS) for o in taken))
@@ -231,6 +236,7 @@ class CommandService:
             owner.restored_at = owner.next_offset
             owner.snapshot_at = info.from_snapshot if info.from_snapshot is not None else 0
             owner.restore_info = info
+            metrics.RESTORES.labels("snapshot" if info.from_snapshot is not None else "log").inc()
             log.info("owner.restored", partition=owner.partition, next_offset=owner.next_offset,
                      streams=len(owner.streams), epoch=owner.epoch, from_snapshot=info.from_snapshot,
                      events_replayed=info.events_replayed, seconds=round(info.seconds, 3))

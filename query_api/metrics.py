@@ -9,3 +9,5 @@ CACHE = Counter("blackboard_cache_reads_total", "Document reads by cache result 
 CONSISTENCY_WAIT = Histogram("blackboard_consistency_wait_seconds",
                              "Time reads waited for their consistency token",
                              buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))
+CONSISTENCY_TIMEOUTS = Counter("blackboard_consistency_timeouts_total",
+                               "Reads answered 503 consistency_timeout: the read models missed their token in time")

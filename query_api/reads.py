@@ -60,6 +60,7 @@ class ReadService:
         reached = await self.watch.wait_for(wanted, self.timeout)
         metrics.CONSISTENCY_WAIT.observe(time.perf_counter() - started)
         if not reached:
+            metrics.CONSISTENCY_TIMEOUTS.inc()
             raise ServiceUnavailable(
                 f"the read models have not reached {token} within {self.timeout}s; retry",
                 code="consistency_timeout", headers={"Retry-After": "1"},

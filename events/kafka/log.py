@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 UNKNOWN_TOPIC = 3
 #: One group commit is one record batch; leave room for many records of the largest size.
 MAX_BATCH_BYTES = 8 * 1_048_576
+#: The producer's largest request, and so every topic's ``max.message.bytes``: a broker's default (about
+#: 1 MiB) would refuse a group commit the producer is allowed to send.
+MAX_MESSAGE_BYTES = MAX_BATCH_BYTES + 65536
+#: The replication factor when none is set: three replicas, or as many as there are brokers.
+DEFAULT_REPLICAS = 3
 
 
 class KafkaLog:
@@ -49,10 +54,11 @@ class KafkaLog:
     engine = "kafka"
 
     def __init__(self, bootstrap_servers: str, *, client_id: str = "blackboard",
-                 max_record_bytes: int = 1_048_576, replication_factor: int = 1,
-                 security: Mapping[str, Any] | None = None) -> None:
+                 max_record_bytes: int = 1_048_576, replication_factor: int | None = None,
+                 min_insync_replicas: int | None = None, security: Mapping[str, Any] | None = None) -> None:
         self.bootstrap_servers, self.client_id = bootstrap_servers, client_id
         self.max_record_bytes, self.replication_factor = max_record_bytes, replication_factor
+        self.min_insync_replicas = min_insync_replicas
         self.security = dict(security or {})
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -63,7 +69,7 @@ class KafkaLog:
         common = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id, **self.security}
         try:
             self._producer = AIOKafkaProducer(acks="all", linger_ms=0, max_batch_size=MAX_BATCH_BYTES,
-                                              max_request_size=MAX_BATCH_BYTES + 65536, **common)
+                                              max_request_size=MAX_MESSAGE_BYTES, **common)
             await self._producer.start()
             self._admin = AIOKafkaAdminClient(**common)
             await self._admin.start()
@@ -98,7 +104,9 @@ class KafkaLog:
 
     async def create_topic(self, topic: str, partitions: int, *, config: Mapping[str, str] | None = None) -> None:
         _, admin, _ = self._started()
-        new = NewTopic(topic, partitions, self.replication_factor, topic_configs=dict(config or {}))
+        replicas, insync = await self.replication()
+        configs = {"min.insync.replicas": str(insync), "max.message.bytes": str(MAX_MESSAGE_BYTES), **(config or {})}
+        new = NewTopic(topic, partitions, replicas, topic_configs=configs)
         try:
             response = await admin.create_topics([new])
             errors = [e for e in getattr(response, "topic_errors", []) if e[1] not in (0, 36)]
@@ -111,6 +119,24 @@ class KafkaLog:
         existing = await self._wait_for_partitions(topic)
         if existing != partitions:
             raise TopicMismatch(f"topic {topic!r} has {existing} partitions, not {partitions}")
+
+    async def replication(self) -> tuple[int, int]:
+        """(replication factor, ``min.insync.replicas``) of the topics this log creates.
+
+        Unset, the factor is ``DEFAULT_REPLICAS`` or the broker count if smaller (so one broker works),
+        and ``min.insync.replicas`` is 2 with three or more replicas, else 1: one broker can be lost
+        without refusing writes, and an acknowledged batch is on two brokers.
+        """
+        replicas = self.replication_factor
+        if replicas is None:
+            _, admin, _ = self._started()
+            try:
+                brokers = len((await admin.describe_cluster())["brokers"])
+            except KafkaError as exc:
+                raise LogUnavailable(f"Kafka at {self.bootstrap_servers}: brokers unknown: {exc!r}") from exc
+            replicas = max(1, min(DEFAULT_REPLICAS, brokers))
+        insync = self.min_insync_replicas or max(1, min(2, replicas - 1))
+        return replicas, insync
 
     async def _wait_for_partitions(self, topic: str) -> int:
         for _ in range(50):
