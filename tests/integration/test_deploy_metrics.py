@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from blackboard.bench import Server
+from benchmarks.server import Server
 from tests.integration.test_metrics import sample
 
 ROOT = Path(__file__).resolve().parents[2]

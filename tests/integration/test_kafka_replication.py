@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from blackboard.events.kafka import MAX_MESSAGE_BYTES, KafkaLog
+from blackboard.events.kafka.log import MAX_MESSAGE_BYTES, KafkaLog
 
 
 async def test_one_broker_gets_one_replica_and_room_for_a_group_commit(kafka_bootstrap: str) -> None:

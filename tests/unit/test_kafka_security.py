@@ -18,9 +18,9 @@ from pydantic import SecretStr
 
 from blackboard.app import open_log
 from blackboard.config import Settings
-from blackboard.events import kafka, membership
-from blackboard.events.kafka import KafkaLog
-from blackboard.events.kafka_security import KafkaSecurity
+from blackboard.events.kafka import KafkaLog, membership
+from blackboard.events.kafka import log as kafka
+from blackboard.events.kafka.security import KafkaSecurity
 from blackboard.events.log import LogUnavailable
 
 
