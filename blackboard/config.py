@@ -33,7 +33,7 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535,
         description="port of the gRPC query service (0: any free port); without it no gRPC server runs")
     kafka_bootstrap_servers: str | None = Field(default=None, description="e.g. localhost:9092; selects the Kafka log")
-    # Kafka in production (events/kafka.py, events/kafka_security.py): every client gets the same security.
+    # Kafka in production (events/kafka.py, events/kafka/security.py): every client gets the same security.
     kafka_replication_factor: int | None = Field(
         default=None, ge=1, le=16, description="replicas of every topic created (default: 3, or the broker count)")
     kafka_min_insync_replicas: int | None = Field(
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
 
     def kafka_client_options(self) -> dict[str, Any]:
         """The security keyword arguments of every Kafka client (``KafkaSecurity.client_options``)."""
-        from blackboard.events.kafka_security import KafkaSecurity
+        from blackboard.events.kafka.security import KafkaSecurity
 
         return KafkaSecurity(
             protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
