@@ -16,8 +16,8 @@ from blackboard.events.log import PartitionedLog
 from blackboard.ops import dead_letters
 from blackboard.ops import dry_run as dry_running
 from blackboard.projector import generations
+from blackboard.projector.dead_letters import Resolution
 from blackboard.projector.migrate import create_pool
-from blackboard.projector.runtime import Resolution
 
 
 @contextlib.asynccontextmanager

@@ -10,9 +10,11 @@ import msgspec
 from blackboard.events.log import PartitionedLog
 from blackboard.ops.offsets import PROJECTION
 from blackboard.ops.settings import OpsSettings
+from blackboard.projector import dead_letters as letters
 from blackboard.projector import generations
 from blackboard.projector.cache import DocumentCache
-from blackboard.projector.runtime import Projector, Resolution
+from blackboard.projector.dead_letters import Resolution
+from blackboard.projector.runtime import Projector
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -51,15 +53,10 @@ class DeadLettersReport(msgspec.Struct, frozen=True):
     total: int
 
 
-_DEAD_LETTER_COLUMNS = 'id, projection, topic, partition, "offset", reason, created_at, stream, status, resolved_at'
-
-
 async def dead_letters(pool: asyncpg.Pool, *, limit: int = 50, status: str | None = None) -> DeadLettersReport:
     """The ``limit`` newest dead letters (of ``status`` when given), without their headers and bytes."""
     try:
-        rows = await pool.fetch(f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE $2::text IS NULL OR "
-                                "status = $2 ORDER BY id DESC LIMIT $1", limit, status)
-        total = await pool.fetchval("SELECT count(*) FROM dead_letters WHERE $1::text IS NULL OR status = $1", status)
+        rows, total = await letters.newest(pool, limit, status)
     except asyncpg.UndefinedTableError:
         return DeadLettersReport([], 0)
     return DeadLettersReport([DeadLetter(**dict(r.items())) for r in rows], int(total))
@@ -68,8 +65,7 @@ async def dead_letters(pool: asyncpg.Pool, *, limit: int = 50, status: str | Non
 async def dead_letter(pool: asyncpg.Pool, id_: int) -> DeadLetterDetail | None:
     """One dead letter with its headers, key and value; ``None`` when there is no such id."""
     try:
-        row = await pool.fetchrow(
-            f"SELECT {_DEAD_LETTER_COLUMNS}, headers, key, value FROM dead_letters WHERE id = $1", id_)
+        row = await letters.one(pool, id_)
     except asyncpg.UndefinedTableError:
         return None
     if row is None:

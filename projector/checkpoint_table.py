@@ -6,14 +6,12 @@ row of the thread stay small however many checkpoints it has.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from blackboard.domain import checkpoint
+from blackboard.projector.state_table import StateTable
 from blackboard.schemas.checkpoint import CheckpointSaved
 from blackboard.schemas.envelope import Envelope
-
-if TYPE_CHECKING:
-    from blackboard.projector.tables import StateTable
 
 ENTRIES = "checkpoint_entries"
 
@@ -43,13 +41,6 @@ def entry_rows(thread_id: str, event: Any, state: checkpoint.Thread, envelope: E
     })]
 
 
-def checkpoints_table() -> StateTable:
-    """The ``StateTable`` of category ``checkpoint``, for ``STATE_TABLES``.
-
-    Note: a function, importing ``StateTable`` when called: ``tables`` calls it while it builds
-    ``STATE_TABLES``, and a module-level import of ``tables`` here would be circular.
-    """
-    from blackboard.projector.tables import StateTable
-
-    return StateTable("checkpoint", "checkpoints", "id", checkpoint.Thread, checkpoint.evolve,
-                      checkpoint.initial_state, thread_columns, extra=entry_rows)
+#: The ``StateTable`` of category ``checkpoint`` (in ``projector.tables.STATE_TABLES``).
+CHECKPOINTS = StateTable("checkpoint", "checkpoints", "id", checkpoint.Thread, checkpoint.evolve,
+                         checkpoint.initial_state, thread_columns, extra=entry_rows)

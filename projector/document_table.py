@@ -1,14 +1,12 @@
-"""The ``documents`` read model: one row per ``doc:<collection>.<doc_id>`` stream (see ``projector.tables``)."""
+"""The ``documents`` read model: one row per ``doc:<collection>.<doc_id>`` stream (see ``projector.state_table``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from blackboard.domain import document
+from blackboard.projector.state_table import StateTable
 from blackboard.schemas.document import DocumentCreated
-
-if TYPE_CHECKING:
-    from blackboard.projector.tables import StateTable
 
 
 def document_columns(state: document.Document) -> dict[str, Any]:
@@ -19,13 +17,7 @@ def document_columns(state: document.Document) -> dict[str, Any]:
     }
 
 
-def documents_table() -> StateTable:
-    """The ``StateTable`` of category ``doc``; its row is keyed by ``<collection>.<doc_id>``.
-
-    Note: a function, not a constant: ``projector.tables`` calls it while it builds ``STATE_TABLES``,
-    and importing ``StateTable`` here at module level would make the two modules import each other.
-    """
-    from blackboard.projector.tables import StateTable
-
-    return StateTable(document.CATEGORY, "documents", "id", document.Document, document.evolve,
-                      document.initial_state, document_columns, opener=(DocumentCreated,))
+#: The ``StateTable`` of category ``doc`` (in ``projector.tables.STATE_TABLES``); a row is keyed by
+#: ``<collection>.<doc_id>``.
+DOCUMENTS = StateTable(document.CATEGORY, "documents", "id", document.Document, document.evolve,
+                       document.initial_state, document_columns, opener=(DocumentCreated,))

@@ -56,7 +56,7 @@ async def dead_letters_skip(id: int, /, *, format: Format = "text", data_dir: Pa
 
 async def _resolve(id_: int, *, skip: bool, format: Format, data_dir: Path | None) -> None:
     from blackboard.connect import resolve_dead_letter
-    from blackboard.projector.runtime import DeadLetterError
+    from blackboard.projector.dead_letters import DeadLetterError
 
     settings = load_settings(data_dir=data_dir)
     try:

@@ -23,8 +23,8 @@ from blackboard.events.partitioner import partition_for
 from blackboard.ops.dead_letters import DeadLetter, dead_letters
 from blackboard.ops.verify import verify
 from blackboard.projector import generations
+from blackboard.projector.dead_letters import DeadLetterError
 from blackboard.projector.replay import replay
-from blackboard.projector.runtime import DeadLetterError
 from blackboard.schemas import registry
 from blackboard.schemas.envelope import stream_partition_key
 from blackboard.schemas.project import CostAdded

@@ -1,0 +1,1 @@
+SELECT * FROM leases WHERE name = ANY($1::text[])

@@ -1,0 +1,1 @@
+SELECT * FROM projects WHERE id = ANY($1::text[])
