@@ -35,8 +35,9 @@ from blackboard.events.partitioner import partition_for
 from blackboard.events.postgres import PostgresLog
 from blackboard.logs import configure_logging
 from blackboard.projector import generations
+from blackboard.projector.bulk_load import bulk_gc, defer_indexes
 from blackboard.projector.migrate import create_pool, migrate
-from blackboard.projector.replay import bulk_gc, defer_indexes, replay
+from blackboard.projector.replay import replay
 from blackboard.schemas.envelope import Envelope, stream_partition_key
 from blackboard.schemas.project import CostAdded, ProjectCreated, ShotUpdated
 from blackboard.schemas.registry import encode_payload, event_name, schema_version_of

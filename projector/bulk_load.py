@@ -1,0 +1,112 @@
+"""A bulk load's settings: the collector run rarely, and the secondary indexes dropped before it and built
+once after it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import Iterator
+
+import asyncpg
+import msgspec
+
+from blackboard.projector.migrate import quote_ident
+from blackboard.projector.statements import statement
+
+#: ``maintenance_work_mem`` of each index build after a bulk load: the change log's indexes of 1M
+#: events sort in memory, instead of in temporary files.
+BUILD_MEMORY = "256MB"
+#: The collector's thresholds while catching up (see ``bulk_gc``).
+BULK_GC_THRESHOLDS = (200_000, 20, 1_000)
+
+
+@contextlib.contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Collect garbage rarely while catching up, and restore the collector's settings after.
+
+    Note: a batch of 10,000 records makes hundreds of thousands of container objects (headers,
+    envelopes, rows) that all live until the batch is written, so the default thresholds start a
+    collection every 700 of them, each walking the whole batch: measured, that cost a quarter of a
+    rebuild's time. What is made before the catch-up is frozen out of the collector's way.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*BULK_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+#: Unique constraints that only refuse a repeat record by record (no upsert relies on them), so a bulk
+#: load may check them once at its end: (table, constraint).
+DEFERRABLE_CHECKS = (("change_log", "change_log_event_id_key"),)
+
+
+class RepeatedInLog(Exception):
+    """A check made at the end of a bulk load failed: the log repeats what must be unique (an ``event_id``)."""
+
+
+class Deferred(msgspec.Struct, frozen=True):
+    """What ``defer_indexes`` set aside for a bulk load: ``statements`` to run after it, each with the
+    table it builds on, and the ``tables`` whose autovacuum waits until then."""
+
+    statements: list[tuple[str, str]]
+    tables: list[str]
+
+
+async def defer_indexes(pool: asyncpg.Pool, schema: str, *, checks: bool = True) -> Deferred:
+    """Drop ``schema``'s plain secondary indexes (and, with ``checks``, the ``DEFERRABLE_CHECKS``) and hold
+    autovacuum off its tables for a bulk load; ``restore_indexes`` undoes it all.
+
+    Note: a rebuild writes every row once, so building each index in one sorted pass after the
+    load costs less than keeping it up to date row by row (the random ``event_id`` and
+    ``command_id`` keys cost the change log's COPY more than half its time). The upserts' keys
+    stay, and so does every other unique constraint. Autovacuum would otherwise vacuum the
+    freshly inserted change log in the middle of the load, for nothing.
+    """
+    statements: list[tuple[str, str]] = []
+    tables: list[str] = []
+    async with pool.acquire() as conn:
+        for row in await conn.fetch(statement("plain_indexes"), schema):
+            await conn.execute(f"DROP INDEX {quote_ident(schema)}.{quote_ident(row['indexname'])}")
+            statements.append((f"{quote_ident(schema)}.{quote_ident(row['tablename'])}", row["indexdef"]))
+        for table, name in DEFERRABLE_CHECKS if checks else ():
+            qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+            definition = await conn.fetchval(statement("constraint_definition"), schema, qualified, name)
+            if definition is None:
+                continue
+            await conn.execute(f"ALTER TABLE {qualified} DROP CONSTRAINT {quote_ident(name)}")
+            statements.append((qualified, f"ALTER TABLE {qualified} ADD CONSTRAINT {quote_ident(name)} {definition}"))
+        for table in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema):
+            tables.append(f"{quote_ident(schema)}.{quote_ident(table['tablename'])}")
+            await conn.execute(f"ALTER TABLE {tables[-1]} SET (autovacuum_enabled = false)")
+    return Deferred(statements, tables)
+
+
+async def restore_indexes(pool: asyncpg.Pool, deferred: Deferred) -> None:
+    """Build what ``defer_indexes`` dropped, the largest tables' first, as many at once as ``pool`` has
+    connections; ``RepeatedInLog`` when a check fails. Then let autovacuum back in."""
+    async with pool.acquire() as conn:
+        sizes = {t: await conn.fetchval("SELECT pg_total_relation_size(to_regclass($1))", t)
+                 for t in {table for table, _ in deferred.statements}}
+
+    async def build(statement: str) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
+            try:
+                await conn.execute(statement)
+            except asyncpg.UniqueViolationError as exc:
+                raise RepeatedInLog(f"{exc} ({exc.detail})") from exc
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _, statement in sorted(deferred.statements, key=lambda item: -sizes[item[0]]):
+                group.create_task(build(statement))
+    except* RepeatedInLog as failed:
+        raise failed.exceptions[0] from None
+    async with pool.acquire() as conn:
+        for table in deferred.tables:
+            await conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
