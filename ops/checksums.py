@@ -28,8 +28,6 @@ READ_MODELS = (
     Table("shots", ("project_id", "shot_id"), ("fields", "version", "created_at", "updated_at")),
     Table("artifacts", ("project_id", "artifact_id"), ("kind", "uri", "params", "cost", "shot_id", "task_id",
                                                        "reservation_id", "created_by", "created_at", "version")),
-    Table("leases", ("name",), ("holder", "token", "expires_at", "state", "version", "partition", "last_offset",
-                                "created_at", "updated_at")),
     # The state tables: every derived column is a function of ``state``, which is compared.
     *(Table(t.table, (t.key,), COMMON) for t in STATE_TABLES.values()),
     Table("checkpoint_entries", ("thread_id", "seq"), ("sha256", "size", "stored_size", "encoding", "inline",

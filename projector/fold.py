@@ -13,23 +13,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from blackboard.domain import lease as lease_decider
 from blackboard.domain import project as project_decider
 from blackboard.events.codec import PassedOver, from_record, stream_header
 from blackboard.events.log import StoredRecord
 from blackboard.projector.tables import STATE_TABLES
-from blackboard.schemas import lease as lease_events
 from blackboard.schemas import project as project_events
 from blackboard.schemas.envelope import Envelope
 from blackboard.schemas.registry import decode_event
 
 # The read model's money columns: at most 20 integer digits and 4 decimals.
 _MONEY_LIMIT, _MONEY_STEP = Decimal(10) ** 20, Decimal("0.0001")
-_CATEGORY: dict[type[Any], str] = {
-    **{cls: "project" for cls in project_events.ProjectEvent.__args__},
-    **{cls: "lease" for cls in lease_events.LeaseEvent.__args__},
-}
-#: The events that must open a stream of the category (a lease's first grant opens its stream).
+_CATEGORY: dict[type[Any], str] = {cls: "project" for cls in project_events.ProjectEvent.__args__}
+#: The events that must open a stream of the category.
 _CREATIONS: dict[str, tuple[type[Any], ...]] = {
     "project": (project_events.ProjectCreated,),
     **{category: table.opener for category, table in STATE_TABLES.items() if table.opener},
@@ -112,7 +107,7 @@ def stream_of(item: Item) -> str | None:
 class BatchFold:
     """The rows a batch touches, as loaded, then as its events leave them.
 
-    Note: projects and leases are folded with their decider's own ``evolve`` (the row keeps the
+    Note: projects are folded with their decider's own ``evolve`` (the row keeps the
     state it returns, and every other column is derived from that state), so the read model shows
     exactly what the decisions saw. Beyond the stream order and the money limits of the columns it
     trusts the events, as ``evolve`` does.
@@ -122,8 +117,6 @@ class BatchFold:
     projects: dict[str, dict[str, Any]]
     #: (stream, version) → event_id of events already in the change log or applied by this batch.
     recorded: dict[tuple[str, int], str]
-    #: Lease rows, each with its decider state under ``"state"`` (a ``Lease``).
-    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Rows of the state tables (``STATE_TABLES``) by category, then id; each keeps its state under ``"state"``.
     states: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: Insert-only rows the state tables' events add beside their rows: ``(table, row)``.
@@ -228,18 +221,13 @@ class BatchFold:
         """The rows of ``category`` this batch holds, by id (``None`` for a category without a read model)."""
         if category in STATE_TABLES:
             return self.states.setdefault(category, {})
-        return {"project": self.projects, "lease": self.leases}.get(category)
+        return self.projects if category == "project" else None
 
     def _evolve(self, item: Decoded) -> str | None:
         table = STATE_TABLES.get(item.category)
         if table is not None:
             return self._state_event(table, item)
-        match item.event:
-            case _ if item.category == "project":
-                return self._project_event(item)
-            case _ if item.category == "lease":
-                self._lease_event(item)
-        return None
+        return self._project_event(item) if item.category == "project" else None
 
     def _project_event(self, item: Decoded) -> str | None:
         row = self.projects.get(item.ident)
@@ -282,15 +270,6 @@ class BatchFold:
         if table.extra is not None:
             self.extra_rows.extend(table.extra(item.ident, item.event, state, item.env))
         return None
-
-    def _lease_event(self, item: Decoded) -> None:
-        row = self.leases.get(item.ident)
-        state = lease_decider.evolve(row["state"] if row else lease_decider.initial_state, item.event)
-        if row is None:
-            row = self.leases[item.ident] = {"name": item.ident, "created_at": occurred_at(item.env)}
-        row |= {"state": state, "holder": state.holder, "token": state.token, "expires_at": state.expires_at,
-                "id": item.ident}
-        _stamp_row(row, item, occurred_at(item.env))
 
     def shot_rows(self) -> list[dict[str, Any]]:
         """The ``shots`` rows of the shots this batch changed, from their projects' states."""
@@ -343,8 +322,8 @@ def _is_money(value: Decimal) -> bool:
 
 
 def touched(events: Iterable[Decoded]) -> dict[str, list[str]]:
-    """The ids of the rows a batch's events touch, by category (``project``, ``lease`` and the state tables')."""
-    found: dict[str, dict[str, None]] = {"project": {}, "lease": {}, **{c: {} for c in STATE_TABLES}}
+    """The ids of the rows a batch's events touch, by category (``project`` and the state tables')."""
+    found: dict[str, dict[str, None]] = {"project": {}, **{c: {} for c in STATE_TABLES}}
     for ev in events:
         found.setdefault(ev.category, {})[ev.ident] = None
     return {category: list(ids) for category, ids in found.items()}

@@ -15,7 +15,6 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 
-from blackboard.domain.lease import Lease
 from blackboard.domain.project_state import Budget, Project, Shot, Spec
 from blackboard.events.tracing import event_trace_id
 from blackboard.projector import dead_letters, state_table
@@ -23,7 +22,7 @@ from blackboard.projector.cache import CachedDoc
 from blackboard.projector.documents import PROJECT_VIEW_COLUMNS, project_view, task_view
 from blackboard.projector.fold import BatchFold, Decoded, occurred_at, touched
 from blackboard.projector.statements import statement
-from blackboard.projector.tables import ARTIFACTS, LEASES, PROJECTS, SHOTS, STATE_TABLES, ColumnTable
+from blackboard.projector.tables import ARTIFACTS, PROJECTS, SHOTS, STATE_TABLES, ColumnTable
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -70,12 +69,9 @@ async def load(conn: asyncpg.Connection, events: list[Decoded], streams: Sequenc
             ids[category].append(ident)
     projects = await _fetch_by(conn, "load_projects", ids["project"], "id") if ids["project"] else {}
     await _project_states(conn, projects)
-    leases = await _fetch_by(conn, "load_leases", ids["lease"], "name") if ids["lease"] else {}
-    for row in leases.values():
-        row["state"] = msgspec.convert(row["state"], Lease, strict=False)
     states = {category: await state_table.load(conn, table, ids[category])
               for category, table in STATE_TABLES.items() if ids.get(category)}
-    fold = BatchFold(projects, recorded={}, leases=leases, states=states)
+    fold = BatchFold(projects, recorded={}, states=states)
     fold.recorded = await _recorded(conn, fold, events)
     return fold
 
@@ -134,7 +130,6 @@ async def write(conn: asyncpg.Connection, fold: BatchFold, positions: dict[int, 
     project_rows = await _write_columns(conn, PROJECTS, fold.changed("project"), returning)
     await _write_columns(conn, SHOTS, fold.shot_rows())
     await _write_columns(conn, ARTIFACTS, fold.artifact_rows_new())
-    await _write_columns(conn, LEASES, fold.changed("lease"))
     for category, table in STATE_TABLES.items():
         await state_table.upsert(conn, table, fold.changed(category))
     if fold.extra_rows:

@@ -1,6 +1,6 @@
 """Every read model of the projection, declared: one ``StateTable`` per category folded with its decider's
-``evolve`` (see ``projector.state_table``), and the tables of projects, shots, artifacts and leases, which
-the fold builds row by row and which are written with the named statements of ``projector/sql``.
+``evolve`` (see ``projector.state_table``), and the tables of projects, shots and artifacts, which the fold
+builds row by row and which are written with the named statements of ``projector/sql``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from blackboard.domain import clock, node, saga, task
+from blackboard.domain import clock, lease, node, saga, task
 from blackboard.projector.checkpoint_table import CHECKPOINTS
 from blackboard.projector.document_table import DOCUMENTS
 from blackboard.projector.state_table import COMMON, StateTable
@@ -17,7 +17,7 @@ from blackboard.schemas import saga as saga_events
 from blackboard.schemas import task as task_events
 
 # ``COMMON`` and ``StateTable`` are the declarations' vocabulary, named here with them.
-__all__ = ["ARTIFACTS", "COMMON", "LEASES", "PROJECTS", "SHOTS", "STATE_TABLES", "ColumnTable", "StateTable"]
+__all__ = ["ARTIFACTS", "COMMON", "PROJECTS", "SHOTS", "STATE_TABLES", "ColumnTable", "StateTable"]
 
 
 def _task_columns(state: task.Task) -> dict[str, Any]:
@@ -51,6 +51,10 @@ def _saga_columns(state: saga.Saga) -> dict[str, Any]:
             "deadline": state.deadline}
 
 
+def _lease_columns(state: lease.Lease) -> dict[str, Any]:
+    return {"holder": state.holder, "token": state.token, "expires_at": state.expires_at}
+
+
 def _clock_columns(state: clock.Clock) -> dict[str, Any]:
     return {"at": state.at}
 
@@ -64,6 +68,8 @@ STATE_TABLES: dict[str, StateTable] = {
                         opener=()),  # the clock stream opens with any tick
     "saga": StateTable("saga", "sagas", "id", saga.Saga, saga.evolve, saga.initial_state, _saga_columns,
                        opener=(saga_events.ArtifactSagaStarted,)),
+    # Any grant opens a lease's stream, and its evolve is total: nothing refuses.
+    "lease": StateTable("lease", "leases", "name", lease.Lease, lease.evolve, lease.initial_state, _lease_columns),
     "doc": DOCUMENTS,  # documents (reviews, corrections, evaluations, any collection)
     "checkpoint": CHECKPOINTS,  # checkpoints (large, compressed, claim-check)
 }
@@ -90,6 +96,3 @@ SHOTS = ColumnTable("shots", ("project_id", "shot_id", "fields", "version", "cre
 ARTIFACTS = ColumnTable("artifacts", (
     "project_id", "artifact_id", "kind", "uri", "params", "cost", "shot_id", "task_id", "reservation_id",
     "created_by", "created_at", "version"), "insert_artifacts")
-LEASES = ColumnTable("leases", (
-    "name", "holder", "token", "expires_at", "state", "version", "partition", "last_offset", "created_at",
-    "updated_at"), "upsert_leases")

@@ -1,1 +1,0 @@
-SELECT * FROM leases WHERE name = ANY($1::text[])
