@@ -67,7 +67,7 @@ async def load(conn: asyncpg.Connection, events: list[Decoded], streams: Sequenc
     for category, _, ident in (s.partition(":") for s in streams):  # rows of records that did not decode
         if category in ids and ident not in ids[category]:
             ids[category].append(ident)
-    projects = await _fetch_by(conn, "load_projects", ids["project"], "id") if ids["project"] else {}
+    projects = await _fetch_by(conn, statement("load_projects"), ids["project"], "id") if ids["project"] else {}
     await _project_states(conn, projects)
     states = {category: await state_table.load(conn, table, ids[category])
               for category, table in STATE_TABLES.items() if ids.get(category)}
@@ -94,9 +94,9 @@ async def _recorded(conn: asyncpg.Connection, fold: BatchFold, events: list[Deco
     return {(r["stream"], r["stream_version"]): r["event_id"] for r in rows}
 
 
-async def _fetch_by(conn: asyncpg.Connection, name: str, ids: list[str], key: str) -> dict[Any, dict[str, Any]]:
-    """Rows of the statement ``name`` for ``ids``, as mutable dicts, by their ``key`` column."""
-    return {r[key]: dict(r.items()) for r in await conn.fetch(statement(name), ids)}
+async def _fetch_by(conn: asyncpg.Connection, sql: str, ids: list[str], key: str) -> dict[Any, dict[str, Any]]:
+    """Rows of ``sql`` for ``ids``, as mutable dicts, by their ``key`` column."""
+    return {r[key]: dict(r.items()) for r in await conn.fetch(sql, ids)}
 
 
 async def _project_states(conn: asyncpg.Connection, rows: dict[Any, dict[str, Any]]) -> None:

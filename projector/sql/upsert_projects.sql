@@ -1,4 +1,4 @@
--- One array per column (projector.rows.PROJECTS); created_at is set on insert only.
+-- One array per column (projector.tables.PROJECTS); created_at is set on insert only.
 INSERT INTO projects (id, title, currency, budget_total, spent, global_spec, version, partition, last_offset,
                       created_at, updated_at, state, status, reserved, spec_version, dna, reservations)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::jsonb[], $7::bigint[],
