@@ -80,4 +80,5 @@ class Follower:
 
 
 async def ends(log: PartitionedLog, topic: str) -> dict[int, int]:
+    """The end offset of every partition of ``topic``: where a rebuild's catch-up aims."""
     return {p: await log.end_offset(topic, p) for p in range(await log.partition_count(topic))}

@@ -7,6 +7,9 @@ PostgreSQL transaction that also holds the live projection still for a moment, s
 generation is never behind the one it replaces. Reads answer from the old schema until the
 commit and from the new one after it; an interrupted rebuild leaves the live schema untouched
 and its own schema marked ``abandoned`` for ``drop``.
+
+Here the plan and the swap; the fold is ``follower``'s, the catch-up's worker processes are
+``replay_workers``'s and the bulk load's index and collector settings ``bulk_load``'s.
 """
 
 from __future__ import annotations

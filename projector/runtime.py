@@ -3,8 +3,9 @@
 One PostgreSQL transaction per batch writes the read-model rows, the change log, the dead
 letters and the projection offsets together, so a crash anywhere replays into the same
 result. A batch is folded set-based: the touched rows are loaded with one query per table,
-changed in memory in log order and written back with one statement per table. After commit
-the changed documents go to Redis in one version-guarded script call.
+changed in memory in log order (``fold``) and written back with one statement per table
+(``rows``); a batch a record of which PostgreSQL refuses is applied by halves (``poison``).
+After commit the changed documents go to Redis in one version-guarded script call.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ LAG_EVERY_SECONDS = 5.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 30.0
 #: Most links a batch span carries (the SDK's default limit): one per command whose events it folds.
 MAX_LINKS = 128
+
 
 class AppliedBatch(msgspec.Struct, frozen=True):
     """What one ``Projector.apply`` did with its records.
@@ -223,7 +225,7 @@ class Projector:
     async def _apply_batch(self, items: list[Item]) -> AppliedBatch:
         started = time.perf_counter()
         async with self.pool.acquire() as conn:
-            outcome = await self._transact(conn, items)
+            outcome = await poison.transact(conn, items, self._apply_tx)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(items))
         batch = outcome.batch
@@ -237,9 +239,6 @@ class Projector:
                 await self._write_through(outcome.docs)
         return batch
 
-    async def _transact(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
-        return await poison.transact(conn, items, self._apply_tx)
-
     async def _apply_tx(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
         """Everything a batch writes, inside the caller's transaction."""
         stored = await rows.lock_offsets(conn, self.projection, self.topic, sorted({i.rec.partition for i in items}))
@@ -247,7 +246,8 @@ class Projector:
         if not fresh:
             return _Outcome(AppliedBatch(skipped=len(items)), [])
         fold = await rows.load(conn, [i for i in fresh if isinstance(i, Decoded)])
-        fold.blocked = await dead_letters.blocked(conn, self.projection, list({s for s in map(stream_of, fresh) if s}))
+        streams = {s for s in map(stream_of, fresh) if s is not None}
+        fold.blocked = await dead_letters.blocked(conn, self.projection, list(streams))
         for item in fresh:
             fold.fold(item)
         positions = {i.rec.partition: i.rec.offset + 1 for i in fresh}
