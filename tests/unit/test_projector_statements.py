@@ -7,6 +7,7 @@ from importlib import resources
 
 import pytest
 
+from blackboard.projector import tables
 from blackboard.projector.statements import statement
 
 _ASKED = re.compile(r"""statement\(\s*["']([a-z0-9_]+)["']\s*\)""")
@@ -22,9 +23,7 @@ def _asked_for() -> set[str]:
     return names
 
 
-def _column_tables() -> list[object]:
-    from blackboard.projector import tables
-
+def _column_tables() -> list[tables.ColumnTable]:
     return [v for v in vars(tables).values() if isinstance(v, tables.ColumnTable)]
 
 
