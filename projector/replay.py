@@ -29,7 +29,8 @@ from blackboard.projector import generations
 from blackboard.projector.bulk_load import RepeatedInLog, bulk_gc, defer_indexes, restore_indexes
 from blackboard.projector.follower import PROJECTION, Follower, ends
 from blackboard.projector.migrate import create_pool, migrate, quote_ident
-from blackboard.projector.replay_workers import LogFactory, catch_up_in_workers, worker_partitions
+from blackboard.projector.replay_workers import LogFactory as LogFactory  # ``replay`` takes one: named here too
+from blackboard.projector.replay_workers import catch_up_in_workers, worker_partitions
 from blackboard.projector.runtime import AppliedBatch, Projector
 
 logger = structlog.get_logger(__name__)
