@@ -99,7 +99,7 @@ async def _service_runs(pg_url: str, clients: int, commands: int, projects: int,
     from pydantic import SecretStr
 
     from blackboard.app import Runtime
-    from blackboard.command_api.owner import Submission
+    from blackboard.command_api.submit import submit as submit_command
     from blackboard.command_api.validation import validate_command
     from blackboard.config import Settings
 
@@ -112,11 +112,7 @@ async def _service_runs(pg_url: str, clients: int, commands: int, projects: int,
 
     async def submit(body: dict[str, Any]) -> None:
         valid = validate_command(msgspec.json.encode(body))
-        cid = uuid.uuid4().hex
-        await service.submit(Submission(
-            category=valid.category, stream=valid.request.stream, command_type=valid.request.type,
-            payload=valid.payload, command_id=cid, fingerprint=valid.fingerprint, actor="bench",
-            correlation_id=cid, causation_id=cid, expected_version=None))
+        await submit_command(service, valid.request, valid.payload, actor="bench", fingerprint=valid.fingerprint)
 
     rates = []
     try:

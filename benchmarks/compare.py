@@ -58,7 +58,7 @@ async def _service_round(pg_url: str, redis_url: str, projects: int, clients: in
     from pydantic import SecretStr
 
     from blackboard.app import Runtime
-    from blackboard.command_api.internal import submit
+    from blackboard.command_api.submit import submit_json
     from blackboard.config import Settings
 
     tag = uuid.uuid4().hex[:8]
@@ -70,8 +70,8 @@ async def _service_round(pg_url: str, redis_url: str, projects: int, clients: in
     service = runtime.commands
 
     async def send(stream: str, type_: str, payload: dict[str, Any]) -> None:
-        await submit(service, stream=stream, type_=type_, payload=payload, command_id=uuid.uuid4().hex,
-                     actor="bench")
+        await submit_json(service, stream=stream, type_=type_, payload=payload, command_id=uuid.uuid4().hex,
+                          actor="bench")
 
     try:
         for i in range(projects):

@@ -32,13 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from blackboard.command_api.owner import PartitionOwner
-from blackboard.command_api.restore import (
-    KNOWN_WINDOW,
-    SNAPSHOT_TOPIC_CONFIG,
-    restore_owner,
-    take_snapshot,
-    write_snapshot,
-)
+from blackboard.command_api.restore import restore_owner
+from blackboard.command_api.snapshots import KNOWN_WINDOW, SNAPSHOT_TOPIC_CONFIG, take_snapshot, write_snapshot
 from blackboard.config import Settings
 from blackboard.events.codec import fenced, to_record
 from blackboard.events.kafka import MAX_BATCH_BYTES

@@ -11,11 +11,11 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
-from blackboard.command_api import internal
 from blackboard.command_api.claims import ClaimService
 from blackboard.command_api.expiry import run_sweeper
-from blackboard.command_api.restore import SNAPSHOT_TOPIC_CONFIG
 from blackboard.command_api.service import CommandService
+from blackboard.command_api.snapshots import SNAPSHOT_TOPIC_CONFIG
+from blackboard.command_api.submit import submit_json
 from blackboard.config import Settings
 from blackboard.events.log import PartitionedLog, UnknownTopic
 from blackboard.processes.budget import BudgetAlerts
@@ -157,9 +157,9 @@ class Runtime:
         assert commands is not None and log_ is not None
 
         async def send(i: Intent) -> Any:
-            return await internal.submit(commands, stream=i.stream, type_=i.type, payload=i.payload,
-                                         command_id=i.command_id, actor=f"process:{i.manager}",
-                                         correlation_id=i.correlation_id, causation_id=i.cause_event_id)
+            return await submit_json(commands, stream=i.stream, type_=i.type, payload=i.payload,
+                                     command_id=i.command_id, actor=f"process:{i.manager}",
+                                     correlation_id=i.correlation_id, causation_id=i.cause_event_id)
 
         managers = [*cluster_managers(), BudgetAlerts(), ArtifactSaga()]
         return ProcessRuntime(log_, topic=self.settings.events_topic, managers=managers, send=send)

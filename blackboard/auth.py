@@ -9,7 +9,7 @@ from typing import Any
 from litestar import Request
 
 from blackboard.config import Settings
-from blackboard.schemas.api import Unauthorized
+from blackboard.query_api.errors import Unauthorized
 from blackboard.schemas.auth import ANONYMOUS, Principal, parse_api_keys, presented_key
 
 

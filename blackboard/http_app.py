@@ -21,16 +21,19 @@ from blackboard import __version__
 from blackboard.app import Runtime
 from blackboard.auth import authenticator_for, rate_limit_identity
 from blackboard.command_api.checkpoint_http import ROUTES as CHECKPOINT_COMMAND_ROUTES
+from blackboard.command_api.checkpoint_http import CheckpointLimits
 from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
+from blackboard.command_api.http_errors import EXCEPTION_HANDLERS as COMMAND_EXCEPTION_HANDLERS
 from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
 from blackboard.query_api.cluster_http import ROUTES as CLUSTER_ROUTES
 from blackboard.query_api.document_http import ROUTES as DOCUMENT_ROUTES
+from blackboard.query_api.errors import ApiError
 from blackboard.query_api.http import ROUTES as QUERY_ROUTES
 from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
 from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
-from blackboard.schemas.api import ApiError, ErrorBody, FieldError
+from blackboard.schemas.api import ErrorBody, FieldError
 
 log = structlog.get_logger(__name__)
 
@@ -99,11 +102,14 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     return Litestar(
         route_handlers=routes,
         dependencies={"principal": Provide(authenticate, sync_to_thread=False)},
-        exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error, Exception: _on_unexpected},
+        exception_handlers={ApiError: _on_api_error, **COMMAND_EXCEPTION_HANDLERS, HTTPException: _on_http_error,
+                            Exception: _on_unexpected},
         lifespan=[lifespan],
         middleware=middleware,
         request_max_body_size=runtime.settings.max_body_bytes,
-        state=State({"runtime": runtime}),
+        state=State({"runtime": runtime, "checkpoint_limits": CheckpointLimits(
+            runtime.settings.checkpoint_max_bytes, runtime.settings.checkpoint_inline_bytes,
+            runtime.settings.blob_schema)}),
         openapi_config=OpenAPIConfig(title="Blackboard", version=__version__, path="/schema"),
         debug=False,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -25,23 +26,17 @@ from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 from opentelemetry import context as otel_context
 
-from blackboard.command_api.owner import IdempotencyKeyReused, Submission
-from blackboard.command_api.service import CommandService
-from blackboard.command_api.validation import command_fingerprint
-from blackboard.config import Settings
-from blackboard.events.postgres.blobs import BlobStore, StoredBlob
-from blackboard.schemas.api import (
-    Accepted,
-    ApiError,
-    CommandRequest,
-    ErrorBody,
-    FieldError,
+from blackboard.command_api.http_errors import (
     Forbidden,
+    HttpError,
     InvalidRequest,
     PayloadTooLarge,
-    Rejected,
     UnsupportedMediaType,
 )
+from blackboard.command_api.service import CommandService
+from blackboard.command_api.submit import submit
+from blackboard.events.postgres.blobs import BlobStore, StoredBlob
+from blackboard.schemas.api import Accepted, CommandRequest, ErrorBody, FieldError, Rejected
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.checkpoint import (
     MAX_METADATA_BYTES,
@@ -64,6 +59,18 @@ ThreadId = Annotated[str, PathParameter(min_length=1, max_length=128, pattern=r"
 LabelParam = Annotated[str | None, QueryParameter(min_length=1, max_length=200, description="a name for it")]
 ParentSeq = Annotated[int | None, QueryParameter(ge=1, le=2**53, description="the checkpoint it continues from")]
 _COMMAND_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointLimits:
+    """What the upload route needs of the configuration; the app's state holds it as ``checkpoint_limits``."""
+
+    #: Largest checkpoint accepted, in bytes as sent.
+    max_bytes: int
+    #: Largest stored (compressed) form put inline in the command; a larger one goes to the blob store.
+    inline_bytes: int
+    #: The PostgreSQL schema of the blob store.
+    blob_schema: str
 
 _ERRORS = {
     401: ResponseSpec(ErrorBody, description="missing_credentials / invalid_credentials"),
@@ -94,13 +101,13 @@ async def put_checkpoint(request: Request[None, None, State], principal: NamedDe
         raise UnsupportedMediaType(f"Content-Type must be {OCTETS}, got {media_type or 'nothing'!r}")
     metadata = _metadata(request.headers.get(METADATA_HEADER))
     command_id = _command_id(request)
-    settings = _settings(request)
-    raw = await _read_body(request, settings.checkpoint_max_bytes)
+    limits: CheckpointLimits = request.app.state.checkpoint_limits
+    raw = await _read_body(request, limits.max_bytes)
     encoded = await asyncio.to_thread(encode, raw)
-    blob = len(encoded.data) > settings.checkpoint_inline_bytes
+    blob = len(encoded.data) > limits.inline_bytes
     if blob:
         stored = StoredBlob(encoded.sha256, encoded.size, encoded.encoding, encoded.data)
-        await BlobStore(request.app.state.runtime.pool, settings.blob_schema).put(stored)
+        await BlobStore(request.app.state.runtime.pool, limits.blob_schema).put(stored)
     payload = _save_command(encoded, blob, label, metadata, parent_seq)
     return await _submit(request, principal, "checkpoint.save", thread_id, payload, command_id)
 
@@ -122,7 +129,7 @@ async def restore_checkpoint(request: Request[None, None, State], principal: Nam
         raise InvalidRequest(f"the body is not a restore request: {exc}",
                              errors=[FieldError("$", str(exc))]) from None
     except msgspec.DecodeError as exc:
-        raise ApiError(f"the body is not JSON: {exc}", code="malformed_json") from None
+        raise HttpError(f"the body is not JSON: {exc}", code="malformed_json") from None
     return await _submit(request, principal, "checkpoint.restore", thread_id,
                          RestoreCheckpoint(body.seq, body.label), command_id)
 
@@ -130,11 +137,6 @@ async def restore_checkpoint(request: Request[None, None, State], principal: Nam
 def _require_writer(principal: Principal) -> None:
     if not principal.can_write:
         raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
-
-
-def _settings(request: Request[Any, Any, State]) -> Settings:
-    settings: Settings = request.app.state.runtime.settings
-    return settings
 
 
 def _metadata(header: str | None) -> dict[str, Any] | None:
@@ -199,18 +201,11 @@ async def _submit(request: Request[None, None, State], principal: Principal, com
     same id is recognised as the same command.
     """
     stream = f"checkpoint:{thread_id}"
-    builtins = msgspec.to_builtins(payload)
-    fingerprint = command_fingerprint(CommandRequest(command_type, stream, builtins))
-    sub = Submission(category="checkpoint", stream=stream, command_type=command_type, payload=payload,
-                     command_id=command_id, fingerprint=fingerprint, actor=principal.name,
-                     correlation_id=command_id, causation_id=command_id, expected_version=None,
-                     trace=otel_context.get_current())
+    command = CommandRequest(command_type, stream, msgspec.to_builtins(payload), command_id=command_id)
     service: CommandService = request.app.state.runtime.commands
     structlog.contextvars.bind_contextvars(command_id=command_id, stream=stream, actor=principal.name)
-    try:
-        outcome, replayed = await service.submit(sub)
-    except IdempotencyKeyReused as exc:
-        raise InvalidRequest(str(exc), code="idempotency_key_reused") from None
+    outcome, replayed = await submit(service, command, payload, actor=principal.name,
+                                     trace=otel_context.get_current())
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     if isinstance(outcome, Accepted) and outcome.events:
         return Response(msgspec.json.encode(_accepted(outcome)), media_type=JSON, headers=headers)

@@ -19,9 +19,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from blackboard.command_api.owner import Submission
+import msgspec
+
+from blackboard.command_api.errors import NodeNotFound, NodeUnavailable
 from blackboard.command_api.service import CommandService
-from blackboard.schemas.api import Accepted, ApiError, NotFound
+from blackboard.command_api.submit import submit
+from blackboard.schemas.api import Accepted, CommandRequest
 from blackboard.schemas.task import ClaimTask
 
 #: (skills offered, most ids, ids to leave out) → (id, version in the read model) of claimable tasks, in the
@@ -31,10 +34,6 @@ Candidates = Callable[[list[str], int, list[str]], Awaitable[list[tuple[str, int
 RECENT_SECONDS = 30.0
 ROUNDS = 4
 PAGE = 32
-
-
-class NodeUnavailable(ApiError):
-    status, code = 409, "node_unavailable"
 
 
 class Claimed:
@@ -52,7 +51,8 @@ class ClaimService:
         self._recent: dict[str, tuple[int, float]] = {}
 
     def node_skills(self, node_id: str, offered: list[str] | None = None) -> list[str]:
-        """The skills ``node_id`` registered with; 404 when unknown, 409 when offline or deregistered.
+        """The skills ``node_id`` registered with; ``NodeNotFound`` when unknown, ``NodeUnavailable`` when offline
+        or deregistered.
 
         Note: a node whose partition is decided by another process (several deciders in a group)
         cannot be checked here: its claim then offers the skills it names (``offered``).
@@ -61,7 +61,7 @@ class ClaimService:
             return list(offered or [])
         found = self.service.peek(f"node:{node_id}")
         if found is None:
-            raise NotFound(f"node {node_id!r} is not registered", code="node_not_found")
+            raise NodeNotFound(f"node {node_id!r} is not registered")
         node = found[0]
         if node.status != "online":
             raise NodeUnavailable(f"node {node_id!r} is {node.status}; a heartbeat brings it back online",
@@ -93,12 +93,11 @@ class ClaimService:
     async def _try(self, task_id: str, payload: ClaimTask, actor: str) -> Claimed | None:
         stream = f"task:{task_id}"
         command_id = f"claim-{uuid.uuid4().hex}"
-        sub = Submission(category="task", stream=stream, command_type="task.claim", payload=payload,
-                         command_id=command_id, fingerprint=command_id, actor=actor, correlation_id=command_id,
-                         causation_id=command_id, expected_version=None)
+        request = CommandRequest("task.claim", stream, msgspec.to_builtins(payload), command_id=command_id)
         self._inflight.add(task_id)
         try:
-            outcome, _ = await self.service.submit(sub)
+            # A claim's id is new for every try, so its fingerprint is the id: no repeat is ever compared.
+            outcome, _ = await submit(self.service, request, payload, actor=actor, fingerprint=command_id)
         finally:
             self._inflight.discard(task_id)
         if not isinstance(outcome, Accepted) or not outcome.events:

@@ -13,9 +13,10 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 
 from blackboard.command_api.claims import ClaimService
-from blackboard.command_api.internal import submit
+from blackboard.command_api.http_errors import Forbidden, HttpError, InvalidRequest
 from blackboard.command_api.service import CommandService
-from blackboard.schemas.api import Accepted, ApiError, FieldError, Forbidden, InvalidRequest, Rejected
+from blackboard.command_api.submit import submit_json
+from blackboard.schemas.api import Accepted, FieldError, Rejected
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.node import Load, ReportedStatus
 from blackboard.schemas.project import TtlSeconds
@@ -115,9 +116,9 @@ async def heartbeat(request: Request[None, None, State], principal: NamedDepende
     _writer(principal)
     body = _decode(await request.body(), HeartbeatRequest)
     service: CommandService = request.app.state.runtime.commands
-    outcome = await submit(service, stream=f"node:{node_id}", type_="node.heartbeat",
-                           payload=msgspec.to_builtins(body), command_id=f"hb-{uuid.uuid4().hex}",
-                           actor=principal.name)
+    outcome = await submit_json(service, stream=f"node:{node_id}", type_="node.heartbeat",
+                                payload=msgspec.to_builtins(body), command_id=f"hb-{uuid.uuid4().hex}",
+                                actor=principal.name)
     if isinstance(outcome, Rejected):
         return Response(msgspec.json.encode(outcome), status_code=409, media_type=JSON)
     return Response(msgspec.json.encode({"recorded": bool(outcome.events), "position": outcome.position}),
@@ -138,9 +139,9 @@ async def create_graph(request: Request[None, None, State], principal: NamedDepe
     for level in order:
         for task in level:
             payload = {k: v for k, v in msgspec.to_builtins(task).items() if k != "id"}
-            outcome = await submit(service, stream=f"task:{task.id}", type_="task.create", payload=payload,
-                                   command_id=f"graph-{correlation}-{task.id}"[:128], actor=principal.name,
-                                   correlation_id=correlation)
+            outcome = await submit_json(service, stream=f"task:{task.id}", type_="task.create", payload=payload,
+                                        command_id=f"graph-{correlation}-{task.id}"[:128],
+                                        actor=principal.name, correlation_id=correlation)
             if isinstance(outcome, Rejected):
                 outcomes.append({"id": task.id, "outcome": "rejected", "code": outcome.code,
                                  "message": outcome.message})
@@ -194,7 +195,7 @@ def _a_cycle(left: dict[str, GraphTask]) -> list[str]:
     return [*path[path.index(at):], at]
 
 
-def _invalid(code: str, path: str, message: str, details: list[str] | None = None) -> ApiError:
+def _invalid(code: str, path: str, message: str, details: list[str] | None = None) -> HttpError:
     error = InvalidRequest(message, code=code, errors=[FieldError(path, message)])
     if details:
         error.errors.append(FieldError("$.cycle", " → ".join(details)))

@@ -20,9 +20,8 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from blackboard.command_api.owner import Submission
 from blackboard.command_api.service import CommandService
-from blackboard.command_api.validation import command_fingerprint
+from blackboard.command_api.submit import submit
 from blackboard.schemas.api import CommandRequest
 from blackboard.schemas.project import ExpireReservations
 
@@ -48,11 +47,7 @@ async def sweep_once(pool: asyncpg.Pool, commands: CommandService, now: datetime
         stream = f"project:{row['id']}"
         request = CommandRequest(type="project.expire_reservations", stream=stream, payload={},
                                  command_id=f"expire-reservations:{row['id']}:{row['version']}")
-        assert request.command_id is not None
-        sub = Submission(category="project", stream=stream, command_type=request.type, payload=ExpireReservations(),
-                         command_id=request.command_id, fingerprint=command_fingerprint(request), actor=ACTOR,
-                         correlation_id=request.command_id, causation_id=request.command_id, expected_version=None)
-        await commands.submit(sub)
+        await submit(commands, request, ExpireReservations(), actor=ACTOR)
     return len(rows)
 
 

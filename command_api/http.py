@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 import msgspec
@@ -17,22 +16,21 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from blackboard.command_api.cluster_http import unknown_dependencies
-from blackboard.command_api.owner import IdempotencyKeyReused, Submission
-from blackboard.command_api.service import CommandService
-from blackboard.command_api.validation import InvalidCommand, validate_command
-from blackboard.events.tracing import current_trace_headers
-from blackboard.schemas.api import (
-    Accepted,
-    ApiError,
-    DryRun,
-    ErrorBody,
+from blackboard.command_api.errors import CommandError
+from blackboard.command_api.http_errors import (
     Forbidden,
+    HttpError,
     InvalidRequest,
     NotFound,
-    Outcome,
-    Rejected,
     UnsupportedMediaType,
+    http_error,
+    invalid_command,
 )
+from blackboard.command_api.service import CommandService
+from blackboard.command_api.submit import submission
+from blackboard.command_api.validation import InvalidCommand, validate_command
+from blackboard.events.tracing import current_trace_headers
+from blackboard.schemas.api import Accepted, DryRun, ErrorBody, Outcome, Rejected
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.registry import SYSTEM_COMMANDS
 from blackboard.schemas.task import CreateTask
@@ -77,6 +75,10 @@ async def post_command(request: Request[None, None, State], principal: NamedDepe
     ) as span:
         try:
             outcome, replayed = await _decide(request, principal)
+        except CommandError as exc:
+            error = http_error(exc)
+            _answered_with(span, error)
+            raise error from exc
         except Exception as exc:
             _answered_with(span, exc)
             raise
@@ -87,12 +89,12 @@ async def post_command(request: Request[None, None, State], principal: NamedDepe
 
 def _answered_with(span: Span, exc: Exception) -> None:
     """Mark the span of a request that ends in an error, and give the error response the trace's headers."""
-    status = exc.status if isinstance(exc, ApiError) else 500
+    status = exc.status if isinstance(exc, HttpError) else 500
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-    if isinstance(exc, ApiError):
+    if isinstance(exc, HttpError):
         exc.headers.update(_trace_headers())
 
 
@@ -104,16 +106,18 @@ def _trace_headers() -> dict[str, str]:
 
 
 async def _decide(request: Request[None, None, State], principal: Principal) -> tuple[Outcome | DryRun, bool]:
-    """Validate the request and hand it to its partition's owner; ``(outcome, replayed)``, or an ``ApiError``."""
+    """Validate the request and hand it to its partition's owner; ``(outcome, replayed)``.
+
+    Raises an ``HttpError`` for a request that is refused before it reaches the owner, and a
+    ``CommandError`` when the owner did not decide it.
+    """
     if not principal.can_write:
         raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
     _require_json(request)
     try:
         valid = validate_command(await request.body())
     except InvalidCommand as exc:
-        error = ApiError(str(exc), errors=exc.errors, code=exc.code)
-        error.status = 400 if exc.code == "malformed_json" else 422
-        raise error from None
+        raise invalid_command(exc) from None
     req = valid.request
     if req.type in SYSTEM_COMMANDS and not principal.system:
         raise Forbidden(f"{req.type} is sent by the process managers; it needs an API key of mode 'sys'",
@@ -123,22 +127,14 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
         missing = unknown_dependencies(service, valid.payload)
         if missing:
             raise InvalidRequest("; ".join(e.message for e in missing), code="unknown_dependency", errors=missing)
-    command_id = req.command_id or uuid.uuid4().hex
-    sub = Submission(
-        category=valid.category, stream=req.stream, command_type=req.type, payload=valid.payload,
-        command_id=command_id, fingerprint=valid.fingerprint, actor=principal.name,
-        correlation_id=req.correlation_id or command_id, causation_id=req.causation_id or command_id,
-        expected_version=req.expected_version, trace=otel_context.get_current(),
-        dry_run=req.dry_run, agent=req.agent, request=msgspec.structs.replace(req, command_id=command_id),
-    )
+    sub = submission(req, valid.payload, actor=principal.name, fingerprint=valid.fingerprint,
+                     trace=otel_context.get_current())
     # Every log line while this command is handled names it.
-    structlog.contextvars.bind_contextvars(command_id=command_id, correlation_id=sub.correlation_id,
+    structlog.contextvars.bind_contextvars(command_id=sub.command_id, correlation_id=sub.correlation_id,
                                            stream=req.stream, actor=principal.name)
-    trace.get_current_span().set_attributes({"blackboard.command.id": command_id, "blackboard.stream": req.stream})
-    try:
-        return await service.submit(sub)
-    except IdempotencyKeyReused as exc:
-        raise InvalidRequest(str(exc), code="idempotency_key_reused") from None
+    trace.get_current_span().set_attributes({"blackboard.command.id": sub.command_id,
+                                             "blackboard.stream": req.stream})
+    return await service.submit(sub)
 
 
 def _require_json(request: Request[None, None, State]) -> None:

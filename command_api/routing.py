@@ -28,18 +28,15 @@ import msgspec
 import structlog
 
 from blackboard.command_api import metrics
-from blackboard.command_api.owner import (
-    IdempotencyKeyReused,
-    PartitionOwner,
-    StoredOutcome,
-    StreamUnreadable,
-    Submission,
-)
+from blackboard.command_api.errors import IdempotencyKeyReused, StreamUnreadable, Unavailable
+from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.results import StoredOutcome, answer_of
+from blackboard.command_api.submit import Submission, submission
 from blackboard.command_api.validation import InvalidCommand, validate_command
 from blackboard.events.log import PartitionedLog, Record, StoredRecord
 from blackboard.events.partitioner import partition_for
 from blackboard.events.tracing import current_trace_headers
-from blackboard.schemas.api import CommandRequest, DryRun, Outcome, Rejected, ServiceUnavailable
+from blackboard.schemas.api import DryRun, Outcome, Rejected
 from blackboard.schemas.envelope import stream_partition_key
 
 if TYPE_CHECKING:
@@ -55,31 +52,13 @@ INTAKE_BATCH = 1000
 
 def command_record(sub: Submission, *, routed_by: str) -> Record:
     """The record that carries ``sub`` on the commands topic: the ``POST /v1/commands`` body, actor in a header."""
-    request = sub.request or CommandRequest(
-        type=sub.command_type, stream=sub.stream, payload=msgspec.to_builtins(sub.payload),
-        command_id=sub.command_id, expected_version=sub.expected_version, correlation_id=sub.correlation_id,
-        causation_id=sub.causation_id, dry_run=sub.dry_run, agent=sub.agent)
-    request = msgspec.structs.replace(request, command_id=sub.command_id)
     headers = [("actor", sub.actor.encode()), ("routed_by", routed_by.encode()),
                ("content-type", b"application/json")]
     traceparent, tracestate = current_trace_headers()
     headers += [(name, value.encode()) for name, value in (("traceparent", traceparent), ("tracestate", tracestate))
                 if value]
-    return Record(key=stream_partition_key(sub.stream).encode(), value=msgspec.json.encode(request),
+    return Record(key=stream_partition_key(sub.stream).encode(), value=msgspec.json.encode(sub.request),
                   headers=tuple(headers))
-
-
-def answer_of(stored: StoredOutcome) -> tuple[Outcome | DryRun, bool]:
-    """The answer a waiter gives its caller: the outcome, or the refusal raised as the owner raised it."""
-    if stored.error is not None:
-        if stored.error.code == "idempotency_key_reused":
-            raise IdempotencyKeyReused(stored.command_id)
-        if stored.error.code == "stream_unreadable":
-            raise StreamUnreadable(stored.error.message, code=stored.error.code)
-        raise ServiceUnavailable(stored.error.message, code=stored.error.code)
-    if stored.outcome is None:
-        raise ServiceUnavailable("the owner answered without an outcome; retry with the same command_id")
-    return stored.outcome, stored.replayed
 
 
 class ResultsTail:
@@ -169,7 +148,7 @@ async def route(log_: PartitionedLog, tail: ResultsTail, sub: Submission, *, top
         try:
             stored = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
-            raise ServiceUnavailable(
+            raise Unavailable(
                 f"the owner of partition {partition} did not answer within {timeout:g}s; retry with the same "
                 "command_id (it is decided at most once)", code="route_timeout") from None
     finally:
@@ -271,13 +250,10 @@ class CommandIntake:
                                   {"partition": right})
             return None
         req = valid.request
-        return Submission(
-            category=valid.category, stream=req.stream, command_type=req.type, payload=valid.payload,
-            command_id=req.command_id or command_id, fingerprint=valid.fingerprint,
-            actor=headers.get("actor") or TOPIC_ACTOR,
-            correlation_id=req.correlation_id or req.command_id or command_id,
-            causation_id=req.causation_id or req.command_id or command_id, expected_version=req.expected_version,
-            dry_run=req.dry_run, agent=req.agent, source_offset=rec.offset, request=req)
+        if req.command_id is None:
+            req = msgspec.structs.replace(req, command_id=command_id)
+        return submission(req, valid.payload, actor=headers.get("actor") or TOPIC_ACTOR,
+                          fingerprint=valid.fingerprint, source_offset=rec.offset)
 
     async def _set_aside(self, owner: PartitionOwner, rec: StoredRecord, command_id: str, code: str, message: str,
                          details: dict[str, object]) -> None:

@@ -24,9 +24,12 @@ import msgspec
 import structlog
 
 from blackboard.command_api import metrics
-from blackboard.command_api.owner import IdempotencyKeyReused, NotOwner, PartitionOwner, Submission
-from blackboard.command_api.restore import Snapshot, restore_owner, take_snapshot, write_snapshot
+from blackboard.command_api.errors import IdempotencyKeyReused, NotOwner
+from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.restore import restore_owner
 from blackboard.command_api.routing import CommandIntake, ResultsTail, route
+from blackboard.command_api.snapshots import Snapshot, take_snapshot, write_snapshot
+from blackboard.command_api.submit import Submission
 from blackboard.events.log import PartitionedLog
 from blackboard.events.partitioner import partition_for
 from blackboard.schemas.api import DryRun, Outcome
@@ -148,7 +151,8 @@ class CommandService:
     async def submit(self, sub: Submission) -> tuple[Outcome | DryRun, bool]:
         """Decide ``sub`` on its partition's owner, here or through the commands topic; ``(outcome, replayed)``.
 
-        Raises ``IdempotencyKeyReused`` when the id was used for a different command.
+        Raises a ``CommandError`` when it was not decided: ``IdempotencyKeyReused`` when the id was used for
+        a different command, ``NotOwner`` or ``Unavailable`` when a retry with the same id can help.
         """
         partition = self.partition_of(sub.stream)
         for _ in range(3):

@@ -10,8 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from blackboard.query_api import cluster
+from blackboard.query_api.errors import NotFound
 from blackboard.query_api.http import EntityId, Token, consistent_reads
-from blackboard.schemas.api import NotFound
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.cluster_views import NodeList, NodeView, SagaView, TaskStats
 

@@ -24,7 +24,7 @@ import msgspec
 from blackboard.domain.decider import Decider
 from blackboard.domain.registry import DECIDERS
 from blackboard.projector.documents import history_entry
-from blackboard.schemas.api import InvalidRequest, NotFound, ServiceUnavailable
+from blackboard.query_api.errors import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.changes import diff, under
 from blackboard.schemas.registry import UnknownEventType, decode_event
 from blackboard.schemas.views import HistoryEntry

@@ -25,7 +25,7 @@ from blackboard.projector.documents import (
 from blackboard.query_api import history as h
 from blackboard.query_api import metrics
 from blackboard.query_api.consistency import OffsetWatch
-from blackboard.schemas.api import InvalidRequest, NotFound, ServiceUnavailable
+from blackboard.query_api.errors import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.envelope import decode_token, stream_partition_key
 from blackboard.schemas.types import unstorable_text
 from blackboard.schemas.views import HistoryEntry, Page, StreamState, TaskView

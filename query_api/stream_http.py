@@ -18,10 +18,10 @@ from litestar.params import HeaderParameter, PathParameter, QueryParameter
 from litestar.response import ServerSentEvent
 
 from blackboard.query_api import history as h
+from blackboard.query_api.errors import NotFound
 from blackboard.query_api.http import reads_of, token_of
 from blackboard.query_api.push import resume_point, subscribe
 from blackboard.query_api.reads import MAX_PAGE, ReadService, stream_exists_check
-from blackboard.schemas.api import NotFound
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.changes import escape
 from blackboard.schemas.views import HistoryEntry, Page, StreamState

@@ -1,4 +1,8 @@
-"""The shapes of the HTTP API: the command request, its outcomes and the error bodies."""
+"""The shapes of the HTTP API: the command request, its outcomes and the error bodies.
+
+Which HTTP status an error is answered with is the HTTP modules' business (``command_api.http_errors``,
+``query_api.errors``), not the language's.
+"""
 
 from __future__ import annotations
 
@@ -100,52 +104,3 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
     errors: list[FieldError] = []
-
-
-class ApiError(Exception):
-    """An HTTP error the API answers with an ``ErrorBody``: it carries its status and code."""
-
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, *, errors: list[FieldError] | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.errors = errors or []
-        self.headers = headers or {}
-        if code is not None:
-            self.code = code
-
-    def body(self) -> ErrorBody:
-        return ErrorBody(code=self.code, message=self.message, errors=self.errors)
-
-
-class InvalidRequest(ApiError):
-    status, code = 422, "invalid_request"
-
-
-class Unauthorized(ApiError):
-    status, code = 401, "unauthorized"
-
-
-class Forbidden(ApiError):
-    status, code = 403, "forbidden"
-
-
-class NotFound(ApiError):
-    status, code = 404, "not_found"
-
-
-class UnsupportedMediaType(ApiError):
-    status, code = 415, "unsupported_media_type"
-
-
-class PayloadTooLarge(ApiError):
-    status, code = 413, "payload_too_large"
-
-
-class ServiceUnavailable(ApiError):
-    """A dependency is down or a bounded wait ran out; trying again later can help."""
-
-    status, code = 503, "unavailable"

@@ -14,16 +14,16 @@ import msgspec
 import pytest
 
 from benchmarks.restore import measure
-from blackboard.command_api.owner import PartitionOwner, Submission
-from blackboard.command_api.restore import (
+from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.restore import load_snapshot, restore_owner
+from blackboard.command_api.snapshots import (
     SNAPSHOT_TOPIC_CONFIG,
     chunk_records,
     encode_snapshot,
-    load_snapshot,
-    restore_owner,
     take_snapshot,
     write_snapshot,
 )
+from blackboard.command_api.submit import submission
 from blackboard.command_api.validation import validate_command
 from blackboard.events.log import PartitionedLog
 from blackboard.schemas.api import Accepted, DryRun, Outcome, Rejected
@@ -59,9 +59,7 @@ async def send(o: PartitionOwner, type_: str, stream: str, payload: dict[str, An
     cid = uuid.uuid4().hex
     body = {"type": type_, "stream": stream, "command_id": cid, "payload": payload}
     valid = validate_command(msgspec.json.encode(body))
-    sub = Submission(category=valid.category, stream=stream, command_type=type_, payload=valid.payload,
-                     command_id=cid, fingerprint=valid.fingerprint, actor="alice", correlation_id=cid,
-                     causation_id=cid, expected_version=None)
+    sub = submission(valid.request, valid.payload, actor="alice", fingerprint=valid.fingerprint)
     await o.queue.put(sub)
     outcome, _ = await sub.future
     assert not isinstance(outcome, DryRun)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from blackboard.domain import document as doc
 from blackboard.domain.decider import Context, Rejection
 from blackboard.query_api.document_http import parse_where
-from blackboard.schemas.api import InvalidRequest
+from blackboard.query_api.errors import InvalidRequest
 from blackboard.schemas.document import (
     COLLECTION_RULES,
     CreateDocument,

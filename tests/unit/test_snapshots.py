@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blackboard.command_api.owner import PartitionOwner, StoredOutcome
-from blackboard.command_api.restore import (
+from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.results import StoredOutcome
+from blackboard.command_api.snapshots import (
     Snapshot,
     SnapshotUnusable,
     apply_snapshot,
