@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     checkpoint_inline_bytes: int = Field(
         default=256 * 1024, ge=0, le=512 * 1024,
         description="largest compressed checkpoint carried inside its event; larger ones go to the blob store")
-    # partition snapshots (command_api/restore.py)
+    # partition snapshots (command_api/snapshots.py)
     snapshot_every: int = Field(
         default=100_000, ge=0,
         description="events appended to a partition between two snapshots of its owner; 0: no snapshots "
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     def commands_dead_letters_topic(self) -> str:
         return f"{self.topic_prefix}commands-dead-letters"
 
-    # partition snapshots (command_api/restore.py)
+    # partition snapshots (command_api/snapshots.py)
     @property
     def snapshots_topic(self) -> str:
         """The compacted topic of partition owners' snapshots (one partition per events partition)."""

@@ -72,6 +72,7 @@ class CheckpointLimits:
     #: The PostgreSQL schema of the blob store.
     blob_schema: str
 
+
 _ERRORS = {
     401: ResponseSpec(ErrorBody, description="missing_credentials / invalid_credentials"),
     403: ResponseSpec(ErrorBody, description="read_only_key"),
