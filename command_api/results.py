@@ -7,7 +7,6 @@ import msgspec
 from blackboard.command_api.errors import (
     CommandError,
     IdempotencyKeyReused,
-    Refusal,
     StreamUnreadable,
     Unavailable,
 )
@@ -46,7 +45,7 @@ class StoredOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
     commands_offset: int | None = None
 
 
-def refusal_body(refusal: Refusal) -> RefusalBody:
+def refusal_body(refusal: CommandError) -> RefusalBody:
     """What a refusal looks like in a command-results record."""
     return RefusalBody(refusal.code, refusal.message, refusal.retriable)
 
