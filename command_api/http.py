@@ -77,25 +77,26 @@ async def post_command(request: Request[None, None, State], principal: NamedDepe
             outcome, replayed = await _decide(request, principal)
         except CommandError as exc:
             error = http_error(exc)
-            _answered_with(span, error)
+            _answered_with(span, exc, error)
             raise error from exc
         except Exception as exc:
-            _answered_with(span, exc)
+            _answered_with(span, exc, exc if isinstance(exc, HttpError) else None)
             raise
         response = _answer(outcome, replayed)
         span.set_attribute("http.response.status_code", response.status_code)
         return response
 
 
-def _answered_with(span: Span, exc: Exception) -> None:
-    """Mark the span of a request that ends in an error, and give the error response the trace's headers."""
-    status = exc.status if isinstance(exc, HttpError) else 500
+def _answered_with(span: Span, exc: Exception, answer: HttpError | None) -> None:
+    """Mark the span of a request that ends in ``exc``, answered with ``answer`` (``None``: a 500), and give the
+    answer the trace's headers."""
+    status = answer.status if answer is not None else 500
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-    if isinstance(exc, HttpError):
-        exc.headers.update(_trace_headers())
+    if answer is not None:
+        answer.headers.update(_trace_headers())
 
 
 def _trace_headers() -> dict[str, str]:
