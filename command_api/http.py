@@ -139,9 +139,14 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
 
 
 def _require_json(request: Request[None, None, State]) -> None:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media_type, _, params = request.headers.get("content-type", "").partition(";")
+    media_type = media_type.strip().lower()
     if media_type != JSON:
         raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {media_type or 'nothing'!r}")
+    # JSON is UTF-8 (RFC 8259): a body that says it is another charset would be read wrongly.
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset=" in params.lower() else "utf-8"
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"a JSON body is UTF-8, not charset={charset!r}")
 
 
 def _answer(outcome: Outcome | DryRun, replayed: bool) -> Response[bytes]:

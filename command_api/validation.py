@@ -1,46 +1,26 @@
 """From the raw body of ``POST /v1/commands`` to a typed command, or the exact reasons it is not one.
 
-Three steps. One parse with the standard library refuses what msgspec would let through
-silently (duplicate keys, where the last would win; NaN and Infinity). A walk over the parsed
-value refuses what PostgreSQL cannot store (NUL, lone surrogates) and what is beyond our limits,
-naming the JSON path of each bad value. Then msgspec converts the value into the request and
-the payload Structs, and its errors are moved under the path they belong to.
+The body goes through the one front of every route with a body (``blackboard.schemas.decoding``:
+parse, walk, convert); then the command's own checks: a known type, a stream of its category,
+references that are identifiers, and the payload converted to its command's Struct.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from collections.abc import Iterator
-from itertools import islice
-from typing import Annotated, Any, NamedTuple, TypeVar, get_args, get_origin
+from typing import NamedTuple
 
 import msgspec
 
-from blackboard.schemas import types
+from blackboard.schemas import decoding
 from blackboard.schemas.api import CommandRequest, FieldError
 from blackboard.schemas.registry import COMMAND_TYPES
 from blackboard.schemas.task import CreateTask
-from blackboard.schemas.types import Identifier, unstorable_text
-
-T = TypeVar("T")
-
-#: Most levels of arrays and objects, the request's own object included.
-MAX_DEPTH = 32
-#: Most items of one array or object.
-MAX_ITEMS = 10_000
-MAX_KEY_LENGTH = 256
-#: Integers beyond this are not exact in JavaScript and most JSON clients.
-MAX_INT = 2**53
-#: Errors reported at most; the first ones say enough.
-MAX_ERRORS = 20
+from blackboard.schemas.types import Identifier
 
 _REF = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_SHORTHAND = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_AT = re.compile(r" - at `(\$[^`]*)`$")
-_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`$")
 
 
 class InvalidCommand(Exception):
@@ -68,14 +48,15 @@ class ValidCommand(NamedTuple):
 
 def validate_command(body: bytes) -> ValidCommand:
     """Decode and check ``body``; raise ``InvalidCommand`` with every reason found."""
-    value = _parse(body)
-    _refuse(list(islice(_walk(value, "$", 0), MAX_ERRORS)))
-    request = _convert(value, CommandRequest, "$")
+    try:
+        request = decoding.decode(body, CommandRequest)
+    except decoding.BadInput as exc:
+        raise InvalidCommand("malformed_json" if exc.malformed else "invalid_command", exc.errors) from None
     category, payload_type = _command_type(request)
     errors = _reference_errors(request, category)
     try:
-        payload = _convert(request.payload, payload_type, "$.payload")
-    except InvalidCommand as exc:
+        payload = decoding.convert(request.payload, payload_type, "$.payload")
+    except decoding.BadInput as exc:
         raise InvalidCommand("invalid_command", errors + exc.errors) from None
     _refuse(errors)
     stream_id = request.stream.partition(":")[2]
@@ -110,154 +91,6 @@ def _refuse_self_dependency(payload: msgspec.Struct, task_id: str) -> None:
         at = payload.depends_on.index(task_id)
         raise InvalidCommand("self_dependency", [FieldError(
             f"$.payload.depends_on[{at}]", f"task {task_id!r} may not depend on itself")])
-
-
-# ── step 1: parse ──────────────────────────────────────────────────────────────────────
-
-
-class _HugeInt(msgspec.Struct, frozen=True):
-    """An integer literal too long to be within ±2^53; the walk reports it with its path."""
-
-    digits: int
-
-
-def _parse(body: bytes) -> Any:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _malformed(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
-                          parse_int=_parse_int)
-    except json.JSONDecodeError as exc:
-        raise _malformed(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise InvalidCommand("invalid_command", [FieldError("$", _too_deep())]) from None
-
-
-def _malformed(message: str) -> InvalidCommand:
-    return InvalidCommand("malformed_json", [FieldError("$", message)])
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _malformed(f"duplicate object key {key[:64]!r}")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise _malformed(f"{name} is not a JSON number")
-
-
-def _parse_int(text: str) -> int | _HugeInt:
-    digits = len(text.lstrip("-"))
-    # 2^53 has 16 digits; longer literals are out of range, and int() of very long ones raises.
-    return _HugeInt(digits) if digits > 16 else int(text)
-
-
-# ── step 2: walk ───────────────────────────────────────────────────────────────────────
-
-
-def _walk(value: Any, path: str, depth: int) -> Iterator[FieldError]:
-    """Yield a ``FieldError`` for every value PostgreSQL could not store or that is beyond our limits."""
-    if isinstance(value, str):
-        yield from _text_errors(value, path)
-    elif isinstance(value, _HugeInt):
-        yield FieldError(path, f"integer of {value.digits} digits is outside ±2^53")
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
-        if not -MAX_INT <= value <= MAX_INT:
-            yield FieldError(path, "integer outside ±2^53 (not exact in JSON clients)")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            yield FieldError(path, "number too large to represent")
-    elif depth >= MAX_DEPTH:
-        yield FieldError(path, _too_deep())
-    elif isinstance(value, list):
-        yield from _walk_array(value, path, depth)
-    elif isinstance(value, dict):
-        yield from _walk_object(value, path, depth)
-
-
-def _too_deep() -> str:
-    return f"nested deeper than {MAX_DEPTH} levels of arrays and objects"
-
-
-def _walk_array(value: list[Any], path: str, depth: int) -> Iterator[FieldError]:
-    if len(value) > MAX_ITEMS:
-        yield FieldError(path, f"array of {len(value)} items is over the limit of {MAX_ITEMS}")
-        return
-    for i, item in enumerate(value):
-        yield from _walk(item, f"{path}[{i}]", depth + 1)
-
-
-def _walk_object(value: dict[str, Any], path: str, depth: int) -> Iterator[FieldError]:
-    if len(value) > MAX_ITEMS:
-        yield FieldError(path, f"object of {len(value)} keys is over the limit of {MAX_ITEMS}")
-        return
-    for key, item in value.items():
-        child = _member(path, key)
-        if len(key) > MAX_KEY_LENGTH:
-            yield FieldError(child, f"object key of {len(key)} characters is over the limit of {MAX_KEY_LENGTH}")
-        yield from _text_errors(key, child)
-        yield from _walk(item, child, depth + 1)
-
-
-def _member(path: str, key: str) -> str:
-    """The path of ``key`` under ``path``: ``$.a`` for plain names, ``$["a b"]`` for the rest."""
-    if _SHORTHAND.fullmatch(key):
-        return f"{path}.{key}"
-    return f"{path}[{json.dumps(key[:64])}]"
-
-
-def _text_errors(text: str, path: str) -> Iterator[FieldError]:
-    problem = unstorable_text(text)
-    if problem:
-        yield FieldError(path, problem)
-
-
-# ── step 3: convert ────────────────────────────────────────────────────────────────────
-
-
-def _convert(value: Any, type_: type[T], base: str) -> T:
-    try:
-        return msgspec.convert(value, type=type_, strict=True)
-    except msgspec.ValidationError as exc:
-        raise InvalidCommand("invalid_command", [_field_error(str(exc), base)]) from None
-
-
-def _field_error(message: str, base: str) -> FieldError:
-    """Turn msgspec's ``"<what> - at `$.x`"`` into a ``FieldError`` under ``base``.
-
-    Note: msgspec names an unknown or missing field in the text, at the path of the object that
-    holds it; the error goes to the field itself (``$.payload.colour``), where a client looks.
-    """
-    found = _AT.search(message)
-    path = base + found.group(1)[1:] if found else base
-    message = _AT.sub("", message)
-    message = _PATTERN_TEXTS.get(message, message)
-    field = _FIELD.match(message)
-    return FieldError(_member(path, field.group(1)) if field else path, message)
-
-
-def _pattern_texts() -> dict[str, str]:
-    """msgspec's "matching regex '<pattern>'" → the description of the schema type with that pattern."""
-    texts: dict[str, str] = {}
-    for alias in vars(types).values():
-        if get_origin(alias) is not Annotated:
-            continue
-        for meta in get_args(alias)[1:]:
-            if isinstance(meta, msgspec.Meta) and meta.pattern and meta.description:
-                texts[f"Expected `str` matching regex {meta.pattern!r}"] = f"Expected {meta.description}"
-    return texts
-
-
-#: A client reads "a decimal string greater than 0 ..." more easily than the regex that says it.
-_PATTERN_TEXTS = _pattern_texts()
 
 
 def _command_type(request: CommandRequest) -> tuple[str, type[msgspec.Struct]]:

@@ -21,7 +21,9 @@ async def list_nodes(
     request: Request[None, None, State], principal: NamedDependency[Principal],
     status: Annotated[Literal["online", "offline", "deregistered"] | None,
                       QueryParameter(description="only nodes in this status")] = None,
-    skill: Annotated[str | None, QueryParameter(description="only nodes offering this skill", max_length=64)] = None,
+    # A skill is an identifier (schemas.types.Skill): anything else names no node, and NUL would reach SQL.
+    skill: Annotated[str | None, QueryParameter(description="only nodes offering this skill", min_length=1,
+                                                max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")] = None,
     available: Annotated[bool, QueryParameter(description="only online nodes with capacity left")] = False,
     consistent_with: Token = None,
 ) -> NodeList:

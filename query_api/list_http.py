@@ -18,6 +18,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from blackboard.projector.documents import shot_document
 from blackboard.query_api import lists
+from blackboard.query_api.bodies import json_front
 from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, consistent_reads, reads_of, token_of
 from blackboard.query_api.reads import require_project
 from blackboard.schemas.api import ErrorBody
@@ -74,7 +75,7 @@ async def list_shots(
 
 
 @post("/v1/projects/{project_id:str}/shots/batch-get", status_code=200, summary="Shots by id, in the order asked",
-      tags=["projects"], responses=_ERRORS)
+      tags=["projects"], responses=_ERRORS, before_request=json_front)
 async def batch_get_shots(request: Request[BatchGet, None, State], principal: NamedDependency[Principal],
                           project_id: EntityId, data: JSONBody[BatchGet],
                           consistent_with: Token = None) -> BatchGetResult:
