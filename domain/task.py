@@ -16,6 +16,7 @@ from blackboard.domain.decider import Context, Rejection
 from blackboard.schemas.task import (
     FINISHED,
     HELD,
+    SET_STATUS_TRANSITIONS,
     TRANSITIONS,
     AttemptFailed,
     CancelTask,
@@ -26,6 +27,7 @@ from blackboard.schemas.task import (
     ExpireClaim,
     FailDependency,
     FailTask,
+    OverrideTaskStatus,
     Progress,
     ReleaseClaim,
     ReportProgress,
@@ -146,6 +148,8 @@ def decide(state: Task | None, command: TaskCommand, ctx: Context) -> list[TaskE
     match command:
         case SetTaskStatus():
             return _set_status(state, command)
+        case OverrideTaskStatus():
+            return _override(state, command)
         case ClaimTask():
             return _claim(state, command, ctx)
         case StartTask() | ReportProgress() | CompleteTask() | FailTask():
@@ -196,14 +200,25 @@ def _canonical(value: Any) -> bytes:
 def _set_status(state: Task, c: SetTaskStatus) -> list[TaskEvent] | Rejection:
     if c.status == state.status:
         return []  # already there: moving again changes nothing
-    allowed = TRANSITIONS.get(state.status, frozenset())
+    allowed = SET_STATUS_TRANSITIONS.get(state.status, frozenset())
     if c.status not in allowed:
+        held = ("; a claim is made, started and ended only by task.claim, task.start, task.complete and "
+                "task.fail with its token, or by an operator's task.override_status"
+                if HELD & {state.status, c.status} else "")
         return Rejection(
             "illegal_transition",
-            f"task cannot move from {state.status} to {c.status}",
+            f"task cannot move from {state.status} to {c.status}{held}",
             {"from": state.status, "to": c.status, "allowed": sorted(allowed)},
         )
     return [TaskStatusChanged(state.status, c.status)]
+
+
+def _override(state: Task, c: OverrideTaskStatus) -> list[TaskEvent]:
+    """An operator's move: any status to ``c.status``, releasing the claim (its token is recorded)."""
+    if c.status == state.status and state.claim is None:
+        return []  # already there, nobody holds it: nothing to override
+    token = state.claim.token if state.claim is not None else None
+    return [TaskStatusChanged(state.status, c.status, c.reason, token)]
 
 
 def _claim(state: Task, c: ClaimTask, ctx: Context) -> list[TaskEvent] | Rejection:

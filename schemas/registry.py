@@ -35,6 +35,7 @@ COMMAND_TYPES: dict[str, tuple[str, type[msgspec.Struct]]] = {
     "lease.release": ("lease", lease.ReleaseLease),
     "task.create": ("task", task.CreateTask),
     "task.set_status": ("task", task.SetTaskStatus),
+    "task.override_status": ("task", task.OverrideTaskStatus),
     "task.claim": ("task", task.ClaimTask),
     "task.start": ("task", task.StartTask),
     "task.progress": ("task", task.ReportProgress),

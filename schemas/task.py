@@ -33,9 +33,11 @@ FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 #: Statuses in which a node holds the task.
 HELD = frozenset({"claimed", "running"})
 
-#: The moves a task's status may make; anything else is refused with ``illegal_transition``.
-#: ``task.set_status`` moves only along these; ``blocked`` is left by ``task.unblock`` (when every
-#: dependency succeeded) or ``task.cancel``, never by a status set by hand.
+#: The moves a task's status makes over its life; anything else is refused with ``illegal_transition``.
+#: ``blocked`` is left by ``task.unblock`` (when every dependency succeeded) or ``task.cancel``, never by a
+#: status set by hand. Moves into and out of ``claimed`` and ``running`` are made only by the claim's commands
+#: (``task.claim``, then ``task.start``/``task.complete``/``task.fail`` with its fencing token), by the process
+#: managers, or by an operator's ``task.override_status``: see ``SET_STATUS_TRANSITIONS``.
 TRANSITIONS: dict[str, frozenset[str]] = {
     "blocked": frozenset(),
     "pending": frozenset({"claimed"}),
@@ -44,6 +46,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "failed": frozenset({"pending"}),
     "succeeded": frozenset(),
     "cancelled": frozenset(),
+}
+
+#: The moves ``task.set_status`` may make: those of ``TRANSITIONS`` that neither enter nor leave a held
+#: status. A status set by hand must not make a claim without a holder, nor end one without its token.
+SET_STATUS_TRANSITIONS: dict[str, frozenset[str]] = {
+    frm: frozenset() if frm in HELD else frozenset(to for to in targets if to not in HELD)
+    for frm, targets in TRANSITIONS.items()
 }
 
 
@@ -97,9 +106,25 @@ def _repeated(values: Sequence[str]) -> str | None:
 
 
 class SetTaskStatus(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``task.set_status``: move along the state machine in ``TRANSITIONS``."""
+    """``task.set_status``: move along ``SET_STATUS_TRANSITIONS`` (never into or out of a held status)."""
 
     status: TaskStatus
+
+
+#: Where an operator's ``task.override_status`` may put a task: never into a held status (no claim, no holder),
+#: nor ``blocked`` (which only a task with dependencies leaves by itself).
+OverrideStatus = Literal["pending", "succeeded", "failed", "cancelled"]
+
+
+class OverrideTaskStatus(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``task.override_status``: an operator puts the task in ``status`` whatever it is, ending any claim.
+
+    A system command (an API key of mode ``sys``); ``reason`` is required and recorded in the event, with
+    the token of the claim it released, so the log says who overrode what and why.
+    """
+
+    status: OverrideStatus
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 
 class TaskCreated(msgspec.Struct, frozen=True):
@@ -138,8 +163,13 @@ def upcast_task_created_v1(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class TaskStatusChanged(msgspec.Struct, frozen=True):
+    """A status set by hand (``task.set_status``) or overridden (``task.override_status``: with its ``reason``
+    and the token of the claim it released, if any). Fields added with defaults: older payloads still decode."""
+
     from_status: str
     to_status: str
+    reason: str = ""
+    released_token: int | None = None
 
 
 # ── claims and attempts ─────────────────────────────────────────────────────────────────
@@ -289,10 +319,13 @@ class DependencyFailed(msgspec.Struct, frozen=True):
     at: datetime
 
 
-TaskCommand = (CreateTask | SetTaskStatus | ClaimTask | StartTask | ReportProgress | CompleteTask | FailTask
-               | CancelTask | RetryTask | ExpireClaim | ReleaseClaim | UnblockTask | FailDependency)
+TaskCommand = (CreateTask | SetTaskStatus | OverrideTaskStatus | ClaimTask | StartTask | ReportProgress
+               | CompleteTask | FailTask | CancelTask | RetryTask | ExpireClaim | ReleaseClaim | UnblockTask
+               | FailDependency)
 TaskEvent = (TaskCreated | TaskStatusChanged | TaskClaimed | TaskStarted | TaskProgressed | TaskSucceeded
              | AttemptFailed | TaskCancelled | TaskRetried | TaskUnblocked | DependencyFailed)
 
 #: Commands only the process managers send (an API key needs the ``sys`` mode to send them).
-SYSTEM_COMMANDS = frozenset({"task.expire_claim", "task.release_claim", "task.unblock", "task.fail_dependency"})
+#: ``task.override_status`` is an operator's: it is kept from read-write keys for the same reason.
+SYSTEM_COMMANDS = frozenset({"task.expire_claim", "task.release_claim", "task.unblock", "task.fail_dependency",
+                             "task.override_status"})

@@ -84,15 +84,14 @@ async def test_duplicate_command_id_sent_concurrently_appends_once(settings: Set
 async def test_first_outcome_survives_a_restart(settings: Settings) -> None:
     async with running(settings) as (client, _):
         await command(client, "task.create", "task:t-1", {"name": "n"})
-        accepted = await command(client, "task.set_status", "task:t-1", {"status": "claimed"}, command_id="a-1")
-        # Refused now; once the task is running the same command would be legal if decided again.
+        accepted = await command(client, "task.claim", "task:t-1", {"node": "n-1"}, command_id="a-1")
+        # Refused now; once the task has failed the same command would be legal if decided again.
         refused = await command(client, "task.set_status", "task:t-1", {"status": "pending"}, command_id="r-1")
         assert accepted.status_code == 200 and refused.status_code == 409
-        await command(client, "task.set_status", "task:t-1", {"status": "running"})
-        await command(client, "task.set_status", "task:t-1", {"status": "failed"})
+        await command(client, "task.start", "task:t-1", {"token": 1})
+        await command(client, "task.fail", "task:t-1", {"token": 1, "error": "boom", "retryable": False})
     async with running(settings) as (client, runtime):
-        again_accepted = await command(client, "task.set_status", "task:t-1", {"status": "claimed"},
-                                       command_id="a-1")
+        again_accepted = await command(client, "task.claim", "task:t-1", {"node": "n-1"}, command_id="a-1")
         again_refused = await command(client, "task.set_status", "task:t-1", {"status": "pending"},
                                       command_id="r-1")
         assert again_accepted.status_code == 200 and again_accepted.json() == accepted.json()

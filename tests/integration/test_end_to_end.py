@@ -55,8 +55,11 @@ async def _task_flow(client: Any) -> None:
     assert (await command(client, "task.create", "task:t-1", {"name": "render", "priority": 5})).status_code == 200
     illegal = await command(client, "task.set_status", "task:t-1", {"status": "running"})
     assert illegal.status_code == 409 and illegal.json()["code"] == "illegal_transition"
-    for status in ("claimed", "running", "succeeded"):
-        moved = await command(client, "task.set_status", "task:t-1", {"status": status})
+    claimed = await command(client, "task.claim", "task:t-1", {"node": "n-1"})
+    assert claimed.status_code == 200, claimed.text
+    fencing = claimed.json()["events"][0]["payload"]["token"]
+    for type_ in ("task.start", "task.complete"):
+        moved = await command(client, type_, "task:t-1", {"token": fencing})
         assert moved.status_code == 200, moved.text
     token = moved.json()["position"]
     task = await client.get("/v1/tasks/t-1", params={"consistent_with": token})

@@ -133,7 +133,7 @@ async def test_task_list_over_http(settings: Settings) -> None:
             r = await command(client, "task.create", f"task:t-{i:02d}", {"name": f"job-{i % 3}", "priority": i % 4})
             assert r.status_code == 200, r.text
         for i in range(0, 12, 3):
-            r = await command(client, "task.set_status", f"task:t-{i:02d}", {"status": "claimed"})
+            r = await command(client, "task.claim", f"task:t-{i:02d}", {"node": "n-1"})
         token = r.json()["position"]
         ids = [f"t-{i:02d}" for i in range(12)]
 

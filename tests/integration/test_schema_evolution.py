@@ -150,9 +150,11 @@ async def test_the_command_side_restores_from_a_v1_log(log: PartitionedLog, sett
                               {"name": "render s-1", "priority": 5, "required_skills": ["gpu"]})
         assert (other.status_code, other.json()["code"]) == (409, "already_exists")
 
-        legal = await command(client, "task.set_status", "task:t-4", {"status": "running"})
+        # Version 1 set "claimed" by hand, leaving no claim: only an operator's override moves it on.
+        legal = await command(client, "task.override_status", "task:t-4",
+                              {"status": "pending", "reason": "claimed by hand before claims had holders"})
         assert (legal.status_code, legal.json()["version"]) == (200, 3), legal.text
-        retry = await command(client, "task.set_status", "task:t-2", {"status": "claimed"})
+        retry = await command(client, "task.claim", "task:t-2", {"node": "n-1"})
         assert (retry.status_code, retry.json()["version"]) == (200, 6), retry.text
         illegal = await command(client, "task.set_status", "task:t-1", {"status": "running"})
         assert illegal.status_code == 409
@@ -178,7 +180,7 @@ async def test_the_command_side_restores_from_a_v1_log(log: PartitionedLog, sett
         # Blocked until t-1 and t-2 succeed.
         assert (doc["payload"], doc["status"], doc["version"]) == (None, "blocked", 1)
         moved = await read(client, "/v1/tasks/t-4", legal.json()["position"])
-        assert (moved["status"], moved["version"]) == ("running", 3)
+        assert (moved["status"], moved["version"]) == ("pending", 3)
 
 
 def _envelope(stream: str, type_: str, schema_version: int, payload: bytes) -> Envelope:

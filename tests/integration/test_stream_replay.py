@@ -42,7 +42,7 @@ async def _traffic(settings: Settings) -> None:
             ("project.update_shot", "project:p-1",
              {"shot_id": "s-1", "patch": {"status": "draft", "prompt": "rain"}, "expected_version": 0}),
             ("project.add_cost", "project:p-1", {"amount": "50.00", "reason": "too much"}),
-            ("task.set_status", "task:t-1", {"status": "claimed"}),
+            ("task.claim", "task:t-1", {"node": "n-1", "skills": ["gpu"]}),
             ("project.update_shot", "project:p-1",
              {"shot_id": "s-1", "patch": {"status": "review", "prompt": None}, "expected_version": 1}),
             ("project.add_cost", "project:p-1", {"amount": "12.5", "reason": "voice"}),
@@ -135,7 +135,7 @@ async def test_text_output_and_refusals(pg_settings: Settings, capsys: pytest.Ca
     capsys.readouterr()
     await inspecting.stream("task:t-1")
     text = capsys.readouterr().out
-    assert "task:t-1: 2 events" in text and "task.status_changed@1 actor=anonymous" in text
+    assert "task:t-1: 2 events" in text and "task.claimed@1 actor=anonymous" in text
     assert '"status":"claimed"' in text
     refusals: list[tuple[str, dict[str, Any], str]] = [
         ("task:t-404", {}, "stream 'task:t-404' has no events in"),

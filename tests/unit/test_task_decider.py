@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, get_args
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,10 +15,17 @@ from blackboard.domain import task
 from blackboard.domain.decider import Context, Decider, Rejection, fold
 from blackboard.domain.registry import DECIDERS
 from blackboard.domain.task import Task
+from blackboard.schemas.registry import SYSTEM_COMMANDS
 from blackboard.schemas.task import (
+    HELD,
+    SET_STATUS_TRANSITIONS,
     TRANSITIONS,
+    CompleteTask,
     CreateTask,
+    OverrideTaskStatus,
     SetTaskStatus,
+    StartTask,
+    TaskClaimed,
     TaskCommand,
     TaskCreated,
     TaskEvent,
@@ -28,7 +36,7 @@ from blackboard.schemas.task import (
 TASK: Decider[Task | None, TaskCommand, TaskEvent] = Decider(task.initial_state, task.decide, task.evolve)
 STATUSES: list[Any] = sorted(get_args(TaskStatus))
 CREATED = TaskCreated("render", 5, {"shot": "s-1"})
-MOVES = {(frm, to) for frm, targets in TRANSITIONS.items() for to in targets}
+MOVES = {(frm, to) for frm, targets in SET_STATUS_TRANSITIONS.items() for to in targets}
 
 # The shortest legal path from pending to each status.
 PATHS = {
@@ -121,11 +129,62 @@ def test_every_move_of_the_grid(frm: str, to: Any) -> None:
     result = task.decide(state, SetTaskStatus(to), CTX)
     if frm == to:
         assert result == []
-    elif to in TRANSITIONS[frm]:
+    elif to in SET_STATUS_TRANSITIONS[frm]:
         assert result == [TaskStatusChanged(frm, to)]
     else:
-        assert result == Rejection("illegal_transition", f"task cannot move from {frm} to {to}",
-                                   {"from": frm, "to": to, "allowed": sorted(TRANSITIONS[frm])})
+        assert isinstance(result, Rejection) and result.code == "illegal_transition"
+        assert result.message.startswith(f"task cannot move from {frm} to {to}")
+        assert result.details == {"from": frm, "to": to, "allowed": sorted(SET_STATUS_TRANSITIONS[frm])}
+
+
+def test_a_status_set_by_hand_never_enters_nor_leaves_a_held_status() -> None:
+    assert all(frm not in HELD and to not in HELD for frm, to in MOVES)
+    assert MOVES <= {(frm, to) for frm, targets in TRANSITIONS.items() for to in targets}
+
+
+AT = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+
+
+def claimed() -> Task | None:
+    """A task claimed by ``n-1`` with fencing token 1."""
+    return history(CREATED, TaskClaimed("n-1", 1, AT, 30))
+
+
+@pytest.mark.parametrize("to", ["running", "succeeded", "failed", "cancelled", "pending"])
+def test_set_status_cannot_move_a_claimed_task_without_its_token(to: Any) -> None:
+    result = task.decide(claimed(), SetTaskStatus(to), CTX)
+    assert isinstance(result, Rejection) and result.code == "illegal_transition"
+    assert "task.override_status" in result.message
+
+
+def test_set_status_cannot_make_a_claim_without_a_holder() -> None:
+    result = task.decide(in_status("pending"), SetTaskStatus("claimed"), CTX)
+    assert isinstance(result, Rejection) and result.code == "illegal_transition"
+
+
+def test_an_override_releases_the_claim_with_its_reason_and_fences_the_old_holder() -> None:
+    state = claimed()
+    result = task.decide(state, OverrideTaskStatus("pending", "node stuck on a bad GPU"), CTX)
+    assert result == [TaskStatusChanged("claimed", "pending", "node stuck on a bad GPU", 1)]
+    state = fold(TASK, state, result)
+    assert state is not None and state.status == "pending" and state.claim is None
+    late = task.decide(state, CompleteTask(1, {"ok": True}), CTX)
+    assert isinstance(late, Rejection) and late.code == "lease_lost"
+    assert isinstance(task.decide(state, StartTask(1), CTX), Rejection)
+
+
+def test_an_override_to_where_a_task_already_is_without_a_claim_changes_nothing() -> None:
+    assert task.decide(in_status("pending"), OverrideTaskStatus("pending", "again"), CTX) == []
+
+
+def test_an_override_needs_a_reason_a_system_key_and_no_held_status() -> None:
+    assert "task.override_status" in SYSTEM_COMMANDS
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"status": "pending"}, OverrideTaskStatus)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"status": "pending", "reason": ""}, OverrideTaskStatus)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"status": "running", "reason": "by hand"}, OverrideTaskStatus)
 
 
 def test_evolve_trusts_a_move_the_state_machine_would_refuse() -> None:
@@ -146,7 +205,7 @@ def test_random_moves_follow_the_state_machine(targets: list[Any]) -> None:
     for to in targets:
         result = task.decide(state, SetTaskStatus(to), CTX)
         if isinstance(result, Rejection):
-            assert to not in TRANSITIONS[last]
+            assert to not in SET_STATUS_TRANSITIONS[last]
             continue
         for event in result:
             assert isinstance(event, TaskStatusChanged) and (event.from_status, event.to_status) in MOVES

@@ -42,10 +42,18 @@ PROJECT_COMMANDS = st.one_of(
               SHOT_IDS, st.dictionaries(st.sampled_from(["status", "take", "note"]), FIELD_VALUES, max_size=3)),
     st.builds(lambda s: ("project.set_status", {"status": s}), st.sampled_from(["active", "draft", "archived"])),
 )
+TOKENS = st.integers(1, 3)
 TASK_COMMANDS = st.one_of(
     st.just(("task.create", {"name": "render", "priority": 2})),
     st.builds(lambda s: ("task.set_status", {"status": s}),
               st.sampled_from(["claimed", "running", "succeeded", "failed", "cancelled", "pending"])),
+    # A claim's moves carry its fencing token; a token drawn at random sometimes holds it and sometimes not.
+    st.just(("task.claim", {"node": "n-1"})),
+    st.builds(lambda t: ("task.start", {"token": t}), TOKENS),
+    st.builds(lambda t: ("task.complete", {"token": t, "result": {"frames": 24}}), TOKENS),
+    st.builds(lambda t: ("task.fail", {"token": t, "error": "crashed"}), TOKENS),
+    st.builds(lambda s: ("task.override_status", {"status": s, "reason": "operator"}),
+              st.sampled_from(["pending", "succeeded", "failed", "cancelled"])),
 )
 
 
