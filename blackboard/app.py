@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+import contextlib
+import signal
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from blackboard.command_api.service import CommandService
 from blackboard.command_api.snapshots import SNAPSHOT_TOPIC_CONFIG
 from blackboard.command_api.submit import submit_json
 from blackboard.config import Settings
+from blackboard.embedded import exit_on_stop_signals
 from blackboard.events.log import PartitionedLog, UnknownTopic
 from blackboard.processes.budget import BudgetAlerts
 from blackboard.processes.cluster import cluster_managers
@@ -290,3 +293,25 @@ def roles_from(spec: Iterable[str]) -> frozenset[str]:
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
     return roles or ROLES
+
+
+def serve(app: Any, **uvicorn_options: Any) -> None:
+    """Serve ``app`` with uvicorn until a signal stops the process; every stopping signal shuts it down
+    gracefully (requests finish, the runtime stops), then exits normally, so ``atexit`` cleanups run
+    (the embedded PostgreSQL stops with the process that started it)."""
+    import uvicorn
+
+    exit_on_stop_signals()
+    with _as_sigterm(signal.SIGHUP, signal.SIGQUIT):
+        uvicorn.run(app, **uvicorn_options)
+
+
+@contextlib.contextmanager
+def _as_sigterm(*signals: signal.Signals) -> Iterator[None]:
+    """While serving, ``signals`` (which uvicorn does not catch) ask for the same graceful stop as SIGTERM."""
+    previous = {sig: signal.signal(sig, lambda *_: signal.raise_signal(signal.SIGTERM)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -25,9 +25,7 @@ def up(
     With no BLACKBOARD_POSTGRES_URL an embedded PostgreSQL keeps its data in --data-dir; with no
     BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS the log is a PostgreSQL table; Redis only when configured.
     """
-    import uvicorn
-
-    from blackboard.app import Runtime, roles_from
+    from blackboard.app import Runtime, roles_from, serve
     from blackboard.http_app import build_app
     from blackboard.logs import configure_logging
     from blackboard.tracing import configure_tracing
@@ -43,5 +41,5 @@ def up(
     # A stopping process lets its requests finish; a routed command may wait for a partition that is
     # changing hands (its own leaving causes that), so it gets its route timeout.
     graceful = 5.0 if settings.decider_mode == "all" else settings.route_timeout_seconds + 5
-    uvicorn.run(build_app(runtime), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=int(graceful))
+    serve(build_app(runtime), host=settings.host, port=settings.port, log_level="warning",
+          timeout_graceful_shutdown=int(graceful))
