@@ -21,6 +21,7 @@ from blackboard.command_api.submit import submit_json
 from blackboard.config import Settings
 from blackboard.embedded import exit_on_stop_signals
 from blackboard.events.log import PartitionedLog, UnknownTopic
+from blackboard.pools import open_read_pool
 from blackboard.processes.budget import BudgetAlerts
 from blackboard.processes.cluster import cluster_managers
 from blackboard.processes.manager import Intent
@@ -83,6 +84,8 @@ class Runtime:
     roles: frozenset[str] = ROLES
     log: PartitionedLog | None = None
     pool: asyncpg.Pool | None = None
+    #: The query role's reads: a pool of its own, bounded in size, acquire wait and statement time.
+    read_pool: asyncpg.Pool | None = None
     redis: aioredis.Redis | None = None
     cache: DocumentCache | None = None
     commands: CommandService | None = None
@@ -134,7 +137,8 @@ class Runtime:
             assert self.commands is not None
             self.tasks.append(asyncio.create_task(run_sweeper(self._current_pool, self.commands), name="sweeper"))
         if "query" in self.roles:
-            self.watch, self.reads = await self._read_side(self.pool, self.cache)
+            self.read_pool = await open_read_pool(s, self.postgres_url, self.generation.schema)
+            self.watch, self.reads = await self._read_side(self.pool, self.read_pool, self.cache)
             warmed = await self.reads.warm(s.cache_warm_projects)
             if warmed:
                 log.info("cache.warmed", projects=warmed)
@@ -199,10 +203,12 @@ class Runtime:
                                    batch_size=self.settings.projector_batch_size)
         self.projector_task = asyncio.create_task(self.projector.run(), name="projector")
 
-    async def _read_side(self, pool: asyncpg.Pool, cache: DocumentCache | None) -> tuple[OffsetWatch, ReadService]:
+    async def _read_side(self, pool: asyncpg.Pool, read_pool: asyncpg.Pool,
+                         cache: DocumentCache | None) -> tuple[OffsetWatch, ReadService]:
+        """The offsets watch (it holds a listening connection: not one of the bounded read pool's) and the reads."""
         watch = OffsetWatch(pool, topic=self.settings.events_topic)
         await watch.start()
-        reads = ReadService(pool, watch, cache=cache, partitions=self.partitions,
+        reads = ReadService(read_pool, watch, cache=cache, partitions=self.partitions,
                             consistency_timeout=self.settings.consistency_timeout_seconds)
         return watch, reads
 
@@ -215,7 +221,7 @@ class Runtime:
         """
         pool = await self._open_generation(generation)
         cache = self._cache_of(generation)
-        old_pool, old_watch, old_task = self.pool, self.watch, self.projector_task
+        old_pool, old_watch, old_task, old_reads = self.pool, self.watch, self.projector_task, self.read_pool
         if "projector" in self.roles:
             self._start_projector(pool, cache)
         if old_task is not None:
@@ -225,12 +231,14 @@ class Runtime:
             if old_pool is not None:
                 await _bounded("catching up with the previous generation", _caught_up(pool, old_pool),
                                SWITCH_SECONDS)
-            self.watch, self.reads = await self._read_side(pool, cache)
+            self.read_pool = await open_read_pool(self.settings, self.postgres_url, generation.schema)
+            self.watch, self.reads = await self._read_side(pool, self.read_pool, cache)
         self.pool, self.cache, self.generation = pool, cache, generation
         if old_watch is not None:
             await _bounded("previous offset watch", old_watch.stop())
-        if old_pool is not None and not await _bounded("previous read-model pool", old_pool.close()):
-            old_pool.terminate()
+        for old in (old_pool, old_reads if old_reads is not self.read_pool else None):
+            if old is not None and not await _bounded("previous read-model pool", old.close()):
+                old.terminate()
 
     async def stop(self) -> None:
         """Stop everything; each step is bounded, so a stuck connection cannot hang a shutdown."""
@@ -252,6 +260,8 @@ class Runtime:
             await _bounded("offset watch", self.watch.stop())
         if self.redis is not None:
             await _bounded("redis", self.redis.aclose())
+        if self.read_pool is not None and not await _bounded("read pool", self.read_pool.close()):
+            self.read_pool.terminate()
         if self.pool is not None:
             if not await _bounded("read-model pool", self.pool.close()):
                 # A connection still checked out (a task cancelled mid-query) would make close() wait forever.

@@ -103,6 +103,25 @@ class Settings(BaseSettings):
         description="events appended to a partition between two snapshots of its owner; 0: no snapshots "
                     "(a restore then reads the partition from offset 0)")
 
+    # the read pool (query role): bounded so that a slow PostgreSQL answers 503 instead of hanging requests
+    read_pool_min_size: int = Field(default=1, ge=0, le=1000, description="connections the read pool keeps open")
+    read_pool_max_size: int = Field(default=10, ge=1, le=1000, description="most connections of the read pool")
+    read_pool_acquire_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=300,
+        description="longest wait of a read for a free connection; then 503 read_pool_exhausted with Retry-After")
+    read_statement_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="longest statement of a read (PostgreSQL statement_timeout); then 503 statement_timeout")
+    # recovery (the embedded or external PostgreSQL going away)
+    postgres_recovery_seconds: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="how long PostgreSQL may stay unreachable, the embedded one restarted meanwhile, before "
+                    "/health/live fails so that an orchestrator restarts the process")
+    # logs (blackboard/logs.py reads these itself, before the other settings are parsed)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(
+        default=None, description="least level logged (default: info for 'up', warning for the other commands)")
+    access_log: bool = Field(default=False, description="log one JSON line per HTTP request")
+
     @model_validator(mode="after")
     def _replicas_cover_insync(self) -> Settings:
         rf, isr = self.kafka_replication_factor, self.kafka_min_insync_replicas

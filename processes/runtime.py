@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import stamina
 import structlog
 
 from blackboard.events.codec import from_record
@@ -41,14 +42,21 @@ RESYNC_SECONDS = 5.0
 TICK_EVERY_SECONDS = 0.25
 #: Commands sent at once.
 CONCURRENCY = 64
+#: A run that stayed caught up this long was healthy: a failure after it starts again from the first, short wait.
+HEALTHY_SECONDS = 10.0
+#: Waits between two runs that failed (exponential with jitter, by ``stamina``), in seconds.
+BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_JITTER = 0.1, 30.0, 0.5
 
 
 class ProcessRuntime:
     """Runs ``managers`` over ``topic`` of ``log``; their commands go out through ``send``."""
 
     def __init__(self, log_: PartitionedLog, *, topic: str, managers: Sequence[ProcessManager], send: Send,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), clock_stream: str = CLOCK_STREAM) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), clock_stream: str = CLOCK_STREAM,
+                 healthy_seconds: float = HEALTHY_SECONDS) -> None:
         self.log, self.topic, self.managers, self.send = log_, topic, list(managers), send
+        self.healthy_seconds = healthy_seconds
+        self._healthy_since: float | None = None
         self.clock, self.clock_stream = clock, clock_stream
         self.states: dict[str, Any] = {m.name: m.initial() for m in self.managers}
         self.positions: dict[int, int] = {}
@@ -70,20 +78,31 @@ class ProcessRuntime:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Run until cancelled; a failure is logged and the runtime starts over from the log (its managers'
-        states are rebuilt by the replay, and what they send again is answered by its first outcome)."""
-        backoff = 0.1
+        """Run until stopped or cancelled; a failure is logged and the runtime starts over from the log (its
+        managers' states are rebuilt by the replay, and what they send again is answered by its first outcome).
+
+        Failures in a row wait longer each time (exponential, with jitter); a failure after a healthy run
+        (caught up for ``healthy_seconds``) starts again from the shortest wait.
+        """
         while not self._stopping.is_set():
-            try:
-                await self._run_once()
-            except asyncio.CancelledError:
+            async for attempt in stamina.retry_context(
+                    on=Exception, attempts=None, timeout=None, wait_initial=BACKOFF_FIRST, wait_max=BACKOFF_MAX,
+                    wait_jitter=BACKOFF_JITTER, name="processes.run"):
+                with attempt:  # a failure inside is swallowed here and the next attempt waits
+                    await self._attempt()
+            # Stopped, or a healthy run ended: what comes next starts with a fresh backoff.
+
+    async def _attempt(self) -> None:
+        """One run from the start of the log; raises a failure of an unhealthy run (for the backoff)."""
+        self.states = {m.name: m.initial() for m in self.managers}
+        self.positions, self.caught_up, self.last_tick, self._healthy_since = {}, False, None, None
+        try:
+            await self._run_once()
+        except Exception as exc:
+            log.error("processes.failed", error=repr(exc), exc_info=exc)
+            healthy = self._healthy_since is not None and time.monotonic() - self._healthy_since >= self.healthy_seconds
+            if not healthy:
                 raise
-            except Exception as exc:
-                log.error("processes.failed", error=repr(exc), exc_info=exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                self.states = {m.name: m.initial() for m in self.managers}
-                self.positions, self.caught_up, self.last_tick = {}, False, None
 
     async def _run_once(self) -> None:
         partitions = await self.log.partition_count(self.topic)
@@ -135,6 +154,8 @@ class ProcessRuntime:
         return out
 
     async def _resync(self) -> None:
+        if self._healthy_since is None:  # the first resync of a run: it has just caught up
+            self._healthy_since = time.monotonic()
         self._resync_at = time.monotonic() + RESYNC_SECONDS
         await self.dispatch([i for m in self.managers for i in m.pending(self.states[m.name])])
 

@@ -36,12 +36,20 @@ async def migrate(pool_or_conn: asyncpg.Pool | asyncpg.Connection, schema: str) 
 async def create_pool(dsn: str, schema: str, **options: Any) -> asyncpg.Pool:
     """A pool whose connections resolve unqualified names in ``schema`` and read jsonb as dicts.
 
-    ``options`` go to ``asyncpg.create_pool`` (``min_size``, ``max_size``, …).
+    ``options`` go to ``asyncpg.create_pool`` (``min_size``, ``max_size``, …); ``pool_class``: a subclass of
+    ``asyncpg.Pool`` to make instead.
 
     Note: jsonb travels in its binary format, whose first byte is a format version (1); the
     codec adds and strips it around msgspec's JSON.
     """
     settings = {"search_path": quote_ident(schema), **options.pop("server_settings", {})}
+    pool_class: type[asyncpg.Pool] | None = options.pop("pool_class", None)
+    if pool_class is not None:  # a subclass (a bounded read pool): asyncpg.create_pool makes only its own class
+        defaults = {"min_size": 10, "max_size": 10, "max_queries": 50_000, "max_inactive_connection_lifetime": 300.0,
+                    "loop": None, "connection_class": asyncpg.Connection, "record_class": asyncpg.Record}
+        made: asyncpg.Pool = await pool_class(dsn, server_settings=settings, init=_init_connection,
+                                              **{**defaults, **options})
+        return made
     pool: asyncpg.Pool = await asyncpg.create_pool(dsn, server_settings=settings, init=_init_connection, **options)
     return pool
 
