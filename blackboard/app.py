@@ -311,9 +311,14 @@ def serve(app: Any, **uvicorn_options: Any) -> None:
     (the embedded PostgreSQL stops with the process that started it)."""
     import uvicorn
 
+    from blackboard.config import LogSettings
+    from blackboard.logs import with_request_context
+
     exit_on_stop_signals()
+    # The logs are configured once, as JSON (blackboard/logs.py): uvicorn must not install its own text ones.
+    uvicorn_options.update(log_config=None, log_level=None, access_log=LogSettings().access_log)
     with _as_sigterm(signal.SIGHUP, signal.SIGQUIT):
-        uvicorn.run(app, **uvicorn_options)
+        uvicorn.run(with_request_context(app), **uvicorn_options)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,18 @@ def _path(value: Path | None) -> str | None:
     return str(value) if value is not None else None
 
 
-class Settings(BaseSettings):
+class LogSettings(BaseSettings):
+    """The settings of the logs, read on their own at start-up (``blackboard/logs.py``), before the others."""
+
+    model_config = SettingsConfigDict(env_prefix="BLACKBOARD_", extra="ignore")
+
+    log_level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(
+        default=None, description="least level logged, ours and the libraries' (default: info for 'up', warning "
+                                  "for the other commands, warning for the libraries)")
+    access_log: bool = Field(default=False, description="log one JSON line per HTTP request (uvicorn's access log)")
+
+
+class Settings(LogSettings):
     """Every setting has a ``BLACKBOARD_`` environment variable; secrets print masked.
 
     With no Kafka servers the log is the PostgreSQL engine; with no PostgreSQL URL an
@@ -117,10 +128,6 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=3600,
         description="how long PostgreSQL may stay unreachable, the embedded one restarted meanwhile, before "
                     "/health/live fails so that an orchestrator restarts the process")
-    # logs (blackboard/logs.py reads these itself, before the other settings are parsed)
-    log_level: Literal["debug", "info", "warning", "error", "critical"] | None = Field(
-        default=None, description="least level logged (default: info for 'up', warning for the other commands)")
-    access_log: bool = Field(default=False, description="log one JSON line per HTTP request")
 
     @model_validator(mode="after")
     def _replicas_cover_insync(self) -> Settings:

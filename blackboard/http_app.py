@@ -66,9 +66,10 @@ def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[by
     return _error(exc.status_code, ErrorBody(code, str(exc.detail)), headers)
 
 
-def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    # Never leak a stack trace, SQL or a secret: log it, answer a bare code.
-    log.error("http.unexpected", error=repr(exc), exc_info=exc)
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Never leak a stack trace, SQL or a secret: log it (with what was asked; the request id comes with the
+    # request's log context), answer a bare code.
+    log.error("http.unexpected", method=request.method, path=request.url.path, error=repr(exc), exc_info=exc)
     return _error(500, ErrorBody("internal_error", "an unexpected error occurred; it has been logged"))
 
 
@@ -112,6 +113,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
             runtime.settings.blob_schema)}),
         openapi_config=OpenAPIConfig(title="Blackboard", version=__version__, path="/schema"),
         debug=False,
+        logging_config=None,  # the process's logs are JSON (blackboard/logs.py): no text handler on the root
     )
 
 

@@ -38,13 +38,13 @@ class ReadPoolTimeout(ServiceUnavailable):
         super().__init__(message, code=code, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-class ReadPool(asyncpg.Pool):
+class ReadPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg has no type hints
     """An ``asyncpg.Pool`` whose acquisitions wait at most ``acquire_timeout`` seconds, and which answers
     a tripped bound or a lost connection with ``ReadPoolTimeout`` (every ``fetch``-like call acquires)."""
 
     acquire_timeout = 2.0
 
-    def acquire(self, *, timeout: float | None = None) -> _Acquire:  # type: ignore[override]
+    def acquire(self, *, timeout: float | None = None) -> _Acquire:
         return _Acquire(super().acquire(timeout=self.acquire_timeout if timeout is None else timeout))
 
 

@@ -23,10 +23,24 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from structlog.typing import EventDict, WrappedLogger
 
 log = structlog.get_logger(__name__)
 
 EXPORTERS = ("console", "otlp", "none")
+
+
+def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """A log processor: the current span's ``trace_id`` and ``span_id`` (hex, as OpenTelemetry prints them).
+
+    Note: without a tracer provider spans are not recorded; the trace id a request brought in its
+    ``traceparent`` is bound by the request's log context instead (``blackboard.logs``).
+    """
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = trace.format_trace_id(context.trace_id)
+        event_dict["span_id"] = trace.format_span_id(context.span_id)
+    return event_dict
 
 
 class TracingConfigError(ValueError):
