@@ -35,6 +35,7 @@ from blackboard.projector.runtime import Projector
 from blackboard.query_api import cluster
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.query_api.reads import ReadService
+from blackboard.recovery import PostgresWatch
 
 if TYPE_CHECKING:
     from blackboard.query_api.grpc import GrpcServer
@@ -104,6 +105,8 @@ class Runtime:
     claims: ClaimService | None = None
     #: The process managers' host (command role, ``settings.process_managers``).
     processes: ProcessRuntime | None = None
+    #: Notices PostgreSQL going away, restarts the embedded one, and says when the process is no longer live.
+    postgres_watch: PostgresWatch | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -147,6 +150,13 @@ class Runtime:
         if self.roles & {"projector", "query"}:
             self.generation_watch = GenerationWatch(self.postgres_url, s.read_schema, self.generation, self._switch)
             self.generation_watch.start()
+        self.postgres_watch = PostgresWatch(self.postgres_url, recovery_seconds=s.postgres_recovery_seconds)
+        self.tasks.append(asyncio.create_task(self.postgres_watch.run(), name="postgres-watch"))
+
+    def live(self) -> bool:
+        """Whether the process can still recover by itself (``/health/live``): false once PostgreSQL has been
+        unreachable longer than ``postgres_recovery_seconds``, the embedded one restarted meanwhile."""
+        return self.postgres_watch is None or self.postgres_watch.live()
 
     async def _start_grpc(self, port: int) -> None:
         # Imported here: a process without gRPC never loads grpc and protoc.

@@ -100,6 +100,21 @@ def embedded_server(url: str) -> Any | None:
     return _SERVERS.get(url)
 
 
+def restart_embedded_postgres(url: str) -> bool:
+    """Start again the embedded server at ``url`` if it is not running (it died); ``False`` for an external one.
+
+    Note: blocking (``pg_ctl start -w``); the server keeps its data directory and socket, so ``url``
+    stays valid. Raises when it cannot start yet (say its old backends still hold the shared memory):
+    the caller retries.
+    """
+    server = _SERVERS.get(url)
+    if server is None:
+        return False
+    with server._lock:  # the wheel's own inter-process lock: no two processes start one server
+        server.ensure_postgres_running()
+    return True
+
+
 #: Settings of the embedded server that differ from PostgreSQL's defaults, and why (see ``_tune``).
 EMBEDDED_SETTINGS = {
     # The log and a rebuild write hundreds of MB at a time. With the default 1GB, a rebuild of

@@ -118,8 +118,12 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
 
 
 @get("/health/live", tags=["health"], include_in_schema=False)
-async def health_live() -> dict[str, str]:
-    return {"status": "live"}
+async def health_live(request: Request[None, None, State]) -> Response[bytes]:
+    """Live while the process can recover by itself; 503 once PostgreSQL has been away too long (restart me)."""
+    runtime: Runtime = request.app.state.runtime
+    live = runtime.live()
+    body = {"status": "live"} if live else {"status": "not_live", "reason": "postgres_unreachable"}
+    return Response(msgspec.json.encode(body), status_code=200 if live else 503, media_type="application/json")
 
 
 @get("/health/ready", tags=["health"], include_in_schema=False)

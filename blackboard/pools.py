@@ -26,9 +26,10 @@ WAIT = Histogram("blackboard_read_pool_acquire_seconds", "Wait of a read for a c
                  buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 1, 2, 5, 10))
 TRIPPED = Counter("blackboard_read_pool_timeouts_total", "Reads answered 503 by a bound of the read pool",
                   ["reason"])
-#: Errors of a connection that went away: PostgreSQL restarting or unreachable.
+#: Errors of a connection that went away: PostgreSQL restarting or unreachable. InternalClientError: a
+#: connection the server dropped in the middle of an error, reset on release ("cannot switch to state 15").
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                      asyncpg.CannotConnectNowError)
+                      asyncpg.CannotConnectNowError, asyncpg.InternalClientError)
 
 
 class ReadPoolTimeout(ServiceUnavailable):

@@ -31,8 +31,10 @@ from blackboard.events.postgres.membership import PostgresMembership
 from blackboard.events.postgres.schema import SchemaFiles, migrate
 
 POLL_SECONDS = 0.25
+#: InternalClientError: a connection the server dropped mid-error is reset on release while still waiting for
+#: the server ("cannot switch to state 15; another operation (2) is in progress"); asyncpg then closes it.
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                      asyncpg.CannotConnectNowError, TimeoutError)
+                      asyncpg.CannotConnectNowError, TimeoutError, asyncpg.InternalClientError)
 
 _HEADERS_ENCODER = msgspec.msgpack.Encoder()
 _HEADERS_DECODER = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
