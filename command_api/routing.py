@@ -204,8 +204,11 @@ class CommandIntake:
                 await reader.seek(p, owner.commands_offset)
             # Owners that were not ready when this read began (one may have become ready meanwhile:
             # its wait then returns at once, and the next read takes it in).
+            # Tasks, not coroutines: a read failing at once cancels ``wake`` before it starts, and coroutines
+            # handed to it would then never be awaited.
             unready = [o.ready.wait() for p, o in owners.items() if p not in ready]
-            wake = asyncio.ensure_future(_first(self.changed.wait(), *unready))
+            waits = [asyncio.ensure_future(w) for w in (self.changed.wait(), *unready)]
+            wake = asyncio.ensure_future(_first(*waits))
             try:
                 while not wake.done():
                     records = await reader.read(max_records=INTAKE_BATCH, timeout=0.5)
@@ -213,7 +216,8 @@ class CommandIntake:
                         await asyncio.sleep(0.2)  # an owner that lost its partition answers so until revoked
                         return  # a group failed: read again from what its owner answered last
             finally:
-                wake.cancel()
+                for w in (wake, *waits):
+                    w.cancel()
         finally:
             await reader.close()
 
