@@ -324,7 +324,7 @@ def serve(app: Any, **uvicorn_options: Any) -> None:
     from blackboard.config import LogSettings
     from blackboard.logs import with_request_context
 
-    exit_on_stop_signals()
+    exit_on_stop_signals(interrupt=True)
     # The logs are configured once, as JSON (blackboard/logs.py): uvicorn must not install its own text ones.
     uvicorn_options.update(log_config=None, log_level=None, access_log=LogSettings().access_log)
     with _as_sigterm(signal.SIGHUP, signal.SIGQUIT):

@@ -75,8 +75,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def exit_on_stop_signals() -> None:
+def exit_on_stop_signals(*, interrupt: bool = False) -> None:
     """Make every stopping signal a normal exit (``SystemExit``), so that ``atexit`` cleanups run.
+
+    SIGINT already is one (``KeyboardInterrupt``) and is left so unless ``interrupt``: a server stopped
+    by Ctrl-C then exits 0 too, where a command interrupted keeps its usual 130.
 
     Note: uvicorn catches SIGINT and SIGTERM while it serves, shuts down gracefully, then raises the
     signal again with the handler it found: with the default handler the process died there, before
@@ -86,11 +89,12 @@ def exit_on_stop_signals() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in STOP_SIGNALS:
-        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+        current = signal.getsignal(sig)
+        if current == signal.SIG_DFL or (interrupt and current == signal.default_int_handler):
             signal.signal(sig, _exit)
 
 
-def _exit(signum: int, _: FrameType | None) -> None:
+def _exit(_: int, __: FrameType | None) -> None:
     # A stop that was asked for and done is a success: systemd, Docker and Kubernetes all asked for it.
     raise SystemExit(0)
 
@@ -110,7 +114,8 @@ def restart_embedded_postgres(url: str) -> bool:
     server = _SERVERS.get(url)
     if server is None:
         return False
-    with server._lock:  # the wheel's own inter-process lock: no two processes start one server
+    # The wheel's own inter-process lock (a private attribute: pinned version): no two processes start one server.
+    with server._lock:
         server.ensure_postgres_running()
     return True
 

@@ -24,7 +24,8 @@ log = structlog.get_logger(__name__)
 #: Seconds between two checks, and the longest a check may take.
 CHECK_EVERY_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 2.0
-#: What a failed check or a failed start raises: PostgreSQL is away, or not back yet.
+#: What a failed check or a failed start raises: PostgreSQL is away, or not back yet (the wheel checks the
+#: started server with ``assert``).
 _DOWN = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, subprocess.SubprocessError,
          AssertionError)
 
