@@ -44,6 +44,7 @@ EXAMPLES: dict[str, tuple[str, msgspec.Struct]] = {
     "lease.release": ("lease:e-1", c.ReleaseLease(holder="h", token=1)),
     "task.create": ("task:e-1", c.CreateTask(name="n", required_skills=["gpu"])),
     "task.set_status": ("task:e-1", c.SetTaskStatus(status="cancelled")),
+    "task.override_status": ("task:e-1", c.OverrideTaskStatus(status="pending", reason="stuck on a bad GPU")),
     "task.claim": ("task:e-1", c.ClaimTask(node="n-1")),
     "task.start": ("task:e-1", c.StartTask(token=1)),
     "task.progress": ("task:e-1", c.ReportProgress(token=1, percent=50.0)),

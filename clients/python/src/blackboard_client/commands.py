@@ -369,9 +369,16 @@ class CreateTask(msgspec.Struct, **_CONFIG):
 
 
 class SetTaskStatus(msgspec.Struct, **_CONFIG):
-    """``task.set_status``: move along the state machine in ``TRANSITIONS``."""
+    """``task.set_status``: move along ``SET_STATUS_TRANSITIONS`` (never into or out of a held status)."""
 
     status: Literal['blocked', 'cancelled', 'claimed', 'failed', 'pending', 'running', 'succeeded']
+
+
+class OverrideTaskStatus(msgspec.Struct, **_CONFIG):
+    """``task.override_status``: an operator puts the task in ``status`` whatever it is, ending any claim."""
+
+    status: Literal['cancelled', 'failed', 'pending', 'succeeded']
+    reason: ShortText
 
 
 class ClaimTask(msgspec.Struct, **_CONFIG):
@@ -568,6 +575,7 @@ COMMANDS: dict[str, type[msgspec.Struct]] = {
     'lease.release': ReleaseLease,
     'task.create': CreateTask,
     'task.set_status': SetTaskStatus,
+    'task.override_status': OverrideTaskStatus,
     'task.claim': ClaimTask,
     'task.start': StartTask,
     'task.progress': ReportProgress,
