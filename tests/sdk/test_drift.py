@@ -47,14 +47,17 @@ def test_each_builder_has_the_servers_fields_types_constraints_and_defaults(name
     assert _strip(msgspec.json.schema(client)) == _strip(msgspec.json.schema(server)), "run scripts/sdk_commands.py"
 
 
-def test_the_generated_module_is_what_the_generator_writes_today() -> None:
+def test_the_generated_modules_are_what_the_generator_writes_today() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import sdk_commands
     finally:
         sys.path.pop(0)
-    assert (SDK / "src/blackboard_client/commands.py").read_text() == sdk_commands.source(), \
-        "run scripts/sdk_commands.py"
+    package = SDK / "src/blackboard_client/commands"
+    written = sdk_commands.sources()
+    assert {p.name for p in package.glob("*.py")} == set(written), "run scripts/sdk_commands.py"
+    for name, text in written.items():
+        assert (package / name).read_text() == text, f"{name}: run scripts/sdk_commands.py"
 
 
 def test_the_client_is_versioned_with_the_server() -> None:

@@ -148,13 +148,14 @@ def check_status(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def backoff_hook(*, give_up_on_connect: bool, deadline_at: float | None = None) -> Callable[[Exception], bool | float]:
+def backoff_hook(*, give_up_on_connect: bool,
+                 deadline_at: float | None = None) -> Callable[[BaseException], bool | float]:
     """Whether (and after how long, for a ``Retry-After``) to try a failed attempt again.
 
     With ``give_up_on_connect`` a refused connection is not retried: the caller spools instead of waiting.
     A ``Retry-After`` longer than what is left before ``deadline_at`` (a ``time.monotonic()``) gives up at once.
     """
-    def hook(exc: Exception) -> bool | float:
+    def hook(exc: BaseException) -> bool | float:
         if isinstance(exc, RetryableStatus):
             if exc.wait is None:
                 return True
