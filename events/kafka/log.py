@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from blackboard.events.kafka_security import tls_failure
 from blackboard.events.log import (
     LogUnavailable,
     OffsetConflict,
@@ -77,7 +78,9 @@ class KafkaLog:
             await self._probe.start()
         except KafkaError as exc:
             await self.close()
-            raise LogUnavailable(f"Kafka at {self.bootstrap_servers} unreachable: {exc!r}") from exc
+            context = self.security.get("ssl_context")
+            why = await tls_failure(self.bootstrap_servers, context) if context is not None else None
+            raise LogUnavailable(f"Kafka at {self.bootstrap_servers} unreachable: {why or repr(exc)}") from exc
         except asyncio.CancelledError:
             await self.close()  # what had started holds connections
             raise
