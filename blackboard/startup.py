@@ -5,7 +5,8 @@ Each dependency is tried with exponential backoff and jitter (``stamina``) until
 the role's port answers ``/health/live`` (200) and ``/health/ready`` (503, naming what it waits for), so
 an orchestrator neither restarts it nor sends it traffic. PostgreSQL and the log are required: without
 them the role gives up with an error naming the dependency and the setting. Redis is a cache the role
-serves without: when it stays away the role starts degraded, as it would when Redis fails later.
+serves without: it is retried while the others are, and when it is still away once they answer, the role
+starts degraded, as it would when Redis fails later.
 """
 
 from __future__ import annotations
@@ -128,19 +129,34 @@ async def _attempt(dependency: Dependency, number: int, timeout: float) -> None:
         raise
 
 
-async def wait_for_dependencies(settings: Settings, postgres_url: str, waiting: Waiting | None = None) -> None:
-    """Wait for every dependency at once, all within one deadline; the first required one missing raises."""
+async def wait_for_dependencies(settings: Settings, postgres_url: str, waiting: Waiting | None = None, *,
+                                only: frozenset[str] | None = None) -> None:
+    """Wait for every dependency (or those named in ``only``) at once, within one deadline.
+
+    The first required one missing raises. Redis is waited for only as long as a required one is: once
+    PostgreSQL and the broker answer, the role starts, degraded when Redis is still away.
+    """
     waiting = waiting if waiting is not None else Waiting()
     timeout = settings.startup_timeout_seconds
     # One line of our own per attempt (above) instead of stamina's, which would also add a Prometheus series
     # per retry number; nothing else in a server process retries through stamina.
     stamina.instrumentation.set_on_retry_hooks([])
+    deps = [d for d in dependencies(settings, postgres_url) if only is None or d.name in only]
+    optional = {asyncio.create_task(wait_for(d, timeout, waiting)): d for d in deps if not d.required}
     try:
         async with asyncio.TaskGroup() as group:
-            for dependency in dependencies(settings, postgres_url):
-                group.create_task(wait_for(dependency, timeout, waiting))
+            for dependency in deps:
+                if dependency.required:
+                    group.create_task(wait_for(dependency, timeout, waiting))
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from None
+    finally:
+        for task in optional:
+            task.cancel()
+        await asyncio.gather(*optional, return_exceptions=True)
+    for task, dependency in optional.items():
+        if task.cancelled():
+            log.warning("startup.starting_without", dependency=dependency.name, address=dependency.address)
 
 
 @contextlib.asynccontextmanager

@@ -108,7 +108,7 @@ async def test_a_role_started_before_its_broker_postgres_and_redis_comes_up_by_i
             ready = await _get(f"{proc.url}/health/ready")
             assert ready is not None and ready.status_code == 503
             assert ready.json() == {"status": "starting", "waiting_for": ["kafka", "postgres", "redis"]}
-            for forwarder in (postgres, redis, kafka):  # one after the other, seconds apart
+            for forwarder in (redis, postgres, kafka):  # one after the other, seconds apart
                 await asyncio.sleep(2.5)
                 assert proc.proc.poll() is None, proc.output()
                 await forwarder.start()
@@ -121,7 +121,10 @@ async def test_a_role_started_before_its_broker_postgres_and_redis_comes_up_by_i
             waited = {line["dependency"] for line in _lines(proc) if line.get("event") == "startup.waiting"}
             assert waited == {"postgres", "kafka", "redis"}, proc.output()
             reached = {line["dependency"] for line in _lines(proc) if line.get("event") == "startup.reached"}
-            assert reached == {"postgres", "kafka", "redis"}, proc.output()
+            # Redis may not have been tried again before the others answered: it is not waited for alone.
+            assert reached >= {"postgres", "kafka"}, proc.output()
+            ready = await _get(f"{proc.url}/health/ready")
+            assert ready is not None and ready.json()["status"] == "ready", ready
         finally:
             proc.stop()
 
@@ -146,9 +149,9 @@ async def test_a_missing_postgres_ends_the_start_naming_it_and_the_setting() -> 
 
 
 async def test_a_redis_that_stays_away_only_degrades_the_start(pg_url: str, redis_prefix: str) -> None:
-    """Redis is a cache: once the deadline has passed the role starts without it, as after a later outage."""
+    """Redis is a cache: once PostgreSQL answers the role starts without it, well before the deadline."""
     env = {"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-           "BLACKBOARD_REDIS_PREFIX": redis_prefix, "BLACKBOARD_STARTUP_TIMEOUT_SECONDS": "2"}
+           "BLACKBOARD_REDIS_PREFIX": redis_prefix, "BLACKBOARD_STARTUP_TIMEOUT_SECONDS": "600"}
     proc = Process(env, free_port(), "query")
     try:
         await proc.ready(60)
