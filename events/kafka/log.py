@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
-from blackboard.events.kafka_security import tls_failure
+from blackboard.events.kafka.security import tls_failure
 from blackboard.events.log import (
     LogUnavailable,
     OffsetConflict,
