@@ -61,6 +61,9 @@ class Settings(LogSettings):
     kafka_ssl_check_hostname: bool = True
     postgres_url: SecretStr | None = Field(default=None, description="read models (and the log, without Kafka)")
     redis_url: SecretStr | None = Field(default=None, description="cache; optional")
+    startup_timeout_seconds: float = Field(
+        default=120.0, gt=0, le=3600,
+        description="how long a role waits at start for its broker, PostgreSQL and Redis before it gives up")
     partitions: int = Field(default=8, ge=1, le=4096, description="partitions of the commands and events topics")
     topic_prefix: str = Field(default="", description="prefix of every topic name")
     read_schema: str = Field(

@@ -34,6 +34,7 @@ from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
 from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
 from blackboard.schemas.api import ErrorBody, FieldError
+from blackboard.startup import started
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +81,8 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if manage_lifecycle:
-            await runtime.start()
+            async with started(runtime.settings, runtime.postgres_url):  # waits for the dependencies first
+                await runtime.start()
         try:
             yield
         finally:

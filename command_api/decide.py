@@ -49,6 +49,8 @@ class Decision:
     answers: list[tuple[Submission, Answer, bool]] = field(default_factory=list)
     #: The decide span of every command that appends events: the context its events carry.
     writers: list[SpanContext] = field(default_factory=list)
+    #: How many of ``envelopes`` each command of the group left, in order (a batch is cut between commands).
+    counts: list[int] = field(default_factory=list)
 
 
 def decide_group(memory: PartitionMemory, group: Sequence[Submission]) -> Decision:
@@ -63,6 +65,7 @@ def decide_group(memory: PartitionMemory, group: Sequence[Submission]) -> Decisi
             _set_outcome(span, answer, replayed)
         if len(decision.envelopes) > appended:
             decision.writers.append(span.get_span_context())
+        decision.counts.append(len(decision.envelopes) - appended)
     return decision
 
 

@@ -19,7 +19,15 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 
 from blackboard.command_api.results import StoredOutcome
 from blackboard.events.codec import fenced, ownership_marker, to_record
-from blackboard.events.log import OffsetConflict, PartitionedLog, Record
+from blackboard.events.log import (
+    BATCH_OVERHEAD,
+    OffsetConflict,
+    PartitionedLog,
+    Record,
+    batched_bytes,
+    fitting,
+    split_to_fit,
+)
 from blackboard.events.tracing import distinct
 from blackboard.schemas.envelope import Envelope, stream_partition_key
 
@@ -27,19 +35,39 @@ log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
 
-async def append_events(log_: PartitionedLog, topic: str, partition: int, envelopes: list[Envelope],
-                        at: int) -> int:
-    """Append ``envelopes`` as one batch where the writer's state ends (``at``); the offset of the first.
+def event_records(envelopes: list[Envelope], at: int) -> list[Record]:
+    """A group's events as the records of one batch, fenced to land at offset ``at``."""
+    return fenced([to_record(e) for e in envelopes], at)
 
-    Note: refusals and no-ops append no event, so no append can fence them: with no envelope, check
+
+def cut_to_fit(log_: PartitionedLog, records: list[Record], counts: list[int]) -> int:
+    """Where to cut a group whose events (``counts`` of ``records`` per command) exceed the log's batch
+    budget (a broker would refuse the batch), keeping each command's events together; 0 when they fit.
+
+    Note: each part is then all-or-none, and so still each command.
+    """
+    budget: int | None = getattr(log_, "max_batch_bytes", None)
+    if budget is None or len(counts) < 2 or BATCH_OVERHEAD + batched_bytes(records) <= budget:
+        return 0
+    sizes, at = [], 0
+    for n in counts:
+        sizes.append(batched_bytes(records[at:at + n]))
+        at += n
+    return fitting(sizes, budget)
+
+
+async def append_events(log_: PartitionedLog, topic: str, partition: int, records: list[Record], at: int) -> int:
+    """Append ``records`` (``event_records``) as one batch where the writer's state ends (``at``); the offset
+    of the first.
+
+    Note: refusals and no-ops append no event, so no append can fence them: with no record, check
     instead that no other writer has moved the partition since the state was built.
     """
-    if not envelopes:
+    if not records:
         end = await log_.end_offset(topic, partition)
         if end != at:
             raise OffsetConflict(topic, partition, at, end, appended=False)
         return at
-    records = fenced([to_record(e) for e in envelopes], at)
     try:
         return await log_.append(topic, partition, records, expected_offset=at)
     except OffsetConflict:
@@ -57,7 +85,11 @@ async def append_results(log_: PartitionedLog, topic: str, partition: int, resul
                headers=(("type", b"command.outcome"), ("command_id", r.command_id.encode())))
         for r in results
     ]
-    return await log_.append(topic, partition, records) + len(records)
+    # Outcomes are independent of each other: a group's may take several batches, each within the budget.
+    end = 0
+    for part in split_to_fit(records, getattr(log_, "max_batch_bytes", None)):
+        end = await log_.append(topic, partition, part) + len(part)
+    return end
 
 
 async def append_marker(log_: PartitionedLog, topic: str, partition: int, *, member: str, epoch: int, at: int,

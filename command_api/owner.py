@@ -22,7 +22,14 @@ import structlog
 from blackboard.command_api import metrics
 from blackboard.command_api.decide import answer, commit, decide_group, stored_results
 from blackboard.command_api.errors import CommandError, NotOwner, Unavailable
-from blackboard.command_api.fencing import append_events, append_marker, append_results, append_span
+from blackboard.command_api.fencing import (
+    append_events,
+    append_marker,
+    append_results,
+    append_span,
+    cut_to_fit,
+    event_records,
+)
 from blackboard.command_api.memory import PartitionMemory
 from blackboard.command_api.submit import Submission
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog
@@ -211,13 +218,18 @@ class PartitionOwner(PartitionMemory):
         """One group commit: decide, append the events as one batch, then remember, publish and answer."""
         started = time.perf_counter()
         decision = decide_group(self, group)
+        records = event_records(decision.envelopes, self.next_offset)
+        cut = cut_to_fit(self.log, records, decision.counts)
+        if cut:  # one batch could not hold the group's events: decide it again as two groups
+            for part in (group[:cut], group[cut:]):
+                await self._decide_group(part)
+            return
         appending = time.perf_counter()
         metrics.DECIDE_SECONDS.observe(appending - started)
         metrics.GROUP_SIZE.observe(len(group))
         with append_span(self.log, self.events_topic, self.partition, traces=[s.trace for s in group],
                          writers=decision.writers, events=len(decision.envelopes)):
-            base = await append_events(self.log, self.events_topic, self.partition, decision.envelopes,
-                                       self.next_offset)
+            base = await append_events(self.log, self.events_topic, self.partition, records, self.next_offset)
         metrics.APPEND_SECONDS.observe(time.perf_counter() - appending)
         commit(self, decision, base)
         results = stored_results(self, decision, publish_all=self.publish_all)

