@@ -32,6 +32,7 @@ from blackboard.query_api.errors import ApiError
 from blackboard.query_api.http import ROUTES as QUERY_ROUTES
 from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
 from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
+from blackboard.query_api.runs_http import ROUTES as RUN_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
 from blackboard.schemas.api import ErrorBody, FieldError
 from blackboard.startup import started
@@ -101,7 +102,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES]
     if "query" in runtime.roles:
         routes += [*QUERY_ROUTES, *LIST_ROUTES, *STREAM_ROUTES, *PROJECT_ROUTES, *DOCUMENT_ROUTES, *CHECKPOINT_ROUTES,
-                   *CLUSTER_ROUTES]
+                   *CLUSTER_ROUTES, *RUN_ROUTES]
     return Litestar(
         route_handlers=routes,
         dependencies={"principal": Provide(authenticate, sync_to_thread=False)},
