@@ -25,6 +25,7 @@ from blackboard.command_api.checkpoint_http import CheckpointLimits
 from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.http_errors import EXCEPTION_HANDLERS as COMMAND_EXCEPTION_HANDLERS
+from blackboard.command_api.rollback_http import ROUTES as ROLLBACK_ROUTES
 from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
 from blackboard.query_api.cluster_http import ROUTES as CLUSTER_ROUTES
 from blackboard.query_api.document_http import ROUTES as DOCUMENT_ROUTES
@@ -99,7 +100,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
                                 identifier_for_request=rate_limit_identity, exclude=["/health", "/metrics"])
         middleware.append(limit.middleware)
     if "command" in runtime.roles:
-        routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES]
+        routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES, *ROLLBACK_ROUTES]
     if "query" in runtime.roles:
         routes += [*QUERY_ROUTES, *LIST_ROUTES, *STREAM_ROUTES, *PROJECT_ROUTES, *DOCUMENT_ROUTES, *CHECKPOINT_ROUTES,
                    *CLUSTER_ROUTES, *RUN_ROUTES]

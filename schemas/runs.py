@@ -78,9 +78,10 @@ class RunEffects(msgspec.Struct, frozen=True):
 
 
 class RollbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``POST /v1/runs/{run_id}/rollback`` body."""
+    """``POST /v1/runs/{run_id}/rollback`` body: ``dry_run`` answers the plan and sends nothing; without it the
+    plan is sent as commands."""
 
-    dry_run: bool = True
+    dry_run: bool = False
     #: ``skip`` leaves a field someone else changed after the run as it is; ``overwrite`` puts it back anyway.
     on_conflict: Literal["skip", "overwrite"] = "skip"
 
@@ -109,6 +110,8 @@ class PlannedCommand(msgspec.Struct, frozen=True):
     #: ``planned`` (dry run), ``accepted``, ``rejected`` or ``replayed`` (already applied before).
     status: str = "planned"
     detail: str | None = None
+    #: The consistency token of an accepted command: read with it to see the rollback.
+    position: str | None = None
 
 
 class Unrestorable(msgspec.Struct, frozen=True):

@@ -1,0 +1,50 @@
+"""``POST /v1/runs/{run_id}/rollback``: an agent run's compensating commands, planned (``dry_run``) or sent."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Request, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import JSONBody, PathParameter
+
+from blackboard.command_api import rollback
+from blackboard.command_api.service import CommandService
+from blackboard.schemas.api import ErrorBody, Forbidden
+from blackboard.schemas.auth import Principal
+from blackboard.schemas.runs import RollbackPlan, RollbackRequest
+
+RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[^\x00]+$",
+                                     description="the agent run id commands carried in agent.run_id")]
+
+_ERRORS = {
+    403: ResponseSpec(ErrorBody, description="read_only_key (a dry run needs no write right)"),
+    404: ResponseSpec(ErrorBody, description="run_not_found"),
+    422: ResponseSpec(ErrorBody, description="invalid_request"),
+}
+
+
+@post("/v1/runs/{run_id:str}/rollback", status_code=200, tags=["runs"], responses=_ERRORS,
+      summary="Take an agent run back with compensating commands (dry_run: only the plan)")
+async def rollback_run(request: Request[RollbackRequest, None, State], principal: NamedDependency[Principal],
+                       run_id: RunId, data: JSONBody[RollbackRequest | None] = None) -> RollbackPlan:
+    """The plan: per stream the run touched, the commands that put its fields back, with each field's
+    from → to; the conflicts (fields others changed after the run), skipped unless ``on_conflict`` is
+    ``overwrite``; and what no command can take back. Without ``dry_run`` each command is sent, as the
+    caller, correlated to the plan's ``rollback_id``, and answered with its status.
+    """
+    asked = data or RollbackRequest()
+    if not asked.dry_run and not principal.can_write:
+        raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
+    runtime = request.app.state.runtime
+    made = await rollback.plan(runtime.pool, run_id, overwrite=asked.on_conflict == "overwrite",
+                               dry_run=asked.dry_run)
+    if asked.dry_run:
+        return made
+    service: CommandService = runtime.commands
+    return await rollback.apply(service, made, actor=principal.name)
+
+
+ROUTES = [rollback_run]
