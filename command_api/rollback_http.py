@@ -16,7 +16,7 @@ from blackboard.schemas.api import ErrorBody, Forbidden
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.runs import RollbackPlan, RollbackRequest
 
-RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[^\x00]+$",
+RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
                                      description="the agent run id commands carried in agent.run_id")]
 
 _ERRORS = {

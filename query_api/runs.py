@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -96,8 +96,12 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, int, int]:
         at, partition, offset = msgspec.json.decode(raw, type=tuple[datetime, int, int])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise InvalidRequest("cursor is not one this API returned", code="invalid_cursor") from None
-    if at.tzinfo is None:
+    if at.tzinfo is None or not -1 <= partition < 2**31 or not -1 <= offset < 2**63:
         raise InvalidRequest("cursor is not one this API returned", code="invalid_cursor")
+    try:
+        at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest("cursor is not one this API returned", code="invalid_cursor") from None
     return at, partition, offset
 
 

@@ -22,7 +22,7 @@ from blackboard.schemas.auth import Principal
 from blackboard.schemas.runs import RunChanges, RunEffects, RunSummary
 from blackboard.schemas.views import Page
 
-RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[^\x00]+$",
+RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
                                      description="the agent run id commands carried in agent.run_id")]
 Depth = Annotated[int, QueryParameter(ge=1, le=runs.MAX_DEPTH, description="levels of causation to follow")]
 
