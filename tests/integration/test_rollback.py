@@ -144,3 +144,47 @@ async def test_rollback_restores_what_only_the_run_changed_and_repeats_as_nothin
         assert again["commands"] == [] and again["rollback_id"] == applied["rollback_id"]
         await asyncio.sleep(0.5)  # a process manager reacting to a repeated rollback would append by now
         assert len(await read_events(runtime.log, settings.events_topic)) == before
+
+
+async def test_a_rollback_under_other_writers_keeps_every_invariant(settings: Settings) -> None:
+    async with running(settings) as (client, runtime):
+        for p in PROJECTS[:3]:
+            await ok(client, "project.create", f"project:{p}", {"title": p, "currency": "EUR", "budget_total": "100"})
+            await ok(client, "project.create_shot", f"project:{p}", {"shot_id": "s-0", "fields": {"status": "todo"}})
+            await ok(client, "project.add_cost", f"project:{p}", {"amount": "30", "reason": "a"}, RUN_A)
+            await ok(client, "project.reserve_budget", f"project:{p}", {"reservation_id": "hold", "amount": "40",
+                                                                        "reason": "a"}, RUN_A)
+            last = await ok(client, "project.update_shot", f"project:{p}", {
+                "shot_id": "s-0", "patch": {"status": "done"}, "preconditions": {}}, RUN_A)
+        await read(client, "/v1/runs/run-a", last["position"])
+        spent_by_others: dict[str, Decimal] = {p: Decimal(0) for p in PROJECTS[:3]}
+        seen: list[str] = []
+
+        async def other_writer(p: str) -> None:
+            for i in range(25):
+                response = await command(client, "project.add_cost", f"project:{p}", {"amount": "2", "reason": "o"})
+                if response.status_code == 200:
+                    spent_by_others[p] += 2
+                    seen.append(response.json()["position"])
+                else:
+                    assert response.json()["code"] == "budget_exceeded", response.text
+                edited = await command(client, "project.update_shot", f"project:{p}", {
+                    "shot_id": "s-0", "patch": {"take": i}, "preconditions": {}})
+                seen.append(edited.json()["position"])
+
+        writers = [asyncio.create_task(other_writer(p)) for p in PROJECTS[:3]]
+        applied = await rollback(client)
+        await asyncio.gather(*writers)
+        assert {c["status"] for c in applied["commands"]} == {"accepted"}, applied["commands"]
+
+        token = merged(*seen, *(c["position"] for c in applied["commands"]))
+        for p in PROJECTS[:3]:
+            budget = (await read(client, f"/v1/projects/{p}", token))["budget"]
+            spent, reserved, total = (Decimal(budget[k]) for k in ("spent", "reserved", "total"))
+            assert spent == spent_by_others[p] and reserved == 0 and spent + reserved <= total
+            assert (await read(client, f"/v1/projects/{p}/shots/s-0", token))["status"] == "todo"
+        assert runtime.reads is not None
+        gaps = await runtime.reads.pool.fetchval(
+            "SELECT count(*) FROM (SELECT stream, count(*) AS n, max(stream_version) AS top FROM change_log "
+            "GROUP BY stream) AS s WHERE n <> top")
+        assert gaps == 0  # every stream's versions are 1..n, dense
