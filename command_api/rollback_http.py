@@ -33,12 +33,19 @@ async def rollback_run(request: Request[RollbackRequest, None, State], principal
     """The plan: per stream the run touched, the commands that put its fields back, with each field's
     from → to; the conflicts (fields others changed after the run), skipped unless ``on_conflict`` is
     ``overwrite``; and what no command can take back. Without ``dry_run`` each command is sent, as the
-    caller, correlated to the plan's ``rollback_id``, and answered with its status.
+    caller, correlated to the plan's ``rollback_id``, and answered with its status. With
+    ``consistent_with`` (or the ``Blackboard-Consistency`` header) the plan waits until the audit trail
+    has passed that position.
     """
     asked = data or RollbackRequest()
     if not asked.dry_run and not principal.can_write:
         raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
     runtime = request.app.state.runtime
+    token = asked.consistent_with or request.headers.get("blackboard-consistency")
+    if token and runtime.reads is not None:
+        # The read side of this process knows how far the audit trail has read; a command-only process
+        # has none, and plans from what is there (each command is guarded all the same).
+        await runtime.reads.wait_consistent(token)
     made = await rollback.plan(runtime.pool, run_id, overwrite=asked.on_conflict == "overwrite",
                                dry_run=asked.dry_run)
     if asked.dry_run:

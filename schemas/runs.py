@@ -84,6 +84,8 @@ class RollbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dry_run: bool = False
     #: ``skip`` leaves a field someone else changed after the run as it is; ``overwrite`` puts it back anyway.
     on_conflict: Literal["skip", "overwrite"] = "skip"
+    #: A position (the run's last command's): plan once the audit trail has passed it.
+    consistent_with: str | None = None
 
 
 class Conflict(msgspec.Struct, frozen=True):

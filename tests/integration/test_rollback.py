@@ -114,7 +114,7 @@ async def test_rollback_restores_what_only_the_run_changed_and_repeats_as_nothin
         alert = next(e for e in effects["items"] if e["entry"]["type"] == "project.budget_alert_raised")
         assert alert["entry"]["stream"] == "project:p-0" and alert["chain"][0] in scenario.a_events
 
-        plan = await rollback(client, dry_run=True)
+        plan = await rollback(client, dry_run=True, consistent_with=scenario.token)
         assert plan["dry_run"] and {c["status"] for c in plan["commands"]} == {"planned"}
         assert sorted((c["stream"], c["path"], c["current"], c["by"]) for c in plan["conflicts"]) == [
             (f"project:{p}", "/shots/s-0/fields/lens", 99, ["anonymous"]) for p in PROJECTS]
