@@ -126,3 +126,25 @@ async def test_a_runs_events_are_read_through_its_index(settings: Settings) -> N
             await conn.execute("RESET enable_seqscan")
     assert "change_log_agent_run_idx" in plans[0] and "Seq Scan" not in plans[0]
     assert "change_log_causation_idx" in plans[1] and "Seq Scan" not in plans[1]
+
+
+async def test_effects_follow_a_saga_the_run_started_through_its_steps(settings: Settings) -> None:
+    async with running(settings) as (client, _):
+        await ok(client, "project.create", "project:p-1", {"title": "t", "currency": "EUR", "budget_total": "100"})
+        started = await ok(client, "saga.start_artifact", "saga:sg-1", {
+            "project_id": "p-1", "amount": "10", "task": {"name": "render", "max_attempts": 1},
+            "artifact": {"artifact_id": "a-1", "kind": "video", "uri": "s3://bucket/a-1.mp4"}}, RUN_A)
+        saga_event = started["events"][0]["event_id"]
+        wanted = {"project.budget_reserved", "saga.step_recorded", "task.created"}
+        by_type: dict[str, Any] = {}
+        for _ in range(200):  # the saga manager reserves, then records the step and creates the task
+            effects = await read(client, "/v1/runs/run-a/effects", started["position"])
+            by_type = {e["entry"]["type"]: e for e in effects["items"]}
+            if wanted <= by_type.keys():
+                break
+            await asyncio.sleep(0.05)
+        assert wanted <= by_type.keys(), sorted(by_type)
+        reserved = by_type["project.budget_reserved"]
+        assert reserved["chain"] == [saga_event] and reserved["depth"] == 1
+        step = by_type["saga.step_recorded"]
+        assert step["depth"] == 2 and step["chain"] == [saga_event, reserved["entry"]["event_id"]]
