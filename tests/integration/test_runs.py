@@ -89,6 +89,8 @@ async def test_a_run_is_listed_summarised_and_its_changes_are_exactly_its_events
 
         missing = await client.get("/v1/runs/run-zz")
         assert missing.status_code == 404 and missing.json()["code"] == "run_not_found"
+        no_body = await client.post("/v1/runs/run-zz/rollback")
+        assert no_body.status_code == 404 and no_body.json()["code"] == "run_not_found"
         bad = await client.get("/v1/runs/run-a/changes", params={"cursor": "nope"})
         assert bad.status_code == 422 and bad.json()["code"] == "invalid_cursor"
 
