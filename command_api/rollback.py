@@ -16,13 +16,13 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from blackboard.command_api.internal import submit
-from blackboard.command_api.owner import IdempotencyKeyReused
+from blackboard.command_api.errors import CommandError
 from blackboard.command_api.service import CommandService
+from blackboard.command_api.submit import submit_json
 from blackboard.command_api.validation import InvalidCommand
 from blackboard.domain.compensators import plan_run
 from blackboard.domain.rollback import Role, Step, rollback_id
-from blackboard.schemas.api import Accepted, ApiError, NotFound
+from blackboard.schemas.api import Accepted
 from blackboard.schemas.registry import decode_event
 from blackboard.schemas.runs import PlannedCommand, RollbackPlan
 
@@ -40,10 +40,8 @@ def _role(row: Any, run_id: str, rollback: str) -> Role:
 
 async def load_steps(pool: asyncpg.Pool, run_id: str) -> dict[str, list[Step]]:
     """Every event of each stream the run touched, in version order, marked as the run's, the rollback's or
-    another's; 404 ``run_not_found`` when no event carries the run's id."""
+    another's; empty when no event carries the run's id."""
     streams = [r["stream"] for r in await pool.fetch(_STREAMS, run_id)]
-    if not streams:
-        raise NotFound(f"no event was sent by agent run {run_id!r}", code="run_not_found")
     rollback = rollback_id(run_id)
     steps: dict[str, list[Step]] = {s: [] for s in streams}
     for row in await pool.fetch(_ROWS, streams):
@@ -52,8 +50,10 @@ async def load_steps(pool: asyncpg.Pool, run_id: str) -> dict[str, list[Step]]:
     return steps
 
 
-async def plan(pool: asyncpg.Pool, run_id: str, *, overwrite: bool, dry_run: bool) -> RollbackPlan:
-    return plan_run(run_id, await load_steps(pool, run_id), overwrite=overwrite, dry_run=dry_run)
+async def plan(pool: asyncpg.Pool, run_id: str, *, overwrite: bool, dry_run: bool) -> RollbackPlan | None:
+    """The run's rollback plan; ``None`` when no event carries the run's id."""
+    steps = await load_steps(pool, run_id)
+    return plan_run(run_id, steps, overwrite=overwrite, dry_run=dry_run) if steps else None
 
 
 async def apply(service: CommandService, made: RollbackPlan, *, actor: str) -> RollbackPlan:
@@ -64,14 +64,14 @@ async def apply(service: CommandService, made: RollbackPlan, *, actor: str) -> R
 
 async def _send(service: CommandService, command: PlannedCommand, *, actor: str, correlation: str) -> PlannedCommand:
     try:
-        outcome = await submit(service, stream=command.stream, type_=command.type, payload=command.payload,
+        outcome = await submit_json(service, stream=command.stream, type_=command.type, payload=command.payload,
                                command_id=command.command_id, actor=actor, correlation_id=correlation,
                                causation_id=correlation)
     except InvalidCommand as exc:
         return msgspec.structs.replace(command, status="invalid", detail=str(exc))
-    except IdempotencyKeyReused:
-        return msgspec.structs.replace(command, status="rejected", detail="idempotency_key_reused")
-    except ApiError as exc:
+    except CommandError as exc:
+        # Not decided (the log did not answer, the partition moved, the id was used for another command):
+        # the answer says so, and the same rollback sent again retries it with the same id.
         return msgspec.structs.replace(command, status="failed", detail=f"{exc.code}: {exc.message}")
     if isinstance(outcome, Accepted):
         return msgspec.structs.replace(command, status="accepted" if outcome.events else "unchanged",

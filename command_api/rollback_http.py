@@ -11,8 +11,9 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
 from blackboard.command_api import rollback
+from blackboard.command_api.http_errors import Forbidden, NotFound
 from blackboard.command_api.service import CommandService
-from blackboard.schemas.api import ErrorBody, Forbidden
+from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.runs import RollbackPlan, RollbackRequest
 
@@ -48,6 +49,8 @@ async def rollback_run(request: Request[RollbackRequest, None, State], principal
         await runtime.reads.wait_consistent(token)
     made = await rollback.plan(runtime.pool, run_id, overwrite=asked.on_conflict == "overwrite",
                                dry_run=asked.dry_run)
+    if made is None:
+        raise NotFound(f"no event was sent by agent run {run_id!r}", code="run_not_found")
     if asked.dry_run:
         return made
     service: CommandService = runtime.commands
