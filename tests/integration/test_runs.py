@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from blackboard.config import Settings
+from blackboard.query_api import runs
 from tests.integration.harness import command, running
 
 RUN_A = {"run_id": "run-a", "model": "model-a", "prompt_hash": "sha256:aa"}
@@ -119,15 +121,17 @@ async def test_a_runs_events_are_read_through_its_index(settings: Settings) -> N
         assert runtime.reads is not None
         async with runtime.reads.pool.acquire() as conn:
             await conn.execute("SET enable_seqscan = off")  # a tiny table: ask whether an index can answer at all
+            # The statements the routes run, as they run them.
+            first = (datetime.fromisoformat("0001-01-01T00:00:00+00:00"), -1, -1)
             plans = [
-                await conn.fetchval("EXPLAIN (FORMAT JSON) SELECT * FROM change_log WHERE agent_run_id = $1 "
-                                    "ORDER BY occurred_at, partition, \"offset\"", "run-a"),
-                await conn.fetchval("EXPLAIN (FORMAT JSON) SELECT * FROM change_log "
-                                    "WHERE causation_id = ANY($1::text[])", ["e-1"]),
+                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._CHANGES, "run-a", *first, 100),
+                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._CAUSED, ["e-1"], "run-a", 100),
+                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._SUMMARY, "run-a"),
             ]
             await conn.execute("RESET enable_seqscan")
     assert "change_log_agent_run_idx" in plans[0] and "Seq Scan" not in plans[0]
     assert "change_log_causation_idx" in plans[1] and "Seq Scan" not in plans[1]
+    assert "change_log_agent_run_idx" in plans[2] and "Seq Scan" not in plans[2]
 
 
 async def test_effects_follow_a_saga_the_run_started_through_its_steps(settings: Settings) -> None:
