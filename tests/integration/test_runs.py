@@ -154,3 +154,16 @@ async def test_effects_follow_a_saga_the_run_started_through_its_steps(settings:
         assert reserved["chain"] == [saga_event] and reserved["depth"] == 1
         step = by_type["saga.step_recorded"]
         assert step["depth"] == 2 and step["chain"] == [saga_event, reserved["entry"]["event_id"]]
+
+
+async def test_a_rollback_body_passes_the_front_every_body_passes(settings: Settings) -> None:
+    async with running(settings) as (client, _):
+        path = "/v1/runs/run-a/rollback"
+        deep = await client.post(path, content=b"[" * 5000 + b"]" * 5000, headers={"Content-Type": "application/json"})
+        assert deep.status_code == 422, deep.text
+        broken = await client.post(path, content=b"{", headers={"Content-Type": "application/json"})
+        assert broken.status_code == 400 and broken.json()["code"] == "malformed_json"
+        text = await client.post(path, content=b"{}", headers={"Content-Type": "text/plain"})
+        assert text.status_code == 415
+        nul = await client.post(path, json={"dry_run": True, "consistent_with": "\u0000"})
+        assert nul.status_code == 422, nul.text
