@@ -25,6 +25,7 @@ from blackboard.command_api.checkpoint_http import CheckpointLimits
 from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.http_errors import EXCEPTION_HANDLERS as COMMAND_EXCEPTION_HANDLERS
+from blackboard.command_api.rollback_http import ROUTES as ROLLBACK_ROUTES
 from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
 from blackboard.query_api.cluster_http import ROUTES as CLUSTER_ROUTES
 from blackboard.query_api.document_http import ROUTES as DOCUMENT_ROUTES
@@ -32,6 +33,7 @@ from blackboard.query_api.errors import ApiError
 from blackboard.query_api.http import ROUTES as QUERY_ROUTES
 from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
 from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
+from blackboard.query_api.runs_http import ROUTES as RUN_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
 from blackboard.schemas.api import ErrorBody, FieldError
 from blackboard.startup import started
@@ -98,10 +100,10 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
                                 identifier_for_request=rate_limit_identity, exclude=["/health", "/metrics"])
         middleware.append(limit.middleware)
     if "command" in runtime.roles:
-        routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES]
+        routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES, *ROLLBACK_ROUTES]
     if "query" in runtime.roles:
         routes += [*QUERY_ROUTES, *LIST_ROUTES, *STREAM_ROUTES, *PROJECT_ROUTES, *DOCUMENT_ROUTES, *CHECKPOINT_ROUTES,
-                   *CLUSTER_ROUTES]
+                   *CLUSTER_ROUTES, *RUN_ROUTES]
     return Litestar(
         route_handlers=routes,
         dependencies={"principal": Provide(authenticate, sync_to_thread=False)},

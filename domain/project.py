@@ -20,6 +20,7 @@ from blackboard.domain.project_budget import (
     _alert,
     _commit,
     _expire,
+    _refund,
     _release,
     _reserve,
     _set_total,
@@ -50,6 +51,7 @@ from blackboard.schemas.project import (
     ProjectStatusChanged,
     PutDnaEntry,
     RaiseBudgetAlert,
+    RefundCost,
     RegisterArtifact,
     ReleaseReservation,
     RemoveDnaEntry,
@@ -253,4 +255,5 @@ _DECIDE: dict[type[Any], Callable[[Project, Any, Context], Decision]] = {
     ReserveBudget: _reserve, CommitReservation: _commit, ReleaseReservation: _release,
     ExpireReservations: _expire, PutDnaEntry: _put_dna, RemoveDnaEntry: _remove_dna, CreateShot: _create_shot,
     UpdateShot: _update_shot, RegisterArtifact: _register_artifact, RaiseBudgetAlert: _alert,
+    RefundCost: _refund,
 }

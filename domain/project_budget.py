@@ -14,9 +14,11 @@ from blackboard.schemas.project import (
     BudgetTotalSet,
     CommitReservation,
     CostAdded,
+    CostRefunded,
     ExpireReservations,
     ProjectEvent,
     RaiseBudgetAlert,
+    RefundCost,
     ReleaseReservation,
     ReservationCommitted,
     ReservationReleased,
@@ -68,6 +70,14 @@ def _add_cost(state: Project, c: AddCost, ctx: Context) -> Decision:
     amount = Decimal(c.amount)
     refused = _fits(state, amount, ctx)
     return refused or [CostAdded(amount, c.reason, c.artifact_id)]
+
+
+def _refund(state: Project, c: RefundCost, ctx: Context) -> Decision:
+    amount = Decimal(c.amount)
+    if not ctx.require("amount <= spent", amount <= state.budget.spent):
+        return Rejection("refund_exceeds_spent", f"{money(amount)} is more than what is spent, "
+                         f"{money(state.budget.spent)} {state.currency}", _budget_details(state, amount=money(amount)))
+    return [CostRefunded(amount, c.reason)]
 
 
 def _reserve(state: Project, c: ReserveBudget, ctx: Context) -> Decision:

@@ -19,6 +19,7 @@ from blackboard.schemas.project import (
     BudgetReserved,
     BudgetTotalSet,
     CostAdded,
+    CostRefunded,
     DnaEntryPut,
     DnaEntryRemoved,
     ProjectCreated,
@@ -153,6 +154,10 @@ def _cost_added(s: Project, e: CostAdded) -> Project:
     return _replace(s, budget=_money(s, spent=s.budget.spent + e.amount))
 
 
+def _cost_refunded(s: Project, e: CostRefunded) -> Project:
+    return _replace(s, budget=_money(s, spent=s.budget.spent - e.amount))
+
+
 def _reserved(s: Project, e: BudgetReserved) -> Project:
     reservation = Reservation(e.amount, e.reason, e.expires_at, e.by)
     return _replace(s, budget=_money(s, reserved=s.budget.reserved + e.amount),
@@ -201,7 +206,7 @@ def _artifact_registered(s: Project, e: ArtifactRegistered) -> Project:
 
 _EVOLVE: dict[type[Any], Callable[[Project, Any], Project]] = {
     ProjectStatusChanged: _status_changed, SpecPatched: _spec_patched, BudgetTotalSet: _total_set,
-    CostAdded: _cost_added, BudgetReserved: _reserved, ReservationCommitted: _committed,
+    CostAdded: _cost_added, CostRefunded: _cost_refunded, BudgetReserved: _reserved, ReservationCommitted: _committed,
     ReservationReleased: _released, DnaEntryPut: _dna_put, DnaEntryRemoved: _dna_removed,
     ShotCreated: _shot_created, ShotUpdated: _shot_updated, ArtifactRegistered: _artifact_registered,
     BudgetAlertRaised: lambda s, e: _replace(s, alerts={**s.alerts, str(e.level): e.total}),

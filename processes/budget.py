@@ -39,6 +39,8 @@ class BudgetAlerts:
                 state.projects[seen.ident] = (e.total, known[1], known[2])
             case p.CostAdded() if known:
                 state.projects[seen.ident] = (known[0], known[1] + e.amount, known[2])
+            case p.CostRefunded() if known:
+                state.projects[seen.ident] = (known[0], known[1] - e.amount, known[2])
             case p.ReservationCommitted() if known:
                 state.projects[seen.ident] = (known[0], known[1] + e.amount, known[2])
             case p.BudgetAlertRaised() if known:

@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from blackboard.projector.documents import artifact_view
-from blackboard.query_api import lists
+from blackboard.query_api import lists, runs
 from blackboard.query_api.errors import ApiError, InvalidRequest, ServiceUnavailable
 from blackboard.query_api.list_http import check_ids
 from blackboard.query_api.reads import ReadService, stream_exists_check
@@ -42,6 +42,9 @@ from blackboard.schemas.protogen import (
     GetBudgetRequest,
     GetHistoryRequest,
     GetProjectRequest,
+    GetRunChangesRequest,
+    GetRunEffectsRequest,
+    GetRunRequest,
     GetStateAtRequest,
     GetTaskRequest,
     ListArtifactsRequest,
@@ -117,6 +120,21 @@ async def _get_state_at(reads: ReadService, req: GetStateAtRequest) -> msgspec.S
     return await reads.state_at(req.stream, req.version, req.at, req.consistent_with)
 
 
+async def _get_run(reads: ReadService, req: GetRunRequest) -> msgspec.Struct:
+    await reads.wait_consistent(req.consistent_with)
+    return await runs.run_summary(reads.pool, req.run_id)
+
+
+async def _get_run_changes(reads: ReadService, req: GetRunChangesRequest) -> msgspec.Struct:
+    await reads.wait_consistent(req.consistent_with)
+    return await runs.run_changes(reads.pool, req.run_id, cursor=req.cursor, limit=req.page_size)
+
+
+async def _get_run_effects(reads: ReadService, req: GetRunEffectsRequest) -> msgspec.Struct:
+    await reads.wait_consistent(req.consistent_with)
+    return await runs.run_effects(reads.pool, req.run_id)
+
+
 HANDLERS: dict[str, Handler] = {
     "GetProject": _get_project,
     "GetTask": _get_task,
@@ -126,6 +144,9 @@ HANDLERS: dict[str, Handler] = {
     "BatchGetShots": _batch_get_shots,
     "ListArtifacts": _list_artifacts,
     "GetStateAt": _get_state_at,
+    "GetRun": _get_run,
+    "GetRunChanges": _get_run_changes,
+    "GetRunEffects": _get_run_effects,
 }
 
 

@@ -93,6 +93,17 @@ class AddCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         _positive(self.amount)
 
 
+class RefundCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``project.refund_cost``: give back money spent (a cost charged in error, or taken back by a rollback);
+    refused with ``refund_exceeds_spent`` past what is spent."""
+
+    amount: PositiveMoneyText
+    reason: ShortText
+
+    def __post_init__(self) -> None:
+        _positive(self.amount)
+
+
 class ReserveBudget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``project.reserve_budget``: hold money for work in flight, for ``ttl_seconds`` at most.
 
@@ -232,6 +243,11 @@ class CostAdded(msgspec.Struct, frozen=True):
     artifact_id: str | None = None
 
 
+class CostRefunded(msgspec.Struct, frozen=True):
+    amount: Decimal
+    reason: str
+
+
 class BudgetReserved(msgspec.Struct, frozen=True):
     reservation_id: str
     amount: Decimal
@@ -319,10 +335,10 @@ class BudgetAlertRaised(msgspec.Struct, frozen=True):
 ProjectCommand = (
     CreateProject | SetProjectStatus | PatchSpec | SetBudgetTotal | AddCost | ReserveBudget | CommitReservation
     | ReleaseReservation | ExpireReservations | PutDnaEntry | RemoveDnaEntry | CreateShot | UpdateShot
-    | RegisterArtifact | RaiseBudgetAlert
+    | RegisterArtifact | RaiseBudgetAlert | RefundCost
 )
 ProjectEvent = (
     ProjectCreated | ProjectStatusChanged | SpecPatched | BudgetTotalSet | CostAdded | BudgetReserved
     | ReservationCommitted | ReservationReleased | DnaEntryPut | DnaEntryRemoved | ShotCreated | ShotUpdated
-    | ArtifactRegistered | BudgetAlertRaised
+    | ArtifactRegistered | BudgetAlertRaised | CostRefunded
 )

@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import msgspec.inspect as mi
 
+from blackboard.schemas.runs import RunChanges, RunEffects, RunSummary
 from blackboard.schemas.views import ArtifactView, BudgetView, HistoryEntry, ProjectView, StreamState, TaskView
 
 #: The proto package, and the file's path under ``schemas/proto`` (the path mirrors the package).
@@ -163,6 +164,29 @@ class GetStateAtRequest(msgspec.Struct, frozen=True):
     consistent_with: str | None = None
 
 
+class GetRunRequest(msgspec.Struct, frozen=True):
+    """An agent run as the audit trail records it (``GET /v1/runs/{run_id}``)."""
+
+    run_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+    consistent_with: str | None = None
+
+
+class GetRunChangesRequest(msgspec.Struct, frozen=True):
+    """A page of an agent run's events in log order, with their field diffs; ``page_size`` 0 means 100."""
+
+    run_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+    page_size: PageSize = 100
+    cursor: str | None = None
+    consistent_with: str | None = None
+
+
+class GetRunEffectsRequest(msgspec.Struct, frozen=True):
+    """The events that followed from an agent run's events, each with its causation chain."""
+
+    run_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+    consistent_with: str | None = None
+
+
 class Rpc(msgspec.Struct, frozen=True):
     """One unary RPC: its messages are generated from ``request`` and ``response``."""
 
@@ -192,6 +216,9 @@ QUERY_SERVICE = Service("Query", "The reads of the HTTP query API, as the same d
     Rpc("BatchGetShots", BatchGetShotsRequest, ShotBatch),
     Rpc("ListArtifacts", ListArtifactsRequest, ArtifactPage),
     Rpc("GetStateAt", GetStateAtRequest, StreamState),
+    Rpc("GetRun", GetRunRequest, RunSummary),
+    Rpc("GetRunChanges", GetRunChangesRequest, RunChanges),
+    Rpc("GetRunEffects", GetRunEffectsRequest, RunEffects),
 ))
 
 

@@ -17,6 +17,7 @@ from blackboard.schemas import checkpoint, clock, document, lease, node, project
 COMMAND_TYPES: dict[str, tuple[str, type[msgspec.Struct]]] = {
     "project.create": ("project", project.CreateProject),
     "project.add_cost": ("project", project.AddCost),
+    "project.refund_cost": ("project", project.RefundCost),
     "project.update_shot": ("project", project.UpdateShot),
     "project.set_status": ("project", project.SetProjectStatus),
     "project.patch_spec": ("project", project.PatchSpec),
@@ -68,6 +69,7 @@ COMMAND_TYPES: dict[str, tuple[str, type[msgspec.Struct]]] = {
 EVENT_TYPES: dict[str, tuple[type[msgspec.Struct], int]] = {
     "project.created": (project.ProjectCreated, 1),
     "project.cost_added": (project.CostAdded, 1),
+    "project.cost_refunded": (project.CostRefunded, 1),
     "project.shot_updated": (project.ShotUpdated, 1),
     "project.status_changed": (project.ProjectStatusChanged, 1),
     "project.spec_patched": (project.SpecPatched, 1),

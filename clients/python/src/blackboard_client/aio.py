@@ -17,6 +17,7 @@ import stamina
 from blackboard_client import _core as core
 from blackboard_client import _routes as r
 from blackboard_client._async_reads import AsyncReads
+from blackboard_client._runs import AsyncRuns
 from blackboard_client.client import OnRejected
 from blackboard_client.errors import ApiError, Rejected, Unreachable
 from blackboard_client.lease import AsyncLease
@@ -26,7 +27,7 @@ from blackboard_client.spool import Spool, SpoolEntry, by_stream
 log = logging.getLogger("blackboard_client")
 
 
-class AsyncClient(AsyncReads):
+class AsyncClient(AsyncReads, AsyncRuns):
     """An asyncio client of one Blackboard server; see ``Client`` for the arguments.
 
     ``http`` may be an ``httpx.AsyncClient`` of the caller's (e.g. over an ASGI transport); it is not

@@ -17,6 +17,7 @@ import stamina
 
 from blackboard_client import _core as core
 from blackboard_client import _routes as r
+from blackboard_client._runs import SyncRuns
 from blackboard_client._sync_reads import SyncReads
 from blackboard_client.errors import ApiError, Rejected, Unreachable
 from blackboard_client.lease import Lease
@@ -29,7 +30,7 @@ log = logging.getLogger("blackboard_client")
 OnRejected = Callable[[SpoolRejection], None]
 
 
-class Client(SyncReads):
+class Client(SyncReads, SyncRuns):
     """A synchronous client of one Blackboard server.
 
     ``timeout`` bounds one HTTP request; ``deadline`` bounds a call with all its retries. With ``spool``

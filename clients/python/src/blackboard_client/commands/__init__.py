@@ -34,6 +34,7 @@ from blackboard_client.commands.project import ExpireReservations as ExpireReser
 from blackboard_client.commands.project import PatchSpec as PatchSpec
 from blackboard_client.commands.project import PutDnaEntry as PutDnaEntry
 from blackboard_client.commands.project import RaiseBudgetAlert as RaiseBudgetAlert
+from blackboard_client.commands.project import RefundCost as RefundCost
 from blackboard_client.commands.project import RegisterArtifact as RegisterArtifact
 from blackboard_client.commands.project import ReleaseReservation as ReleaseReservation
 from blackboard_client.commands.project import RemoveDnaEntry as RemoveDnaEntry
@@ -63,6 +64,7 @@ from blackboard_client.commands.task import UnblockTask as UnblockTask
 COMMANDS: dict[str, type[msgspec.Struct]] = {
     'project.create': CreateProject,
     'project.add_cost': AddCost,
+    'project.refund_cost': RefundCost,
     'project.update_shot': UpdateShot,
     'project.set_status': SetProjectStatus,
     'project.patch_spec': PatchSpec,

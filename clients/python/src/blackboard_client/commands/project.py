@@ -41,6 +41,14 @@ class AddCost(msgspec.Struct, **_CONFIG):
     artifact_id: Identifier | None = None
 
 
+class RefundCost(msgspec.Struct, **_CONFIG):
+    """``project.refund_cost``: give back money spent (a cost charged in error, or taken back by a rollback);
+    refused with ``refund_exceeds_spent`` past what is spent."""
+
+    amount: PositiveMoneyText
+    reason: ShortText
+
+
 class UpdateShot(msgspec.Struct, **_CONFIG):
     """``project.update_shot``: merge-patch (RFC 7396) a shot's fields."""
 

@@ -1,0 +1,79 @@
+"""A run's rollback on the command side: read the streams it touched, plan, and send the plan through the
+one submit path.
+
+The plan is made from the audit trail (``change_log``, the read models' pool, as the reservation
+sweeper reads them) by the pure ``domain.compensators.plan_run``. The read models may lag the log by
+a moment; every compensating command is guarded (shot fields by preconditions on the values the plan
+saw, DNA entries and the spec by their versions), so the decider refuses one whose fields moved
+since, and the answer says so. Commands go one by one, in the plan's order, with deterministic ids:
+a rollback sent twice appends nothing the second time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from blackboard.command_api.errors import CommandError
+from blackboard.command_api.service import CommandService
+from blackboard.command_api.submit import submit_json
+from blackboard.command_api.validation import InvalidCommand
+from blackboard.domain.compensators import plan_run
+from blackboard.domain.rollback import Role, Step, rollback_id
+from blackboard.schemas.api import Accepted
+from blackboard.schemas.registry import decode_event
+from blackboard.schemas.runs import PlannedCommand, RollbackPlan
+
+_STREAMS = "SELECT DISTINCT stream FROM change_log WHERE agent_run_id = $1"
+_ROWS = """
+SELECT stream, type, schema_version, payload, actor, agent_run_id, correlation_id FROM change_log
+WHERE stream = ANY($1::text[]) ORDER BY stream, stream_version"""
+
+
+def _role(row: Any, run_id: str, rollback: str) -> Role:
+    if row["agent_run_id"] == run_id:
+        return "run"
+    return "rollback" if row["correlation_id"] == rollback else "other"
+
+
+async def load_steps(pool: asyncpg.Pool, run_id: str) -> dict[str, list[Step]]:
+    """Every event of each stream the run touched, in version order, marked as the run's, the rollback's or
+    another's; empty when no event carries the run's id."""
+    streams = [r["stream"] for r in await pool.fetch(_STREAMS, run_id)]
+    rollback = rollback_id(run_id)
+    steps: dict[str, list[Step]] = {s: [] for s in streams}
+    for row in await pool.fetch(_ROWS, streams):
+        event = decode_event(row["type"], row["schema_version"], msgspec.json.encode(row["payload"]))
+        steps[row["stream"]].append(Step(event, row["actor"], _role(row, run_id, rollback)))
+    return steps
+
+
+async def plan(pool: asyncpg.Pool, run_id: str, *, overwrite: bool, dry_run: bool) -> RollbackPlan | None:
+    """The run's rollback plan; ``None`` when no event carries the run's id."""
+    steps = await load_steps(pool, run_id)
+    return plan_run(run_id, steps, overwrite=overwrite, dry_run=dry_run) if steps else None
+
+
+async def apply(service: CommandService, made: RollbackPlan, *, actor: str) -> RollbackPlan:
+    """Send the plan's commands in order, as ``actor``, correlated to the rollback id; each with its outcome."""
+    done = [await _send(service, c, actor=actor, correlation=made.rollback_id) for c in made.commands]
+    return msgspec.structs.replace(made, commands=done)
+
+
+async def _send(service: CommandService, command: PlannedCommand, *, actor: str, correlation: str) -> PlannedCommand:
+    try:
+        outcome = await submit_json(service, stream=command.stream, type_=command.type, payload=command.payload,
+                               command_id=command.command_id, actor=actor, correlation_id=correlation,
+                               causation_id=correlation)
+    except InvalidCommand as exc:
+        return msgspec.structs.replace(command, status="invalid", detail=str(exc))
+    except CommandError as exc:
+        # Not decided (the log did not answer, the partition moved, the id was used for another command):
+        # the answer says so, and the same rollback sent again retries it with the same id.
+        return msgspec.structs.replace(command, status="failed", detail=f"{exc.code}: {exc.message}")
+    if isinstance(outcome, Accepted):
+        return msgspec.structs.replace(command, status="accepted" if outcome.events else "unchanged",
+                                       position=outcome.position)
+    return msgspec.structs.replace(command, status="rejected", detail=f"{outcome.code}: {outcome.message}")

@@ -1,0 +1,81 @@
+"""``POST /v1/runs/{run_id}/rollback``: an agent run's compensating commands, planned (``dry_run``) or sent."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import JSONBody, PathParameter
+
+from blackboard.command_api import rollback
+from blackboard.command_api.http_errors import Forbidden, HttpError, InvalidRequest, NotFound, UnsupportedMediaType
+from blackboard.command_api.service import CommandService
+from blackboard.schemas import decoding
+from blackboard.schemas.api import ErrorBody
+from blackboard.schemas.auth import Principal
+from blackboard.schemas.runs import RollbackPlan, RollbackRequest
+
+RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                                     description="the agent run id commands carried in agent.run_id")]
+
+_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="malformed_json"),
+    415: ResponseSpec(ErrorBody, description="unsupported_media_type"),
+    403: ResponseSpec(ErrorBody, description="read_only_key (a dry run needs no write right)"),
+    404: ResponseSpec(ErrorBody, description="run_not_found"),
+    422: ResponseSpec(ErrorBody, description="invalid_request"),
+}
+
+
+async def json_front(request: Request[Any, Any, Any]) -> None:
+    """A ``before_request`` hook: a body, when there is one, is UTF-8 JSON within the limits every body has
+    (``schemas.decoding``), refused with a 4xx before the framework decodes it."""
+    body = await request.body()
+    if not body:
+        return
+    media_type, _, params = request.headers.get("content-type", "").partition(";")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') or "utf-8"
+    if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("the body is UTF-8 JSON (Content-Type: application/json)")
+    try:
+        decoding.check(body)
+    except decoding.BadInput as exc:
+        if exc.malformed:
+            raise HttpError("the body is not JSON", errors=exc.errors, code="malformed_json") from None
+        raise InvalidRequest("the body is not a valid request", errors=exc.errors) from None
+
+
+@post("/v1/runs/{run_id:str}/rollback", status_code=200, tags=["runs"], responses=_ERRORS, before_request=json_front,
+      summary="Take an agent run back with compensating commands (dry_run: only the plan)")
+async def rollback_run(request: Request[RollbackRequest, None, State], principal: NamedDependency[Principal],
+                       run_id: RunId, data: JSONBody[RollbackRequest | None] = None) -> RollbackPlan:
+    """The plan: per stream the run touched, the commands that put its fields back, with each field's
+    from → to; the conflicts (fields others changed after the run), skipped unless ``on_conflict`` is
+    ``overwrite``; and what no command can take back. Without ``dry_run`` each command is sent, as the
+    caller, correlated to the plan's ``rollback_id``, and answered with its status. With
+    ``consistent_with`` (or the ``Blackboard-Consistency`` header) the plan waits until the audit trail
+    has passed that position.
+    """
+    asked = data or RollbackRequest()
+    if not asked.dry_run and not principal.can_write:
+        raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
+    runtime = request.app.state.runtime
+    token = asked.consistent_with or request.headers.get("blackboard-consistency")
+    if token and runtime.reads is not None:
+        # The read side of this process knows how far the audit trail has read; a command-only process
+        # has none, and plans from what is there (each command is guarded all the same).
+        await runtime.reads.wait_consistent(token)
+    made = await rollback.plan(runtime.pool, run_id, overwrite=asked.on_conflict == "overwrite",
+                               dry_run=asked.dry_run)
+    if made is None:
+        raise NotFound(f"no event was sent by agent run {run_id!r}", code="run_not_found")
+    if asked.dry_run:
+        return made
+    service: CommandService = runtime.commands
+    return await rollback.apply(service, made, actor=principal.name)
+
+
+ROUTES = [rollback_run]
