@@ -56,7 +56,7 @@ def open_log(settings: Settings, postgres_url: str) -> PartitionedLog:
 
         return KafkaLog(settings.kafka_bootstrap_servers, replication_factor=settings.kafka_replication_factor,
                         min_insync_replicas=settings.kafka_min_insync_replicas,
-                        security=settings.kafka_client_options())
+                        security=settings.kafka_client_options(), idempotence=settings.kafka_idempotence)
     from blackboard.events.postgres import PostgresLog
 
     return PostgresLog(postgres_url, schema=settings.log_schema)

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from blackboard.events.kafka.idempotence import Idempotence, start_producer
 from blackboard.events.kafka.security import tls_failure
 from blackboard.events.log import (
     LogUnavailable,
@@ -45,11 +46,11 @@ DEFAULT_REPLICAS = 3
 
 
 class KafkaLog:
-    """``PartitionedLog`` on Kafka-protocol topics. ``acks="all"``; no idempotent producer (see Note).
+    """``PartitionedLog`` on Kafka-protocol topics. ``acks="all"``; idempotent where the broker allows.
 
-    Note: the producer is neither idempotent nor transactional, because tansu rejects
-    InitProducerId; an ambiguous produce can therefore leave a duplicate batch, which carries the
-    same event ids and is skipped by every fold.
+    Note: the producer is idempotent as ``idempotence`` asks (``events/kafka/idempotence.py``), never
+    transactional. Without idempotence an ambiguous produce can leave a duplicate batch, which carries
+    the same event ids and is skipped by every fold.
     """
 
     engine = "kafka"
@@ -57,14 +58,16 @@ class KafkaLog:
     def __init__(self, bootstrap_servers: str, *, client_id: str = "blackboard",
                  max_record_bytes: int = 1_048_576, replication_factor: int | None = None,
                  min_insync_replicas: int | None = None, security: Mapping[str, Any] | None = None,
-                 max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
+                 max_batch_bytes: int = MAX_BATCH_BYTES, idempotence: Idempotence = "auto") -> None:
         """``max_batch_bytes``: the largest batch one append sends, the group commit's budget; every topic
-        created gets a ``max.message.bytes`` above it, so the broker never refuses a batch within it."""
+        created gets a ``max.message.bytes`` above it, so the broker never refuses a batch within it.
+        ``idempotence``: the producer's, ``auto`` where the broker gives a producer id (``idempotent`` says)."""
         self.bootstrap_servers, self.client_id = bootstrap_servers, client_id
         self.max_batch_bytes = max_batch_bytes
         self.max_record_bytes, self.replication_factor = max_record_bytes, replication_factor
         self.min_insync_replicas = min_insync_replicas
         self.security = dict(security or {})
+        self.idempotence, self.idempotent = idempotence, False
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._probe: AIOKafkaConsumer | None = None
@@ -78,14 +81,16 @@ class KafkaLog:
     async def start(self) -> None:
         common = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id, **self.security}
         try:
-            self._producer = AIOKafkaProducer(acks="all", linger_ms=0, max_batch_size=self.max_batch_bytes,
-                                              max_request_size=self.max_message_bytes, **common)
-            await self._producer.start()
+            self._producer, self.idempotent = await start_producer(
+                lambda idempotent: AIOKafkaProducer(
+                    acks="all", linger_ms=0, max_batch_size=self.max_batch_bytes, enable_idempotence=idempotent,
+                    max_request_size=self.max_message_bytes, **common),
+                self.idempotence, where=self.bootstrap_servers)
             self._admin = AIOKafkaAdminClient(**common)
             await self._admin.start()
             self._probe = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50, **common)
             await self._probe.start()
-        except KafkaError as exc:
+        except (KafkaError, TimeoutError) as exc:
             await self.close()
             context = self.security.get("ssl_context")
             why = await tls_failure(self.bootstrap_servers, context) if context is not None else None
