@@ -164,7 +164,11 @@ class KafkaLog:
         return await self.partition_count(topic)
 
     async def partition_count(self, topic: str) -> int:
-        """Partitions of ``topic``.
+        """Partitions of ``topic``."""
+        return len((await self._described(topic))["partitions"])
+
+    async def _described(self, topic: str) -> dict[str, Any]:
+        """The admin client's description of ``topic`` (partitions, their replicas and ISR).
 
         Note: it lists topics before describing one, because a broker that auto-creates topics
         (tansu does, with 4 partitions) would create the topic merely by being asked about it.
@@ -176,23 +180,24 @@ class KafkaLog:
             described = await admin.describe_topics([topic])
         except KafkaError as exc:
             raise LogUnavailable(f"describing {topic!r} failed: {exc!r}") from exc
-        info = described[0] if described else {}
+        info: dict[str, Any] = described[0] if described else {}
         if info.get("error_code", UNKNOWN_TOPIC) == UNKNOWN_TOPIC or not info.get("partitions"):
             raise UnknownTopic(f"topic {topic!r} does not exist")
-        return len(info["partitions"])
+        return info
 
     async def describe_topic(self, topic: str) -> TopicDescription:
-        """The topic's configuration (DescribeConfigs); sizes are ``None``.
+        """The topic's configuration (DescribeConfigs) and replication factor; sizes are ``None``.
 
         Note: partition sizes would need DescribeLogDirs, which aiokafka does not implement.
         """
-        partitions = await self.partition_count(topic)
+        partitions = (await self._described(topic))["partitions"]
+        replicas = min(len(p["replicas"]) for p in partitions)
         _, admin, _ = self._started()
         try:
             responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
         except KafkaError:
-            return TopicDescription(topic, partitions, None, None)
-        return TopicDescription(topic, partitions, _topic_config(responses, topic), None)
+            return TopicDescription(topic, len(partitions), None, None, replicas)
+        return TopicDescription(topic, len(partitions), _topic_config(responses, topic), None, replicas)
 
     async def append(self, topic: str, partition: int, records: Sequence[Record], *,
                      expected_offset: int | None = None) -> int:
