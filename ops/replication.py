@@ -37,7 +37,8 @@ def replication_verdict(expected: Replication, replicas: int | None,
     an acknowledgement promises less), ``warn`` when it differs otherwise (more than asked: writes
     stop sooner when brokers are lost), ``ok`` when it matches; ``None`` values cannot be told.
     """
-    weaker, other = [], []
+    weaker: list[str] = []
+    other: list[str] = []
     if replicas is not None and replicas != expected.replicas:
         (weaker if replicas < expected.replicas else other).append(
             f"replication factor is {replicas}; the settings ask for {expected.replicas} ({REPLICATION_SETTING})")

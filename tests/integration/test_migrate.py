@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from pydantic import SecretStr
 
 from blackboard.app import topics_of
 from blackboard.config import Settings
@@ -140,7 +141,8 @@ async def test_migrate_creates_the_topics_on_a_broker_as_the_roles_would(pg_url:
     """The compose file's and the k8s Job's promise: after `migrate`, every topic exists before a role starts."""
     env = {"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
            "BLACKBOARD_TOPIC_PREFIX": topic_prefix, "BLACKBOARD_PARTITIONS": "3"}
-    settings = Settings(postgres_url=pg_url, kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    settings = Settings(postgres_url=SecretStr(pg_url), kafka_bootstrap_servers=kafka_bootstrap,
+                        topic_prefix=topic_prefix)
     expected = list(topics_of(settings))
     for _ in range(2):  # the second run finds them and changes nothing
         report = await _migrate_report(env)
