@@ -56,23 +56,28 @@ def open_log(settings: Settings, postgres_url: str) -> PartitionedLog:
 
         return KafkaLog(settings.kafka_bootstrap_servers, replication_factor=settings.kafka_replication_factor,
                         min_insync_replicas=settings.kafka_min_insync_replicas,
-                        security=settings.kafka_client_options())
+                        security=settings.kafka_client_options(), idempotence=settings.kafka_idempotence)
     from blackboard.events.postgres import PostgresLog
 
     return PostgresLog(postgres_url, schema=settings.log_schema)
 
 
+def topics_of(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic the roles use, with the configuration it is created with (events keep everything forever)."""
+    forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+    kept = (settings.events_topic, settings.commands_topic, settings.results_topic,
+            settings.commands_dead_letters_topic)
+    return {**{topic: forever for topic in kept}, settings.snapshots_topic: dict(SNAPSHOT_TOPIC_CONFIG)}
+
+
 async def ensure_topics(log_: PartitionedLog, settings: Settings) -> int:
-    """Create the topics when missing (events keep everything forever); return their partition count."""
+    """Create the topics when missing (``topics_of``); return their partition count."""
     try:
         partitions = await log_.partition_count(settings.events_topic)
     except UnknownTopic:
         partitions = settings.partitions
-    forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
-    for topic in (settings.events_topic, settings.commands_topic, settings.results_topic,
-                  settings.commands_dead_letters_topic):
-        await log_.create_topic(topic, partitions, config=forever)
-    await log_.create_topic(settings.snapshots_topic, partitions, config=SNAPSHOT_TOPIC_CONFIG)
+    for topic, config in topics_of(settings).items():
+        await log_.create_topic(topic, partitions, config=config)
     return partitions
 
 

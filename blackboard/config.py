@@ -50,6 +50,9 @@ class Settings(LogSettings):
     kafka_min_insync_replicas: int | None = Field(
         default=None, ge=1, le=16, description="min.insync.replicas of every topic created (default: 2 with 3+ "
                                                "replicas, else 1)")
+    kafka_idempotence: Literal["auto", "on", "off"] = Field(
+        default="auto", description="idempotent producer: 'auto' where the broker gives a producer id (one warning "
+                                    "line otherwise), 'on' refuses to start without it")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None

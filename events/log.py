@@ -39,13 +39,15 @@ class TopicDescription(msgspec.Struct, frozen=True):
     """What an engine can tell about a topic besides its offsets.
 
     ``config`` is the topic's configuration as the engine stores it (``None`` when the engine
-    cannot tell); ``partition_bytes`` is the stored size of each partition (``None`` likewise).
+    cannot tell); ``partition_bytes`` is the stored size of each partition (``None`` likewise);
+    ``replicas`` the fewest replicas any partition has (``None``: the engine keeps no replicas of its own).
     """
 
     topic: str
     partitions: int
     config: dict[str, str] | None
     partition_bytes: dict[int, int] | None
+    replicas: int | None = None
 
 
 #: What a record takes in a Kafka batch beyond its key, value and headers, at most (record format v2: its

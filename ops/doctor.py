@@ -2,8 +2,8 @@
 
 It checks, each with a short timeout, and says what is wrong rather than stopping at the first
 problem: the configuration (every setting, secrets masked), reaching the broker, PostgreSQL and
-Redis, the topics' partition counts and the events topic's retention, the read-model migrations,
-and whether the projection is moving.
+Redis, the topics' partition counts and replication (``ops/replication.py``), the events topic's
+retention, the read-model migrations, and whether the projection is moving.
 
 Note: on the PostgreSQL log, opening the log creates its schema when missing, as every command does.
 """
@@ -22,6 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from blackboard.events.log import PartitionedLog, UnknownTopic
 from blackboard.ops.offsets import PROJECTION
+from blackboard.ops.replication import replication_checks
 from blackboard.ops.settings import OpsSettings
 from blackboard.projector.migrate import migrations, quote_ident
 
@@ -276,6 +277,7 @@ async def _topics(log: PartitionedLog, settings: OpsSettings, timeout: float,
         checks.append(Check("topics", "fail", f"cannot describe the topics: {_reason(exc, timeout)}"))
         return None
     checks += partition_checks(settings, counts)
+    checks += await _replication(log, [t for t, n in counts.items() if n is not None], timeout)
     if counts[settings.events_topic] is None:
         return None
     checks.append(await _retention(log, settings.events_topic, timeout))
@@ -284,6 +286,14 @@ async def _topics(log: PartitionedLog, settings: OpsSettings, timeout: float,
     except Exception as exc:
         checks.append(Check("end offsets", "fail", f"{settings.events_topic}: {_reason(exc, timeout)}"))
         return None
+
+
+async def _replication(log: PartitionedLog, topics: list[str], timeout: float) -> list[Check]:
+    """Replicas and ``min.insync.replicas`` of each existing topic against the settings (Kafka only)."""
+    try:
+        return [Check(*c) for c in await replication_checks(log, topics, timeout)]
+    except Exception as exc:
+        return [Check("replication", "warn", f"cannot tell: {_reason(exc, timeout)}")]
 
 
 async def _count(log: PartitionedLog, topic: str) -> int | None:

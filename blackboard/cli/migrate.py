@@ -1,4 +1,4 @@
-"""``blackboard migrate``: create or upgrade every PostgreSQL schema, then exit."""
+"""``blackboard migrate``: create or upgrade every PostgreSQL schema (and, on Kafka, create the topics), then exit."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ if TYPE_CHECKING:
 
 @app.command
 async def migrate(*, format: Format = "text", data_dir: Path | None = None) -> None:
-    """Create or upgrade every PostgreSQL schema Blackboard owns (log, blobs, generations, read models); idempotent."""
+    """Create or upgrade every PostgreSQL schema Blackboard owns (log, blobs, generations, read models) and, with a
+    Kafka broker configured, the topics the roles use; idempotent."""
     from blackboard.migrate import migrate_all
     from blackboard.startup import wait_for_dependencies
 
     settings = load_settings(data_dir=data_dir)
     url = postgres_url(settings)
-    # A job started with (or before) its database waits for it, as the roles do.
-    await wait_for_dependencies(settings, url, only=frozenset({"postgres"}))
+    # A job started with (or before) its database and broker waits for them, as the roles do.
+    await wait_for_dependencies(settings, url, only=frozenset({"postgres", "kafka"}))
     show(await migrate_all(settings, url), format, _migrated_table)
 
 
@@ -30,4 +31,6 @@ def _migrated_table(report: MigrateReport) -> Table:
     result = table("migrate", "schema", "holds", "applied")
     for s in report.schemas:
         result.add_row(s.schema, s.holds, ", ".join(s.applied) or "up to date")
+    for topic in report.topics:
+        result.add_row(topic, "Kafka topic", f"{report.partitions} partitions (created when missing)")
     return result

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from blackboard.events.kafka.idempotence import Idempotence, start_producer
 from blackboard.events.kafka.security import tls_failure
 from blackboard.events.log import (
     LogUnavailable,
@@ -45,11 +46,11 @@ DEFAULT_REPLICAS = 3
 
 
 class KafkaLog:
-    """``PartitionedLog`` on Kafka-protocol topics. ``acks="all"``; no idempotent producer (see Note).
+    """``PartitionedLog`` on Kafka-protocol topics. ``acks="all"``; idempotent where the broker allows.
 
-    Note: the producer is neither idempotent nor transactional, because tansu rejects
-    InitProducerId; an ambiguous produce can therefore leave a duplicate batch, which carries the
-    same event ids and is skipped by every fold.
+    Note: the producer is idempotent as ``idempotence`` asks (``events/kafka/idempotence.py``), never
+    transactional. Without idempotence an ambiguous produce can leave a duplicate batch, which carries
+    the same event ids and is skipped by every fold.
     """
 
     engine = "kafka"
@@ -57,14 +58,16 @@ class KafkaLog:
     def __init__(self, bootstrap_servers: str, *, client_id: str = "blackboard",
                  max_record_bytes: int = 1_048_576, replication_factor: int | None = None,
                  min_insync_replicas: int | None = None, security: Mapping[str, Any] | None = None,
-                 max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
+                 max_batch_bytes: int = MAX_BATCH_BYTES, idempotence: Idempotence = "auto") -> None:
         """``max_batch_bytes``: the largest batch one append sends, the group commit's budget; every topic
-        created gets a ``max.message.bytes`` above it, so the broker never refuses a batch within it."""
+        created gets a ``max.message.bytes`` above it, so the broker never refuses a batch within it.
+        ``idempotence``: the producer's, ``auto`` where the broker gives a producer id (``idempotent`` says)."""
         self.bootstrap_servers, self.client_id = bootstrap_servers, client_id
         self.max_batch_bytes = max_batch_bytes
         self.max_record_bytes, self.replication_factor = max_record_bytes, replication_factor
         self.min_insync_replicas = min_insync_replicas
         self.security = dict(security or {})
+        self.idempotence, self.idempotent = idempotence, False
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._probe: AIOKafkaConsumer | None = None
@@ -78,14 +81,16 @@ class KafkaLog:
     async def start(self) -> None:
         common = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id, **self.security}
         try:
-            self._producer = AIOKafkaProducer(acks="all", linger_ms=0, max_batch_size=self.max_batch_bytes,
-                                              max_request_size=self.max_message_bytes, **common)
-            await self._producer.start()
+            self._producer, self.idempotent = await start_producer(
+                lambda idempotent: AIOKafkaProducer(
+                    acks="all", linger_ms=0, max_batch_size=self.max_batch_bytes, enable_idempotence=idempotent,
+                    max_request_size=self.max_message_bytes, **common),
+                self.idempotence, where=self.bootstrap_servers)
             self._admin = AIOKafkaAdminClient(**common)
             await self._admin.start()
             self._probe = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50, **common)
             await self._probe.start()
-        except KafkaError as exc:
+        except (KafkaError, TimeoutError) as exc:
             await self.close()
             context = self.security.get("ssl_context")
             why = await tls_failure(self.bootstrap_servers, context) if context is not None else None
@@ -159,7 +164,11 @@ class KafkaLog:
         return await self.partition_count(topic)
 
     async def partition_count(self, topic: str) -> int:
-        """Partitions of ``topic``.
+        """Partitions of ``topic``."""
+        return len((await self._described(topic))["partitions"])
+
+    async def _described(self, topic: str) -> dict[str, Any]:
+        """The admin client's description of ``topic`` (partitions, their replicas and ISR).
 
         Note: it lists topics before describing one, because a broker that auto-creates topics
         (tansu does, with 4 partitions) would create the topic merely by being asked about it.
@@ -171,23 +180,24 @@ class KafkaLog:
             described = await admin.describe_topics([topic])
         except KafkaError as exc:
             raise LogUnavailable(f"describing {topic!r} failed: {exc!r}") from exc
-        info = described[0] if described else {}
+        info: dict[str, Any] = described[0] if described else {}
         if info.get("error_code", UNKNOWN_TOPIC) == UNKNOWN_TOPIC or not info.get("partitions"):
             raise UnknownTopic(f"topic {topic!r} does not exist")
-        return len(info["partitions"])
+        return info
 
     async def describe_topic(self, topic: str) -> TopicDescription:
-        """The topic's configuration (DescribeConfigs); sizes are ``None``.
+        """The topic's configuration (DescribeConfigs) and replication factor; sizes are ``None``.
 
         Note: partition sizes would need DescribeLogDirs, which aiokafka does not implement.
         """
-        partitions = await self.partition_count(topic)
+        partitions = (await self._described(topic))["partitions"]
+        replicas = min(len(p["replicas"]) for p in partitions)
         _, admin, _ = self._started()
         try:
             responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
         except KafkaError:
-            return TopicDescription(topic, partitions, None, None)
-        return TopicDescription(topic, partitions, _topic_config(responses, topic), None)
+            return TopicDescription(topic, len(partitions), None, None, replicas)
+        return TopicDescription(topic, len(partitions), _topic_config(responses, topic), None, replicas)
 
     async def append(self, topic: str, partition: int, records: Sequence[Record], *,
                      expected_offset: int | None = None) -> int:

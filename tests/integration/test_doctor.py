@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from blackboard.app import ensure_topics
 from blackboard.config import Settings
 from blackboard.connect import opened_log, read_pool
 from blackboard.ops.lag import lag
@@ -83,6 +84,9 @@ async def test_a_healthy_installation_passes(settings: Settings) -> None:
     expected = {"configuration", broker, "postgres", "redis", f"topic {settings.events_topic}",
                 f"topic {settings.commands_topic}", f"topic {settings.results_topic}",
                 f"retention {settings.events_topic}", "migrations", "projection"}
+    if settings.kafka_bootstrap_servers:  # the PostgreSQL log keeps no replicas of its own
+        expected |= {f"replication {t}" for t in (settings.events_topic, settings.commands_topic,
+                                                   settings.results_topic)}
     assert set(checks) == expected
     assert checks["projection"]["detail"] == "caught up (lag 0)"
     shown = {s["name"]: s for s in doc["settings"]}
@@ -115,6 +119,29 @@ async def test_a_broken_installation_lists_each_problem(settings: Settings) -> N
     assert "3 problem(s)" in done.stderr
     for name in failed:
         assert f"- {name}: " in done.stderr
+
+
+async def test_replication_is_held_to_the_settings(kafka_bootstrap: str, pg_url: str, topic_prefix: str) -> None:
+    """Topics made with one replica pass while the settings ask for one, and fail once they ask for three."""
+    settings = settings_for("kafka", pg_url=pg_url, topic_prefix=topic_prefix, kafka=kafka_bootstrap,
+                            kafka_replication_factor=1, kafka_min_insync_replicas=1)
+    async with opened_log(settings, _url(settings)) as log:
+        await ensure_topics(log, settings)
+    topics = (settings.events_topic, settings.commands_topic, settings.results_topic)
+    names = {f"replication {t}" for t in topics}
+    _, doc = await _doctor(_env(settings, BLACKBOARD_KAFKA_REPLICATION_FACTOR="1",
+                                BLACKBOARD_KAFKA_MIN_INSYNC_REPLICAS="1"))
+    checks = _by_name(doc)
+    assert {checks[n]["status"] for n in names} == {"ok"}, doc["checks"]
+    assert checks[f"replication {settings.events_topic}"]["detail"] == "1 replica(s), min.insync.replicas 1"
+    done, doc = await _doctor(_env(settings, BLACKBOARD_KAFKA_REPLICATION_FACTOR="3",
+                                   BLACKBOARD_KAFKA_MIN_INSYNC_REPLICAS="2"))
+    assert done.returncode == 1, done.stderr
+    checks = _by_name(doc)
+    assert {checks[n]["status"] for n in names} == {"fail"}, doc["checks"]
+    assert checks[f"replication {settings.commands_topic}"]["detail"] == (
+        "replication factor is 1; the settings ask for 3 (BLACKBOARD_KAFKA_REPLICATION_FACTOR); "
+        "min.insync.replicas is 1; the settings ask for 2 (BLACKBOARD_KAFKA_MIN_INSYNC_REPLICAS)")
 
 
 async def test_an_unreachable_broker_and_an_unmigrated_schema_are_both_named(pg_url: str, topic_prefix: str) -> None:

@@ -11,8 +11,11 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from pydantic import SecretStr
 
+from blackboard.app import topics_of
 from blackboard.config import Settings
+from blackboard.connect import opened_log
 from blackboard.events.postgres.blobs import BLOB_SCHEMA
 from blackboard.events.postgres.log import LOG_SCHEMA
 from blackboard.migrate import migrate_all
@@ -30,14 +33,19 @@ def _names(schema: str) -> list[str]:
 
 async def _migrate_cli(pg_url: str, **env: str) -> dict[str, list[str]]:
     """``blackboard migrate --format json`` in a subprocess: each schema's files applied by this run."""
+    report = await _migrate_report({"BLACKBOARD_POSTGRES_URL": pg_url, **env})
+    return {s["schema"]: s["applied"] for s in report["schemas"]}
+
+
+async def _migrate_report(env: dict[str, str]) -> dict[str, Any]:
+    """``blackboard migrate --format json`` in a subprocess with ``env`` as its only settings: its report."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOARD_")}
     argv = [sys.executable, "-m", "blackboard.cli", "migrate", "--format", "json"]
-    done = await asyncio.to_thread(subprocess.run, argv,
-                                   env={**clean, "BLACKBOARD_POSTGRES_URL": pg_url, **env}, capture_output=True,
+    done = await asyncio.to_thread(subprocess.run, argv, env={**clean, **env}, capture_output=True,
                                    text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = msgspec.json.decode(done.stdout)
-    return {s["schema"]: s["applied"] for s in report["schemas"]}
+    return report
 
 
 async def _recorded(pg_url: str) -> dict[str, list[str]]:
@@ -85,8 +93,10 @@ async def test_two_concurrent_runs_both_succeed_and_apply_each_file_once(pg_url:
     assert await _recorded(pg_url) == {schema: _names(schema) for schema in EXPECTED}
 
 
-async def test_with_the_kafka_log_no_log_schema_is_made(pg_url: str) -> None:
-    applied = await _migrate_cli(pg_url, BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9")
+async def test_with_the_kafka_log_no_log_schema_is_made(pg_url: str, kafka_bootstrap: str, topic_prefix: str) -> None:
+    # A reachable broker: with one configured, migrate waits for it and creates the topics (below).
+    applied = await _migrate_cli(pg_url, BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+                                 BLACKBOARD_TOPIC_PREFIX=topic_prefix)
     assert set(applied) == {BLOBS, CONTROL, READ}
     conn = await asyncpg.connect(pg_url)
     try:
@@ -124,3 +134,20 @@ async def test_a_database_made_before_the_runner_is_adopted_and_keeps_its_rows(p
         assert await conn.fetchval(f'SELECT count(*) FROM "{BLOBS}".blobs') == 1
     finally:
         await conn.close()
+
+
+async def test_migrate_creates_the_topics_on_a_broker_as_the_roles_would(pg_url: str, kafka_bootstrap: str,
+                                                                          topic_prefix: str) -> None:
+    """The compose file's and the k8s Job's promise: after `migrate`, every topic exists before a role starts."""
+    env = {"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "BLACKBOARD_TOPIC_PREFIX": topic_prefix, "BLACKBOARD_PARTITIONS": "3"}
+    settings = Settings(postgres_url=SecretStr(pg_url), kafka_bootstrap_servers=kafka_bootstrap,
+                        topic_prefix=topic_prefix)
+    expected = list(topics_of(settings))
+    for _ in range(2):  # the second run finds them and changes nothing
+        report = await _migrate_report(env)
+        assert (report["topics"], report["partitions"]) == (expected, 3)
+        async with opened_log(settings, pg_url) as log:
+            assert [await log.partition_count(t) for t in expected] == [3] * len(expected)
+            events = await log.describe_topic(settings.events_topic)
+            assert events.config is not None and events.config["retention.ms"] == "-1"

@@ -1,4 +1,4 @@
-"""The pure verdicts of ``blackboard doctor``: masking, partition counts, retention, a stuck projection."""
+"""The pure verdicts of ``blackboard doctor``: masking, partition counts, retention, replication, a stuck projection."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from blackboard.ops.doctor import (
     retention_problems,
     settings_view,
 )
+from blackboard.ops.replication import Replication, replication_verdict
 
 
 @pytest.mark.parametrize(("secret", "shown"), [
@@ -65,3 +66,17 @@ def test_a_projection_is_stuck_only_when_behind_and_still() -> None:
     assert stuck == Check("projection", "fail", "stuck for over 60 s: partition 0: lag 3, offset stored 61 s ago")
     unseen = projection_check({0: 5, 1: 0}, {}, 60)
     assert unseen.status == "warn" and "partitions [0]" in unseen.detail
+
+
+def test_replication_is_held_to_the_settings() -> None:
+    asked = Replication(3, 2)
+    assert replication_verdict(asked, 3, {"min.insync.replicas": "2"}) == ("ok", "3 replica(s), min.insync.replicas 2")
+    status, detail = replication_verdict(asked, 1, {"min.insync.replicas": "1"})
+    assert status == "fail"
+    assert detail == ("replication factor is 1; the settings ask for 3 (BLACKBOARD_KAFKA_REPLICATION_FACTOR); "
+                      "min.insync.replicas is 1; the settings ask for 2 (BLACKBOARD_KAFKA_MIN_INSYNC_REPLICAS)")
+    assert replication_verdict(asked, 3, {})[0] == "fail", "unset: the broker's default of 1 is weaker"
+    assert replication_verdict(Replication(1, 1), 3, {"min.insync.replicas": "1"}) == (
+        "warn", "replication factor is 3; the settings ask for 1 (BLACKBOARD_KAFKA_REPLICATION_FACTOR)")
+    assert replication_verdict(Replication(1, 1), 1, {"min.insync.replicas": "1"})[0] == "ok"
+    assert replication_verdict(asked, None, None) == ("warn", "the broker cannot tell the topic's replication")
