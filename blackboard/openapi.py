@@ -1,0 +1,189 @@
+"""The OpenAPI contract: what Litestar derives from the routes, completed with what it cannot see.
+
+Note: the command route and the cluster writes read their raw body (their own validation gives precise
+errors with JSON paths), and six reads answer pre-encoded bytes, so Litestar sees no body and no answer
+type for them. Their shapes are taken here from the same Structs that decode and encode them, never
+hand-copied, and added to the served document: ``POST /v1/commands`` is a union of every command type
+discriminated by ``type``. (Litestar rebuilds ``components.schemas`` from its own registry, which
+``OpenAPIConfig.components`` cannot reach, hence a render plugin over the finished document.)
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Request, Router
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
+
+from blackboard.command_api.cluster_http import (
+    ClaimAnswer,
+    ClaimRequest,
+    GraphAnswer,
+    HeartbeatAnswer,
+    HeartbeatRequest,
+    TaskGraph,
+)
+from blackboard.schemas.api import Accepted, CommandRequest, Rejected
+from blackboard.schemas.registry import COMMAND_TYPES
+from blackboard.schemas.views import ProjectView, TaskView
+
+REF = "#/components/schemas/{name}"
+JSON = "application/json"
+
+#: Writes that read their raw body: (path, method) → the Struct the body is decoded into.
+BODIES: dict[tuple[str, str], Any] = {
+    ("/v1/nodes/{node_id}/claim", "post"): ClaimRequest,
+    ("/v1/nodes/{node_id}/heartbeat", "post"): HeartbeatRequest,
+    ("/v1/task-graphs", "post"): TaskGraph,
+}
+
+#: Routes answering pre-encoded bytes: (path, method) → the type of their 200 answer.
+ANSWERS: dict[tuple[str, str], Any] = {
+    ("/v1/projects/{project_id}", "get"): ProjectView,
+    ("/v1/tasks/{task_id}", "get"): TaskView,
+    ("/v1/commands/{command_id}", "get"): Accepted | Rejected,
+    ("/v1/nodes/{node_id}/claim", "post"): ClaimAnswer,
+    ("/v1/nodes/{node_id}/heartbeat", "post"): HeartbeatAnswer,
+    ("/v1/task-graphs", "post"): GraphAnswer,
+}
+
+#: The fields every command carries besides its own ``type``, ``stream`` and ``payload``.
+_ENVELOPE_ONLY = ("type", "stream", "payload")
+
+#: What a request body example looks like: a command that a fresh blackboard accepts.
+COMMAND_EXAMPLE = {"type": "project.create", "stream": "project:p-1",
+                   "payload": {"title": "Launch film", "currency": "EUR", "budget_total": "1000.00"}}
+
+#: ``GET /v1/commands/{id}`` while the command is being decided.
+PENDING = {"description": "the command is being decided", "content": {JSON: {"schema": {
+    "type": "object", "required": ["outcome", "command_id"],
+    "properties": {"outcome": {"type": "string", "enum": ["pending"]}, "command_id": {"type": "string"}}}}}}
+
+#: The push routes: Server-Sent Events whose ``data`` is a history entry in JSON.
+EVENT_STREAM = {"text/event-stream": {"schema": {
+    "type": "string", "description": "Server-Sent Events: id = the stream version, data = a history entry (JSON)"}}}
+
+SECURITY = Components(security_schemes={
+    "bearer": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer <API key>"),
+    "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header",
+                             description="the API key in the X-API-Key header"),
+})
+#: Either scheme; none when the server runs without keys (the default for a local blackboard).
+SECURITY_REQUIREMENTS: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}, {}]
+
+
+def component_name(command_type: str) -> str:
+    """``project.create`` → ``ProjectCreateCommand``: the name of a command's body in the components."""
+    words = command_type.replace(".", "_").split("_")
+    return "".join(word.title() for word in words) + "Command"
+
+
+def _command_schemas(envelope: dict[str, Any], payload_refs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One object schema per command type: its ``type`` fixed, its stream's category, its payload's Struct."""
+    common = {k: v for k, v in envelope["properties"].items() if k not in _ENVELOPE_ONLY}
+    schemas: dict[str, Any] = {}
+    for (name, (category, _)), payload in zip(COMMAND_TYPES.items(), payload_refs, strict=True):
+        schemas[component_name(name)] = {
+            "type": "object", "title": name, "additionalProperties": False,
+            "required": ["type", "stream", "payload"],
+            "properties": {
+                "type": {"type": "string", "enum": [name]},
+                "stream": {"type": "string", "pattern": f"^{category}:[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$",
+                           "description": f"the {category} stream the command goes to"},
+                "payload": payload, **common},
+        }
+    return schemas
+
+
+def _command_body(schemas: dict[str, Any]) -> dict[str, Any]:
+    refs = {name: REF.format(name=component_name(name)) for name in COMMAND_TYPES}
+    union = {"oneOf": [{"$ref": ref} for ref in refs.values()],
+             "discriminator": {"propertyName": "type", "mapping": refs}}
+    return {"required": True, "description": "one command; its payload's shape is chosen by its type",
+            "content": {JSON: {"schema": union, "examples": {"project.create": {"value": COMMAND_EXAMPLE}}}}}
+
+
+def _add_components(doc: dict[str, Any], types: list[Any]) -> list[dict[str, Any]]:
+    """The references to ``types``, whose schemas (and those they name) join the document's components."""
+    refs, components = msgspec.json.schema_components(types, ref_template=REF)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in components.items():
+        schemas.setdefault(name, schema)
+    return list(refs)
+
+
+def complete(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (Litestar's document) with the command union, the raw bodies and the pre-encoded answers."""
+    doc = copy.deepcopy(schema)
+    payloads = [cls for _, cls in COMMAND_TYPES.values()]
+    refs = _add_components(doc, [CommandRequest, *payloads, *BODIES.values(), *ANSWERS.values()])
+    envelope = doc["components"]["schemas"][refs[0]["$ref"].rsplit("/", 1)[1]]
+    doc["components"]["schemas"].update(_command_schemas(envelope, refs[1:1 + len(payloads)]))
+    paths = doc.get("paths", {})
+    if "/v1/commands" in paths:
+        paths["/v1/commands"]["post"]["requestBody"] = _command_body(doc["components"]["schemas"])
+    body_refs = refs[1 + len(payloads):1 + len(payloads) + len(BODIES)]
+    for (path, method), ref in zip(BODIES, body_refs, strict=True):
+        if path in paths:
+            paths[path][method]["requestBody"] = {"required": False, "content": {JSON: {"schema": ref}}}
+    for (path, method), ref in zip(ANSWERS, refs[1 + len(payloads) + len(BODIES):], strict=True):
+        if path in paths:
+            paths[path][method]["responses"]["200"]["content"] = {JSON: {"schema": ref}}
+    for path, item in paths.items():
+        if path.endswith("/changes") and "get" in item:
+            item["get"]["responses"]["200"]["content"] = EVENT_STREAM
+    if "/metrics" in paths:
+        paths["/metrics"]["get"]["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    if "/v1/commands/{command_id}" in paths:
+        paths["/v1/commands/{command_id}"]["get"]["responses"]["202"] = PENDING
+    return doc
+
+
+class ContractJson(JsonRenderPlugin):
+    """Serves ``openapi.json``: Litestar's document, completed (once: the document does not change)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rendered: bytes | None = None
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        if self._rendered is None:
+            self._rendered = self.render_json(request, complete(openapi_schema))
+        return self._rendered
+
+
+#: Swagger UI's own files, from the ``swagger-ui-py`` wheel: the docs page never loads a script from elsewhere.
+ASSETS = "/assets"
+
+
+def _swagger_assets() -> Path:
+    return Path(str(files("swagger_ui") / "static"))
+
+
+class LocalSwagger(SwaggerRenderPlugin):
+    """Swagger UI at ``/schema/swagger`` (and ``/schema``), showing the completed contract, its scripts, style
+    and icon served by this server under ``/schema/assets``: the page works offline."""
+
+    def __init__(self, schema_path: str) -> None:
+        base = f"{schema_path}{ASSETS}"
+        super().__init__(path=["/", "/swagger"], js_url=f"{base}/swagger-ui-bundle.js",
+                         css_url=f"{base}/swagger-ui.css",
+                         standalone_preset_js_url=f"{base}/swagger-ui-standalone-preset.js",
+                         favicon=f"<link rel='icon' type='image/png' href='{base}/favicon-32x32.png'>")
+        self._rendered: bytes | None = None
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        if self._rendered is None:
+            self._rendered = super().render(request, complete(openapi_schema))
+        return self._rendered
+
+    def receive_router(self, router: Router) -> None:
+        super().receive_router(router)
+        router.register(create_static_files_router(path=ASSETS, directories=[_swagger_assets()],
+                                                   include_in_schema=False, send_as_attachment=False))
