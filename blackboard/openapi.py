@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Request, Router
+from litestar import Litestar, Request, Router
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.serialization import encode_json
 from litestar.static_files import create_static_files_router
 
 from blackboard.command_api.cluster_http import (
@@ -114,8 +115,24 @@ def _add_components(doc: dict[str, Any], types: list[Any]) -> list[dict[str, Any
     refs, components = msgspec.json.schema_components(types, ref_template=REF)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in components.items():
-        schemas.setdefault(name, schema)
+        schemas.setdefault(name, _open_objects(schema))
     return list(refs)
+
+
+def _open_objects(schema: Any) -> Any:
+    """``schema`` with every free-form object (``dict[str, Any]``) saying ``additionalProperties: true``.
+
+    Note: the same meaning in JSON Schema, but a generator reads a bare ``{"type": "object"}`` as an object
+    that has no keys (openapi-typescript: ``Record<string, never>``), which no value but ``{}`` would fit.
+    """
+    if isinstance(schema, dict):
+        opened = {key: _open_objects(value) for key, value in schema.items()}
+        if opened.get("type") == "object" and "properties" not in opened and "additionalProperties" not in opened:
+            opened["additionalProperties"] = True
+        return opened
+    if isinstance(schema, list):
+        return [_open_objects(item) for item in schema]
+    return schema
 
 
 def complete(schema: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +160,11 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
     if "/v1/commands/{command_id}" in paths:
         paths["/v1/commands/{command_id}"]["get"]["responses"]["202"] = PENDING
     return doc
+
+
+def document(app: Litestar) -> bytes:
+    """The JSON document ``app`` serves at ``/schema/openapi.json``, built without serving anything."""
+    return encode_json(complete(app.openapi_schema.to_schema()))
 
 
 class ContractJson(JsonRenderPlugin):

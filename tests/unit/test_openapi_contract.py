@@ -14,6 +14,7 @@ from blackboard.app import Runtime
 from blackboard.config import Settings
 from blackboard.http_app import build_app
 from blackboard.openapi import component_name
+from blackboard.openapi import document as dumped
 from blackboard.schemas.registry import COMMAND_TYPES
 
 #: A Python repr that leaked into an example: ``Decimal('1')``, ``datetime.datetime(...)``, ``Struct(a=1)``.
@@ -136,3 +137,15 @@ def test_the_docs_page_loads_only_local_files(client: TestClient[Any], page: str
     for url in parser.urls:
         asset = client.get(url)
         assert asset.status_code == 200 and len(asset.content) > 1000, url
+
+
+def test_the_dumped_document_is_the_served_one(client: TestClient[Any]) -> None:
+    """``blackboard openapi`` (what clients are generated from) prints exactly what the server serves."""
+    served = client.get("/schema/openapi.json").content
+    assert dumped(client.app) == served
+
+
+def test_free_form_objects_are_open(document: dict[str, Any]) -> None:
+    """A ``dict[str, Any]`` field admits any keys: said explicitly, or generators type it as an empty object."""
+    spec = document["components"]["schemas"]["CreateProject"]["properties"]["global_spec"]
+    assert spec["additionalProperties"] is True
