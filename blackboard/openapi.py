@@ -30,7 +30,7 @@ from blackboard.command_api.cluster_http import (
     HeartbeatRequest,
     TaskGraph,
 )
-from blackboard.schemas.api import Accepted, CommandRequest, Rejected
+from blackboard.schemas.api import Accepted, CommandRequest, ErrorBody, Rejected
 from blackboard.schemas.registry import COMMAND_TYPES
 from blackboard.schemas.views import ProjectView, TaskView
 
@@ -60,6 +60,27 @@ _ENVELOPE_ONLY = ("type", "stream", "payload")
 #: What a request body example looks like: a command that a fresh blackboard accepts.
 COMMAND_EXAMPLE = {"type": "project.create", "stream": "project:p-1",
                    "payload": {"title": "Launch film", "currency": "EUR", "budget_total": "1000.00"}}
+
+#: What the command route answers to ``COMMAND_EXAMPLE``, and to a second creation of p-1 with another budget.
+ANSWER_EXAMPLES = {
+    "200": {"accepted": {"value": {
+        "outcome": "accepted", "command_id": "c-1", "stream": "project:p-1", "version": 1, "position": "4:0",
+        "events": [{"event_id": "0f8e2c1a9b7d4e6f", "type": "project.created", "stream": "project:p-1",
+                    "stream_version": 1, "payload": {**COMMAND_EXAMPLE["payload"], "global_spec": {},
+                                                      "status": "draft"}}]}}},
+    "409": {"rejected": {"value": {
+        "outcome": "rejected", "command_id": "c-2", "code": "already_exists",
+        "message": "the project already exists with other values for budget_total",
+        "details": {"fields": ["budget_total"]}}}},
+}
+
+ERROR_BODY = {"$ref": REF.format(name="ErrorBody")}
+#: Errors any operation may answer, unless it describes them itself.
+_ERRORS = {
+    "400": "bad_request: the request is malformed",
+    "401": "missing_credentials / invalid_credentials: the API key is missing or unknown",
+    "422": "invalid_request: a parameter is not valid (each bad one named with its path in errors)",
+}
 
 #: ``GET /v1/commands/{id}`` while the command is being decided.
 PENDING = {"description": "the command is being decided", "content": {JSON: {"schema": {
@@ -110,6 +131,42 @@ def _command_body(schemas: dict[str, Any]) -> dict[str, Any]:
             "content": {JSON: {"schema": union, "examples": {"project.create": {"value": COMMAND_EXAMPLE}}}}}
 
 
+def _without_examples(node: Any) -> Any:
+    """``node`` without the examples Litestar made up from random values (70-digit budgets, gibberish ids):
+    the examples that remain are written ones (the Structs' ``Meta(examples=...)``, the command body's)."""
+    if isinstance(node, dict):
+        return {key: _without_examples(value) for key, value in node.items() if key != "examples"}
+    if isinstance(node, list):
+        return [_without_examples(item) for item in node]
+    return node
+
+
+def _binary_answers(paths: dict[str, Any]) -> None:
+    """Bytes answered as they were stored (a checkpoint's state) say so: a binary string."""
+    for item in paths.values():
+        for operation in item.values():
+            for response in operation.get("responses", {}).values():
+                media = response.get("content", {}).get("application/octet-stream")
+                if media is not None:
+                    media["schema"] = {"type": "string", "format": "binary"}
+
+
+def _typed_errors(paths: dict[str, Any]) -> None:
+    """Every operation's errors as answered: the error body with its code.
+
+    Note: Litestar documents a parameter it refuses as 400 with its own exception's shape; this server
+    answers those 422 ``invalid_request`` with the error body (``http_app._on_http_error``), and 401 to a
+    missing or unknown API key when keys are configured.
+    """
+    for path, item in paths.items():
+        for operation in item.values() if path != "/metrics" else ():
+            responses = operation.setdefault("responses", {})
+            for status, description in _ERRORS.items():
+                answered = responses.get(status, {}).get("content", {}).get(JSON, {}).get("schema", {})
+                if status not in responses or answered.get("description") == "Validation Exception":
+                    responses[status] = {"description": description, "content": {JSON: {"schema": ERROR_BODY}}}
+
+
 def _add_components(doc: dict[str, Any], types: list[Any]) -> list[dict[str, Any]]:
     """The references to ``types``, whose schemas (and those they name) join the document's components."""
     refs, components = msgspec.json.schema_components(types, ref_template=REF)
@@ -137,24 +194,29 @@ def _open_objects(schema: Any) -> Any:
 
 def complete(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` (Litestar's document) with the command union, the raw bodies and the pre-encoded answers."""
-    doc = copy.deepcopy(schema)
+    doc = _without_examples(copy.deepcopy(schema))
+    _typed_errors(doc.get("paths", {}))
     payloads = [cls for _, cls in COMMAND_TYPES.values()]
-    refs = _add_components(doc, [CommandRequest, *payloads, *BODIES.values(), *ANSWERS.values()])
+    refs = _add_components(doc, [CommandRequest, *payloads, *BODIES.values(), *ANSWERS.values(), ErrorBody])
     envelope = doc["components"]["schemas"][refs[0]["$ref"].rsplit("/", 1)[1]]
     doc["components"]["schemas"].update(_command_schemas(envelope, refs[1:1 + len(payloads)]))
     paths = doc.get("paths", {})
     if "/v1/commands" in paths:
         paths["/v1/commands"]["post"]["requestBody"] = _command_body(doc["components"]["schemas"])
+        for status, example in ANSWER_EXAMPLES.items():
+            paths["/v1/commands"]["post"]["responses"][status]["content"][JSON]["examples"] = example
     body_refs = refs[1 + len(payloads):1 + len(payloads) + len(BODIES)]
     for (path, method), ref in zip(BODIES, body_refs, strict=True):
         if path in paths:
             paths[path][method]["requestBody"] = {"required": False, "content": {JSON: {"schema": ref}}}
-    for (path, method), ref in zip(ANSWERS, refs[1 + len(payloads) + len(BODIES):], strict=True):
+    answer_refs = refs[1 + len(payloads) + len(BODIES):-1]  # the last: ErrorBody, for _typed_errors
+    for (path, method), ref in zip(ANSWERS, answer_refs, strict=True):
         if path in paths:
             paths[path][method]["responses"]["200"]["content"] = {JSON: {"schema": ref}}
     for path, item in paths.items():
         if path.endswith("/changes") and "get" in item:
             item["get"]["responses"]["200"]["content"] = EVENT_STREAM
+    _binary_answers(paths)
     if "/metrics" in paths:
         paths["/metrics"]["get"]["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
     if "/v1/commands/{command_id}" in paths:

@@ -51,17 +51,34 @@ def test_the_command_body_is_every_command_discriminated_by_type(document: dict[
 
 
 def test_every_success_answer_has_a_schema(document: dict[str, Any]) -> None:
+    """Every 2xx with a body says its shape: JSON answers a schema that is not a bare string; Server-Sent
+    Events, bytes and the metrics text a typed string."""
     untyped = []
     for path, item in document["paths"].items():
         for method, operation in item.items():
             for status, response in operation["responses"].items():
                 if not status.startswith("2") or status == "204":
                     continue
-                schemas = [media.get("schema") for media in response.get("content", {}).values()]
-                if not schemas or any(s in (None, {}, {"type": "string"}) and "event-stream" not in str(response)
-                                      and path != "/metrics" for s in schemas):
+                content = response.get("content", {})
+                schemas = [media.get("schema") or {} for media in content.values()]
+                json_schema = content.get("application/json", {}).get("schema", {"type": "object"})
+                if not content or any(not {"type", "$ref", "oneOf", "anyOf"} & set(s) for s in schemas) \
+                        or json_schema in ({}, {"type": "string"}):
                     untyped.append(f"{method.upper()} {path} {status}")
     assert untyped == []
+
+
+def test_every_error_is_the_error_body(document: dict[str, Any]) -> None:
+    """4xx answers have the error body with its code (409 of a command: the rejection, with its code)."""
+    wrong = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                schema = response.get("content", {}).get("application/json", {}).get("schema")
+                if status.startswith("4") and schema not in ({"$ref": "#/components/schemas/ErrorBody"},
+                                                             {"$ref": "#/components/schemas/Rejected"}):
+                    wrong.append(f"{method.upper()} {path} {status}: {schema}")
+    assert wrong == []
 
 
 def test_errors_and_rejections_are_typed(document: dict[str, Any]) -> None:
