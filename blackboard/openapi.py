@@ -58,15 +58,15 @@ ANSWERS: dict[tuple[str, str], Any] = {
 _ENVELOPE_ONLY = ("type", "stream", "payload")
 
 #: What a request body example looks like: a command that a fresh blackboard accepts.
-COMMAND_EXAMPLE = {"type": "project.create", "stream": "project:p-1",
-                   "payload": {"title": "Launch film", "currency": "EUR", "budget_total": "1000.00"}}
+EXAMPLE_PAYLOAD: dict[str, Any] = {"title": "Launch film", "currency": "EUR", "budget_total": "1000.00"}
+COMMAND_EXAMPLE: dict[str, Any] = {"type": "project.create", "stream": "project:p-1", "payload": EXAMPLE_PAYLOAD}
 
 #: What the command route answers to ``COMMAND_EXAMPLE``, and to a second creation of p-1 with another budget.
 ANSWER_EXAMPLES = {
     "200": {"accepted": {"value": {
         "outcome": "accepted", "command_id": "c-1", "stream": "project:p-1", "version": 1, "position": "4:0",
         "events": [{"event_id": "0f8e2c1a9b7d4e6f", "type": "project.created", "stream": "project:p-1",
-                    "stream_version": 1, "payload": {**COMMAND_EXAMPLE["payload"], "global_spec": {},
+                    "stream_version": 1, "payload": {**EXAMPLE_PAYLOAD, "global_spec": {},
                                                       "status": "draft"}}]}}},
     "409": {"rejected": {"value": {
         "outcome": "rejected", "command_id": "c-2", "code": "already_exists",
@@ -194,7 +194,7 @@ def _open_objects(schema: Any) -> Any:
 
 def complete(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` (Litestar's document) with the command union, the raw bodies and the pre-encoded answers."""
-    doc = _without_examples(copy.deepcopy(schema))
+    doc: dict[str, Any] = _without_examples(copy.deepcopy(schema))
     _typed_errors(doc.get("paths", {}))
     payloads = [cls for _, cls in COMMAND_TYPES.values()]
     refs = _add_components(doc, [CommandRequest, *payloads, *BODIES.values(), *ANSWERS.values(), ErrorBody])
