@@ -242,12 +242,16 @@ class ContractJson(JsonRenderPlugin):
         return self._rendered
 
 
-#: Swagger UI's own files, from the ``swagger-ui-py`` wheel: the docs page never loads a script from elsewhere.
+#: Swagger UI's own files, from the ``swagger-ui-bundle-v2`` wheel: the docs page never loads a script from
+#: elsewhere.
 ASSETS = "/assets"
 
 
 def _swagger_assets() -> Path:
-    return Path(str(files("swagger_ui") / "static"))
+    """The wheel's one ``vendor/swagger-ui-<version>`` folder (its name changes with every release)."""
+    vendor = files("swagger_ui_bundle") / "vendor"
+    (folder,) = (entry for entry in vendor.iterdir() if entry.name.startswith("swagger-ui-"))
+    return Path(str(folder))
 
 
 class LocalSwagger(SwaggerRenderPlugin):
