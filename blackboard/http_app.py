@@ -26,6 +26,7 @@ from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.http_errors import EXCEPTION_HANDLERS as COMMAND_EXCEPTION_HANDLERS
 from blackboard.command_api.rollback_http import ROUTES as ROLLBACK_ROUTES
+from blackboard.openapi import SECURITY, SECURITY_REQUIREMENTS, ContractJson, LocalSwagger
 from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
 from blackboard.query_api.cluster_http import ROUTES as CLUSTER_ROUTES
 from blackboard.query_api.document_http import ROUTES as DOCUMENT_ROUTES
@@ -39,6 +40,9 @@ from blackboard.schemas.api import ErrorBody, FieldError
 from blackboard.startup import started
 
 log = structlog.get_logger(__name__)
+
+#: Where the OpenAPI document (``openapi.json``) and its docs UI are served.
+SCHEMA_PATH = "/schema"
 
 
 def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[bytes]:
@@ -115,7 +119,9 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         state=State({"runtime": runtime, "checkpoint_limits": CheckpointLimits(
             runtime.settings.checkpoint_max_bytes, runtime.settings.checkpoint_inline_bytes,
             runtime.settings.blob_schema)}),
-        openapi_config=OpenAPIConfig(title="Blackboard", version=__version__, path="/schema"),
+        openapi_config=OpenAPIConfig(title="Blackboard", version=__version__, path=SCHEMA_PATH, components=SECURITY,
+                                     security=SECURITY_REQUIREMENTS,
+                                     render_plugins=[ContractJson(), LocalSwagger(SCHEMA_PATH)]),
         debug=False,
         logging_config=None,  # the process's logs are JSON (blackboard/logs.py): no text handler on the root
     )

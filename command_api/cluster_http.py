@@ -51,6 +51,29 @@ class ClaimAnswer(msgspec.Struct, frozen=True):
     position: str
 
 
+class HeartbeatAnswer(msgspec.Struct, frozen=True):
+    """A heartbeat's answer: whether it was written to the log, and the position to read it at."""
+
+    recorded: bool
+    position: str
+
+
+class GraphTaskOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One task of a graph: accepted (its version and position) or rejected (its code and why)."""
+
+    id: str
+    outcome: str
+    version: int | None = None
+    position: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class GraphAnswer(msgspec.Struct, frozen=True):
+    correlation_id: str
+    tasks: list[GraphTaskOutcome]
+
+
 class HeartbeatRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: ReportedStatus = "idle"
     load: Load = 0
@@ -121,8 +144,7 @@ async def heartbeat(request: Request[None, None, State], principal: NamedDepende
                                 actor=principal.name)
     if isinstance(outcome, Rejected):
         return Response(msgspec.json.encode(outcome), status_code=409, media_type=JSON)
-    return Response(msgspec.json.encode({"recorded": bool(outcome.events), "position": outcome.position}),
-                    media_type=JSON)
+    return Response(msgspec.json.encode(HeartbeatAnswer(bool(outcome.events), outcome.position)), media_type=JSON)
 
 
 @post("/v1/task-graphs", status_code=200, summary="Create tasks with dependencies among them", tags=["tasks"])
@@ -135,7 +157,7 @@ async def create_graph(request: Request[None, None, State], principal: NamedDepe
     service: CommandService = request.app.state.runtime.commands
     order = topological_order(graph.tasks, exists=lambda t: _may_exist(service, f"task:{t}"))
     correlation = graph.correlation_id or uuid.uuid4().hex
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[GraphTaskOutcome] = []
     for level in order:
         for task in level:
             payload = {k: v for k, v in msgspec.to_builtins(task).items() if k != "id"}
@@ -143,13 +165,12 @@ async def create_graph(request: Request[None, None, State], principal: NamedDepe
                                         command_id=f"graph-{correlation}-{task.id}"[:128],
                                         actor=principal.name, correlation_id=correlation)
             if isinstance(outcome, Rejected):
-                outcomes.append({"id": task.id, "outcome": "rejected", "code": outcome.code,
-                                 "message": outcome.message})
+                outcomes.append(GraphTaskOutcome(task.id, "rejected", code=outcome.code, message=outcome.message))
             else:
                 assert isinstance(outcome, Accepted)
-                outcomes.append({"id": task.id, "outcome": "accepted", "version": outcome.version,
-                                 "position": outcome.position})
-    return Response(msgspec.json.encode({"correlation_id": correlation, "tasks": outcomes}), media_type=JSON)
+                outcomes.append(GraphTaskOutcome(task.id, "accepted", version=outcome.version,
+                                                 position=outcome.position))
+    return Response(msgspec.json.encode(GraphAnswer(correlation, outcomes)), media_type=JSON)
 
 
 def topological_order(tasks: list[GraphTask], exists: Any) -> list[list[GraphTask]]:

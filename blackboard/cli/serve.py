@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -43,3 +44,18 @@ def up(
     graceful = 5.0 if settings.decider_mode == "all" else settings.route_timeout_seconds + 5
     serve(build_app(runtime), host=settings.host, port=settings.port, log_level="warning",
           timeout_graceful_shutdown=int(graceful))
+
+
+@app.command
+def openapi() -> None:
+    """Print the OpenAPI document of the HTTP API (what /schema/openapi.json serves), starting nothing.
+
+    For generating clients in a build: no PostgreSQL, log or port is needed.
+    """
+    from blackboard.app import Runtime
+    from blackboard.config import Settings
+    from blackboard.http_app import build_app
+    from blackboard.openapi import document
+
+    runtime = Runtime(Settings(), "postgresql://unused@127.0.0.1:1/unused")  # never connected to
+    sys.stdout.buffer.write(document(build_app(runtime, manage_lifecycle=False)) + b"\n")

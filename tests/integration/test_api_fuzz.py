@@ -16,12 +16,16 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis import APIOperation
+from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err, Ok
 from schemathesis.errors import InvalidSchema
 
+from blackboard.schemas.registry import COMMAND_TYPES
 from tests.services import free_port
+
+#: Generated commands: enough for most command types to come up, with invalid bodies besides.
+COMMAND_EXAMPLES = 150
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +66,21 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_no_input_makes_the_service_fail(server_url: str) -> None:
-    """Every operation, with generated valid and invalid parameters and bodies: no answer is a 5xx."""
+    """Every operation, with generated valid parameters and bodies (and invalid bodies for the writes): no
+    answer is a 5xx. The command body is generated from the contract's union of every command type, so most
+    types are sent, and some pass validation to be decided (accepted, or rejected by a rule)."""
     api = schemathesis.openapi.from_url(f"{server_url}/schema/openapi.json")
     operations = [_operation(result) for result in api.get_all_operations()]
     assert len(operations) >= 5
     calls: list[int] = []
+    commands: list[tuple[str, int]] = []
 
     for operation in operations:
-        _exercise(operation, calls)
+        _exercise(operation, calls, commands)
     assert len(calls) > 5 * len(operations), "the generator must have exercised every operation"
+    sent = {kind for kind, _ in commands}
+    assert len(sent & set(COMMAND_TYPES)) >= len(COMMAND_TYPES) // 2, f"few command types generated: {sent}"
+    assert {status for _, status in commands} & {200, 409}, "no generated command was decided"
 
 
 # schemathesis leaves its operations unparameterised: Any is what it gives.
@@ -84,23 +94,32 @@ def _operation(result: Ok[Operation] | Err[InvalidSchema]) -> Operation:
     return result.ok()
 
 
-def _exercise(operation: Operation, calls: list[int]) -> None:
-    """Generated requests for one operation; every status code goes to ``calls``.
+def _exercise(operation: Operation, calls: list[int], commands: list[tuple[str, int]]) -> None:
+    """Generated requests for one operation; every status code goes to ``calls``, and each command's type
+    with its status to ``commands``.
 
     Note: an event stream that was accepted never ends: its answer is read for half a second, and a
     read that times out (the 200 headers came, the events go on) counts as an accepted subscription.
     """
     push = "push" in (operation.tags or [])
+    command = operation.method.upper() == "POST" and operation.path == "/v1/commands"
+    modes = [GenerationMode.POSITIVE]
+    if operation.body:
+        modes.append(GenerationMode.NEGATIVE)
+    for mode in modes:
+        examples = 10 if push else COMMAND_EXAMPLES if command and mode is GenerationMode.POSITIVE else 40
 
-    @given(case=operation.as_strategy())
-    @settings(max_examples=10 if push else 40, deadline=None, suppress_health_check=list(HealthCheck),
-              database=None)
-    def no_server_error(case: Any) -> None:
-        try:
-            calls.append(case.call_and_validate(checks=[not_a_server_error],
-                                                **({"timeout": 0.5} if push else {})).status_code)
-        except requests.exceptions.ReadTimeout:
-            assert push, "only an event stream may keep its answer open"
-            calls.append(200)
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def no_server_error(case: Any) -> None:
+            try:
+                status = case.call_and_validate(checks=[not_a_server_error],
+                                                **({"timeout": 0.5} if push else {})).status_code
+            except requests.exceptions.ReadTimeout:
+                assert push, "only an event stream may keep its answer open"
+                status = 200
+            calls.append(status)
+            if command and isinstance(case.body, dict) and isinstance(case.body.get("type"), str):
+                commands.append((case.body["type"], status))
 
-    no_server_error()
+        no_server_error()
