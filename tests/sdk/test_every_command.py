@@ -37,6 +37,7 @@ EXAMPLES: dict[str, tuple[str, msgspec.Struct]] = {
     "project.put_dna": ("project:e-1", c.PutDnaEntry(key="k", value={"v": 1}, expected_version=0)),
     "project.remove_dna": ("project:e-1", c.RemoveDnaEntry(key="k", expected_version=1)),
     "project.create_shot": ("project:e-1", c.CreateShot(shot_id="s")),
+    "project.refund_cost": ("project:e-1", c.RefundCost(amount="1.00", reason="charged in error")),
     "project.register_artifact": ("project:e-1", c.RegisterArtifact(artifact_id="a", kind="img", uri="s3://b/a")),
     "project.raise_budget_alert": ("project:e-1", c.RaiseBudgetAlert(level=80)),
     "lease.acquire": ("lease:e-1", c.AcquireLease(holder="h")),
