@@ -27,7 +27,7 @@ import os
 import faust
 
 from blackboard.config import Settings
-from blackboard.integrations.faust import BlackboardEvent, CommandClient, events_topic
+from blackboard.integrations.faust import BlackboardEvent, CommandClient, broker_credentials, events_topic
 from blackboard.schemas.project import AddCost
 from blackboard.schemas.task import TaskCreated
 
@@ -41,6 +41,8 @@ TASK_COST = os.environ.get("STARTER_TASK_COST", "1.00")
 app = faust.App(
     os.environ.get("STARTER_APP_ID", "blackboard-task-costs"),
     broker=[f"kafka://{server.strip()}" for server in BOOTSTRAP],
+    # The same SASL and TLS settings (BLACKBOARD_KAFKA_SECURITY_PROTOCOL, ..._SASL_*, ..._SSL_*) as the server's.
+    broker_credentials=broker_credentials(settings.kafka_client_options()),
     # FAUST_BROKER_SESSION_TIMEOUT=… and the like override any setting without editing this file.
     env_prefix="FAUST_",
     # No tables: the state this app needs (was this task charged?) is Blackboard's, found by command id.
