@@ -35,6 +35,9 @@ from faust.types.tuples import Message
 
 from blackboard.events.codec import PassedOver, UndecodableRecord, from_record
 from blackboard.events.log import StoredRecord
+
+# The broker credentials live beside this module; users import everything faust-related from here.
+from blackboard.integrations.faust_broker import broker_credentials as broker_credentials
 from blackboard.schemas.envelope import Envelope
 from blackboard.schemas.registry import UnknownEventType, decode_event
 
@@ -391,19 +394,3 @@ def _failure(type_: str, stream: str, response: httpx.Response) -> CommandFailed
     retriable = response.status_code in (429, 502, 503, 504)
     return CommandFailed(f"{type_} {stream}: HTTP {response.status_code} {error.code}: {error.message}",
                          status=response.status_code, code=error.code, retriable=retriable)
-
-
-def broker_credentials(options: Mapping[str, Any]) -> faust.types.auth.CredentialsT | None:
-    """The SASL and TLS settings every Kafka client of the server uses, as a faust app's ``broker_credentials``.
-
-    ``options`` are the aiokafka client options the server's settings give (``Settings.kafka_client_options()``),
-    so a stream processor reaches a secured broker exactly as the roles do; ``None`` for PLAINTEXT.
-    """
-    protocol = options.get("security_protocol", "PLAINTEXT")
-    context = options.get("ssl_context")
-    if protocol.startswith("SASL_"):
-        return faust.SASLCredentials(username=options["sasl_plain_username"], password=options["sasl_plain_password"],
-                                     ssl_context=context, mechanism=options["sasl_mechanism"])
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
