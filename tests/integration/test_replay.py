@@ -74,6 +74,10 @@ async def test_a_rebuild_under_load_swaps_without_a_read_error_and_verifies_equa
             await create_project(client, pid)
         for i in range(60):
             assert (await add_cost(client, projects[i % len(projects)])).status_code == 200
+        for pid in projects:  # the reads below carry no token: start them once the read models hold every project
+            r = await add_cost(client, pid)
+            seen_now = await client.get(f"/v1/projects/{pid}", params={"consistent_with": r.json()["position"]})
+            assert seen_now.status_code == 200, seen_now.text
         stop = asyncio.Event()
         seen: dict[str, int] = {}
         reads, problems = 0, []
