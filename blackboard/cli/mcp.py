@@ -31,7 +31,7 @@ def mcp_server(
     port: int = 8765,
     url: Annotated[str | None, cyclopts.Parameter(env_var="BLACKBOARD_URL")] = None,
     api_key: ApiKey = None,
-    tools: list[str] | None = None,
+    tools: str | None = None,
     run_id: str | None = None,
     model: str | None = None,
     prompt_hash: str | None = None,
@@ -51,7 +51,7 @@ def mcp_server(
     api_key
         The API key the tools act with (its mode decides what they may do).
     tools
-        Only the tools matching these shell patterns (``get_*``, ``project_*``, ``rollback_run``).
+        Only the tools matching one of these comma-separated shell patterns (``get_*,project_*,rollback_run``).
     run_id
         The agent run id stamped on every command (unless a call names its own), for ``blackboard runs``.
     model
@@ -66,7 +66,7 @@ def mcp_server(
         console.print("[red]the MCP server needs the mcp extra: pip install 'blackboard-server[mcp]'[/red]")
         raise SystemExit(2) from None
     agent = {k: v for k, v in {"run_id": run_id, "model": model, "prompt_hash": prompt_hash}.items() if v}
-    chosen = select(all_tools(), tools)
+    chosen = select(all_tools(), tools.split(",") if tools else None)
     if not chosen:
         console.print(f"[red]no tool matches {tools}[/red]")
         raise SystemExit(2)
