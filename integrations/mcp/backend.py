@@ -9,6 +9,7 @@ agent reads its own writes.
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,10 @@ CONSISTENCY = "Blackboard-Consistency"
 #: Attempts of one request on a connection error: a command keeps its ``command_id`` across them, so the
 #: server applies it once however many reach it.
 ATTEMPTS = 4
+
+#: The API key of the MCP client being answered, when its transport carried one (streamable HTTP): the
+#: request goes with it instead of the MCP server's own, so each client acts as itself.
+CALLER_KEY: ContextVar[str | None] = ContextVar("blackboard_mcp_caller_key", default=None)
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,10 @@ class Backend:
                       body: dict[str, Any] | None = None) -> Answer:
         """One request; a read carries the consistency token. Raises ``httpx.TransportError`` when the server
         did not answer after ``ATTEMPTS``."""
-        token = self.positions.token()
+        token, caller = self.positions.token(), CALLER_KEY.get()
         headers = {CONSISTENCY: token} if token and method == "GET" else {}
+        if caller:
+            headers["Authorization"] = f"Bearer {caller}"
         async for attempt in stamina.retry_context(on=httpx.TransportError, attempts=ATTEMPTS, timeout=15.0,
                                                    wait_initial=0.05, wait_max=2.0):
             with attempt:

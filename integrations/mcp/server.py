@@ -19,9 +19,10 @@ from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 
 from blackboard import __version__
-from blackboard.integrations.mcp.backend import Answer, Backend
+from blackboard.integrations.mcp.backend import CALLER_KEY, Answer, Backend
 from blackboard.integrations.mcp.reads import BadArguments, read_tools
 from blackboard.integrations.mcp.tools import ToolDef, command_tools
+from blackboard.schemas.auth import presented_key
 
 INSTRUCTIONS = """\
 Blackboard is an event-sourced state store: every change is a command sent to a stream ('project:p-1',
@@ -75,6 +76,15 @@ def answer_result(answer: Answer) -> types.CallToolResult:
                   status=answer.status, **({"errors": body["errors"]} if body.get("errors") else {}))
 
 
+def caller_key(request: Any) -> str | None:
+    """The API key an HTTP request to the MCP endpoint carries (``Authorization: Bearer`` or ``X-API-Key``), read
+    as Blackboard reads it; ``None`` over stdio (no request) or without one."""
+    headers = getattr(request, "headers", None)
+    if headers is None:
+        return None
+    return presented_key(headers.get("authorization"), headers.get("x-api-key"))
+
+
 def build_server(backend: Backend, tools: list[ToolDef] | None = None) -> Server[Any]:
     """The MCP server of ``tools`` (every tool by default), each acting on ``backend``."""
     chosen = {t.name: t for t in (tools if tools is not None else all_tools())}
@@ -89,12 +99,15 @@ def build_server(backend: Backend, tools: list[ToolDef] | None = None) -> Server
         tool = chosen.get(params.name)
         if tool is None:
             return _error("unknown_tool", f"no tool named {params.name!r}")
+        caller = CALLER_KEY.set(caller_key(ctx.request))
         try:
             return answer_result(await tool.run(backend, dict(params.arguments or {})))
         except BadArguments as exc:
             return _error("invalid_arguments", str(exc))
         except httpx.TransportError as exc:
             return _error("unreachable", f"Blackboard at {backend.http.base_url} did not answer: {exc!r}")
+        finally:
+            CALLER_KEY.reset(caller)
 
     def input_schema(name: str) -> dict[str, Any] | None:
         tool = chosen.get(name)

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import httpx2
 import msgspec
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from blackboard.integrations.mcp.backend import Backend
 from blackboard.integrations.mcp.reads import READS
@@ -22,6 +24,7 @@ from blackboard.integrations.mcp.server import all_tools, build_server, select
 from blackboard.integrations.mcp.tools import object_schema, tool_name
 from blackboard.schemas.registry import COMMAND_TYPES
 from blackboard.schemas.views import DocumentView, ShotView
+from tests.mcp.conftest import CLIENT_KEY, KEY
 
 PROJECT = {"title": "Film", "currency": "EUR", "budget_total": "100.00"}
 
@@ -29,7 +32,7 @@ PROJECT = {"title": "Film", "currency": "EUR", "budget_total": "100.00"}
 @contextlib.asynccontextmanager
 async def connected(url: str, **agent: str) -> AsyncIterator[Client]:
     """An MCP client of the tools in this process, acting on the server at ``url``."""
-    backend = Backend(url, agent=agent)
+    backend = Backend(url, api_key=KEY, agent=agent)
     try:
         async with Client(build_server(backend)) as client:
             yield client
@@ -184,7 +187,7 @@ async def mcp_http(blackboard_url: str) -> AsyncIterator[str]:
 async def _over_stdio(blackboard_url: str) -> None:
     p = _id()
     command, *args = _command(blackboard_url, "--tools", "get_*,project_*")
-    params = StdioServerParameters(command=command, args=args, env=dict(os.environ))
+    params = StdioServerParameters(command=command, args=args, env={**os.environ, "BLACKBOARD_API_KEY": KEY})
     async with Client(params) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert "get_budget" in names and "project_create" in names and "task_create" not in names
@@ -195,8 +198,11 @@ async def _over_stdio(blackboard_url: str) -> None:
 
 
 async def _over_http(endpoint: str) -> None:
+    """The HTTP transport started without a key of its own: each client acts with the key it presents."""
     p = _id()
-    async with Client(endpoint) as client:
+    # The MCP client's own HTTP client (httpx2, the package's), carrying the key.
+    keyed = httpx2.AsyncClient(headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=httpx2.Timeout(30, read=300))
+    async with keyed, Client(streamable_http_client(endpoint, http_client=keyed)) as client:
         error, dry = await call(client, "project_create", stream=f"project:{p}", payload=PROJECT, dry_run=True)
         assert not error and dry["would"] == "accepted"
         error, accepted = await call(client, "project_create", stream=f"project:{p}", payload=PROJECT)
@@ -205,6 +211,10 @@ async def _over_http(endpoint: str) -> None:
         assert project["title"] == "Film"
         _, run = await call(client, "get_run", run_id="run-http")
         assert run["events"] >= 1, "--run-id is stamped on the commands"
+        assert run["principals"] == ["agent-7"], "the command went with the client's key"
+    async with Client(endpoint) as anonymous:
+        error, refused = await call(anonymous, "project_create", stream=f"project:{_id()}", payload=PROJECT)
+        assert error and refused["status"] == 401 and refused["code"] == "missing_credentials"
 
 
 async def test_blackboard_mcp_over_stdio_and_streamable_http(blackboard_url: str) -> None:
