@@ -43,7 +43,8 @@ def mcp_server(
     transport
         ``stdio`` (an MCP client launches this command) or ``http`` (streamable HTTP at ``http://host:port/mcp``).
     host
-        With ``http``: the address to listen on. Anyone who reaches it acts with ``--api-key``: keep loopback.
+        With ``http``: the address to listen on; keep loopback. A client's own key (``Authorization: Bearer``)
+        goes on to Blackboard; a client without one acts with ``--api-key``.
     port
         With ``http``: the port to listen on.
     url

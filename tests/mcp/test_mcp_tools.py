@@ -102,6 +102,10 @@ async def test_a_rejection_is_a_tool_error_with_the_rules_code(blackboard_url: s
     p = _id()
     async with connected(blackboard_url) as client:
         await call(client, "project_create", stream=f"project:{p}", payload=PROJECT)
+        too_much = {"amount": "150", "reason": "render"}
+        # A dry run that would be rejected did what it was asked: an answer, not an error.
+        error, dry = await call(client, "project_add_cost", stream=f"project:{p}", payload=too_much, dry_run=True)
+        assert not error and dry["would"] == "rejected" and dry["code"] == "budget_exceeded"
         result = await client.call_tool("project_add_cost", {"stream": f"project:{p}",
                                                              "payload": {"amount": "150", "reason": "render"}})
         assert result.is_error
