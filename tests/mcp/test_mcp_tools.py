@@ -31,10 +31,12 @@ PROJECT = {"title": "Film", "currency": "EUR", "budget_total": "100.00"}
 
 @contextlib.asynccontextmanager
 async def connected(url: str, **agent: str) -> AsyncIterator[Client]:
-    """An MCP client of the tools in this process, acting on the server at ``url``."""
+    """An MCP client of the tools in this process, acting on the server at ``url``: over JSON-RPC with the
+    ``initialize`` handshake, as the clients of today's protocol versions connect (the stdio and HTTP test
+    speaks the newest)."""
     backend = Backend(url, api_key=KEY, agent=agent)
     try:
-        async with Client(build_server(backend)) as client:
+        async with Client(build_server(backend), mode="legacy") as client:
             yield client
     finally:
         await backend.aclose()
