@@ -45,7 +45,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("/v1/task-graphs", "post"): TaskGraph,
 }
 
-#: Routes answering pre-encoded bytes: (path, method) → the type of their 200 answer.
+#: Routes whose 200 answer Litestar cannot type (pre-encoded bytes, a dict): (path, method) → its type.
 ANSWERS: dict[tuple[str, str], Any] = {
     ("/v1/projects/{project_id}", "get"): ProjectView,
     ("/v1/tasks/{task_id}", "get"): TaskView,
@@ -53,8 +53,7 @@ ANSWERS: dict[tuple[str, str], Any] = {
     ("/v1/nodes/{node_id}/claim", "post"): ClaimAnswer,
     ("/v1/nodes/{node_id}/heartbeat", "post"): HeartbeatAnswer,
     ("/v1/task-graphs", "post"): GraphAnswer,
-    # These two answer a dict (a shot's fields are the user's own; a document row), which Litestar sees as
-    # any object.
+    # A dict, which Litestar sees as any object: a shot's fields are the user's own; a document is a row.
     ("/v1/projects/{project_id}/shots/{shot_id}", "get"): ShotView,
     ("/v1/collections/{collection}/documents/{doc_id}", "get"): DocumentView,
 }
