@@ -31,8 +31,9 @@ from blackboard.command_api.cluster_http import (
     TaskGraph,
 )
 from blackboard.schemas.api import Accepted, CommandRequest, ErrorBody, Rejected
+from blackboard.schemas.command_schema import command_schema, envelope_fields
 from blackboard.schemas.registry import COMMAND_TYPES
-from blackboard.schemas.views import ProjectView, TaskView
+from blackboard.schemas.views import DocumentView, ProjectView, ShotView, TaskView
 
 REF = "#/components/schemas/{name}"
 JSON = "application/json"
@@ -44,7 +45,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("/v1/task-graphs", "post"): TaskGraph,
 }
 
-#: Routes answering pre-encoded bytes: (path, method) → the type of their 200 answer.
+#: Routes whose 200 answer Litestar cannot type (pre-encoded bytes, a dict): (path, method) → its type.
 ANSWERS: dict[tuple[str, str], Any] = {
     ("/v1/projects/{project_id}", "get"): ProjectView,
     ("/v1/tasks/{task_id}", "get"): TaskView,
@@ -52,10 +53,13 @@ ANSWERS: dict[tuple[str, str], Any] = {
     ("/v1/nodes/{node_id}/claim", "post"): ClaimAnswer,
     ("/v1/nodes/{node_id}/heartbeat", "post"): HeartbeatAnswer,
     ("/v1/task-graphs", "post"): GraphAnswer,
+    # A dict, which Litestar sees as any object: a shot's fields are the user's own; a document is a row.
+    ("/v1/projects/{project_id}/shots/{shot_id}", "get"): ShotView,
+    ("/v1/collections/{collection}/documents/{doc_id}", "get"): DocumentView,
 }
 
-#: The fields every command carries besides its own ``type``, ``stream`` and ``payload``.
-_ENVELOPE_ONLY = ("type", "stream", "payload")
+#: Answers that carry more keys than their Struct names: a shot's own fields beside its id and version.
+OPEN_ANSWERS = (ShotView,)
 
 #: What a request body example looks like: a command that a fresh blackboard accepts.
 EXAMPLE_PAYLOAD: dict[str, Any] = {"title": "Launch film", "currency": "EUR", "budget_total": "1000.00"}
@@ -108,19 +112,9 @@ def component_name(command_type: str) -> str:
 
 def _command_schemas(envelope: dict[str, Any], payload_refs: list[dict[str, Any]]) -> dict[str, Any]:
     """One object schema per command type: its ``type`` fixed, its stream's category, its payload's Struct."""
-    common = {k: v for k, v in envelope["properties"].items() if k not in _ENVELOPE_ONLY}
-    schemas: dict[str, Any] = {}
-    for (name, (category, _)), payload in zip(COMMAND_TYPES.items(), payload_refs, strict=True):
-        schemas[component_name(name)] = {
-            "type": "object", "title": name, "additionalProperties": False,
-            "required": ["type", "stream", "payload"],
-            "properties": {
-                "type": {"type": "string", "enum": [name]},
-                "stream": {"type": "string", "pattern": f"^{category}:[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$",
-                           "description": f"the {category} stream the command goes to"},
-                "payload": payload, **common},
-        }
-    return schemas
+    common = envelope_fields(envelope)
+    return {component_name(name): command_schema(name, category, payload, common)
+            for (name, (category, _)), payload in zip(COMMAND_TYPES.items(), payload_refs, strict=True)}
 
 
 def _command_body(schemas: dict[str, Any]) -> dict[str, Any]:
@@ -171,8 +165,10 @@ def _add_components(doc: dict[str, Any], types: list[Any]) -> list[dict[str, Any
     """The references to ``types``, whose schemas (and those they name) join the document's components."""
     refs, components = msgspec.json.schema_components(types, ref_template=REF)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    open_names = {cls.__name__ for cls in OPEN_ANSWERS}
     for name, schema in components.items():
-        schemas.setdefault(name, _open_objects(schema))
+        schemas.setdefault(name, _open_objects(schema) | ({"additionalProperties": True} if name in open_names
+                                                          else {}))
     return list(refs)
 
 

@@ -1,5 +1,6 @@
-"""What users' own processes import to work with Blackboard: ``blackboard.integrations.faust`` for faust-streaming.
+"""What works with Blackboard from outside it: ``blackboard.integrations.faust`` for users' faust-streaming
+processors, ``blackboard.integrations.mcp`` for LLM agents (served by ``blackboard mcp``).
 
-Nothing of the service imports this room; each integration needs its extra (``pip install
-'blackboard-server[faust]'``).
+The service's roles never import this room (only the CLI does, for ``blackboard mcp``); each integration
+needs its extra (``pip install 'blackboard-server[faust]'``, ``[mcp]``).
 """

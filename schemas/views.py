@@ -113,6 +113,32 @@ class ArtifactView(msgspec.Struct, frozen=True):
     version: int
 
 
+class ShotView(msgspec.Struct, frozen=True):
+    """``GET /v1/projects/{id}/shots/{shot_id}``: the shot's own fields (any names, as written by
+    ``project.create_shot`` and ``project.update_shot``) at the top level, with its ``id`` and ``version``,
+    which win over fields of the same name. ``version`` is what ``project.update_shot`` takes as
+    ``expected_version``."""
+
+    id: str
+    version: int
+
+
+class DocumentView(msgspec.Struct, frozen=True):
+    """``GET /v1/collections/{collection}/documents/{id}``: a document, its links and who wrote it when.
+    ``version`` is what ``doc.patch`` takes as ``expected_version``."""
+
+    collection: str
+    id: str
+    body: dict[str, Any]
+    links: dict[str, str]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    updated_by: str
+    deleted: bool
+
+
 class LeaseView(msgspec.Struct, frozen=True):
     """``GET /v1/leases/{name}``: ``held`` is false once ``expires_at`` has passed, whoever ``holder`` names."""
 

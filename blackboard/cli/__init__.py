@@ -8,10 +8,10 @@ imported below.
 from __future__ import annotations
 
 # Imported for their commands, which they register on ``app``.
-from blackboard.cli import bench, doctor, inspect, migrate, repair, runs, serve, worker
+from blackboard.cli import bench, doctor, inspect, mcp, migrate, repair, runs, serve, worker
 from blackboard.cli.base import app
 
-__all__ = ["app", "bench", "doctor", "inspect", "main", "migrate", "repair", "runs", "serve", "worker"]
+__all__ = ["app", "bench", "doctor", "inspect", "main", "mcp", "migrate", "repair", "runs", "serve", "worker"]
 
 
 def main() -> None:

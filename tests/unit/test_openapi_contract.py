@@ -15,7 +15,9 @@ from blackboard.config import Settings
 from blackboard.http_app import build_app
 from blackboard.openapi import component_name
 from blackboard.openapi import document as dumped
+from blackboard.query_api.document_http import ITEM_FIELDS
 from blackboard.schemas.registry import COMMAND_TYPES
+from blackboard.schemas.views import DocumentView
 
 #: A Python repr that leaked into an example: ``Decimal('1')``, ``datetime.datetime(...)``, ``Struct(a=1)``.
 REPR = re.compile(r"^[A-Za-z_][\w.]*\(.*\)$|^<[\w.]+ object at 0x", re.DOTALL)
@@ -66,6 +68,37 @@ def test_every_success_answer_has_a_schema(document: dict[str, Any]) -> None:
                         or json_schema in ({}, {"type": "string"}):
                     untyped.append(f"{method.upper()} {path} {status}")
     assert untyped == []
+
+
+#: Answers whose keys are free by design: the deciders' own diagnostics, for an operator.
+FREE_FORM = {"GET /v1/partitions"}
+
+
+def test_no_read_is_a_bare_object(document: dict[str, Any]) -> None:
+    """A JSON answer names its fields: an object schema without properties (what Litestar makes of a ``dict``)
+    tells a generated client nothing."""
+    bare = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            schema = operation["responses"].get("200", {}).get("content", {}).get("application/json", {}).get("schema")
+            if schema is not None and schema.get("type") == "object" and "properties" not in schema:
+                bare.append(f"{method.upper()} {path}")
+    assert sorted(set(bare) - FREE_FORM) == []
+
+
+def test_a_shot_and_a_document_have_their_own_schemas(document: dict[str, Any]) -> None:
+    paths, components = document["paths"], document["components"]["schemas"]
+
+    def answer(path: str) -> Any:
+        return paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+    assert answer("/v1/projects/{project_id}/shots/{shot_id}") == {"$ref": "#/components/schemas/ShotView"}
+    shot = components["ShotView"]
+    # A shot's own fields sit beside its id and version: the schema says so, or generators would forbid them.
+    assert shot["required"] == ["id", "version"] and shot["additionalProperties"] is True
+    assert answer("/v1/collections/{collection}/documents/{doc_id}") == {"$ref": "#/components/schemas/DocumentView"}
+    fields = set(DocumentView.__struct_fields__)
+    assert set(components["DocumentView"]["required"]) == fields == set(ITEM_FIELDS)
 
 
 def test_every_error_is_the_error_body(document: dict[str, Any]) -> None:
