@@ -82,6 +82,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     taken_at: datetime
     streams: list[StreamState]
     unreadable: dict[str, str]
+    #: The records held behind each unreadable stream's hole (folded again when an operator skips it).
+    held: dict[str, list[StoredRecord]] = {}
     #: Oldest first, as the owner learnt them.
     known: list[KnownCommand]
 
@@ -159,7 +161,7 @@ def take_snapshot(owner: PartitionMemory, *, known_window: int = KNOWN_WINDOW) -
         results_offset=owner.results_offset, commands_offset=owner.commands_offset, epoch=owner.epoch,
         marked_by=owner.marked_by, taken_at=owner.clock(),
         streams=[StreamState(name, s.version, s.state) for name, s in owner.streams.items()],
-        unreadable=dict(owner.unreadable),
+        unreadable=dict(owner.unreadable), held={stream: list(recs) for stream, recs in owner.held.items()},
         known=[KnownCommand(cid, k.fingerprint, k.outcome) for cid, k in recent],
     )
 
@@ -206,6 +208,7 @@ def apply_snapshot(owner: PartitionMemory, snapshot: Snapshot) -> None:
     owner.reset()
     owner.streams.update({s.stream: Held(s.state, s.version) for s in snapshot.streams})
     owner.unreadable.update(snapshot.unreadable)
+    owner.held.update({stream: list(recs) for stream, recs in snapshot.held.items()})
     owner.known.update({k.command_id: Known(k.fingerprint, k.outcome) for k in snapshot.known})
     owner.next_offset, owner.results_offset = snapshot.events_offset, snapshot.results_offset
     owner.commands_offset, owner.epoch = snapshot.commands_offset, snapshot.epoch
