@@ -12,6 +12,7 @@ from blackboard.command_api.snapshots import apply_snapshot, decode_snapshot, en
 from blackboard.events.codec import PassedOver, from_record, passed_over, to_record
 from blackboard.events.log import StoredRecord
 from blackboard.events.skips import skip_of, skip_of_record, skip_record, takes_version
+from blackboard.ops import streams
 from blackboard.schemas.project import CostAdded, ProjectCreated
 from tests.factories import Partition, envelope
 
@@ -88,3 +89,16 @@ def test_a_snapshot_taken_before_the_skip_keeps_what_is_held() -> None:
 def test_a_stream_takes_the_version_only_when_exactly_one_behind() -> None:
     skip = skip_of_record(history_with_garbage()[1], operator="ops", reason="r", at=AT)
     assert [takes_version(v, skip) for v in (None, 1, 2, 3)] == [False, False, True, False]
+
+
+def test_the_stream_replay_of_an_operator_shows_the_skip_and_goes_on() -> None:
+    part, garbage = history_with_garbage()
+    part.records.pop()  # no record after the garbage before the skip
+    part.next_offset -= 1
+    part.add(skip_record(skip_of_record(garbage, operator="ops", reason="garbage", at=AT)))
+    part.event(CostAdded(Decimal(1), "render"), stream=STREAM, version=4)
+    steps = streams.replay(STREAM, part.records)
+    assert [(s.version, s.type, s.error is None) for s in steps] == [
+        (1, "project.created", True), (2, "project.cost_added", True), (3, "project.cost_added", False),
+        (3, "dead_letter.skipped", True), (4, "project.cost_added", True)]
+    assert streams.last_version(steps) == 4 and steps[-1].state["budget"]["spent"] == "3"
