@@ -120,6 +120,16 @@ class Settings(LogSettings):
         description="events appended to a partition between two snapshots of its owner; 0: no snapshots "
                     "(a restore then reads the partition from offset 0)")
 
+    # the idempotency memory of each partition owner (command_api/known.py)
+    known_max_commands: int = Field(
+        default=100_000, ge=256,
+        description="most command ids a partition owner remembers (the oldest is forgotten first; a repeat of a "
+                    "forgotten one is decided again); a snapshot keeps the same ones")
+    known_max_bytes: int = Field(
+        default=64 * 1_048_576, ge=1_048_576,
+        description="most bytes of remembered outcomes per partition owner (estimated as encoded); the 256 "
+                    "newest are kept whatever their size")
+
     # the read pool (query role): bounded so that a slow PostgreSQL answers 503 instead of hanging requests
     read_pool_min_size: int = Field(default=1, ge=0, le=1000, description="connections the read pool keeps open")
     read_pool_max_size: int = Field(default=10, ge=1, le=1000, description="most connections of the read pool")

@@ -1,4 +1,4 @@
-"""What a partition owner holds in memory: every stream's state, and the idempotency memory.
+"""What a partition owner holds in memory: every stream's state, and the idempotency memory (bounded).
 
 Both are built by folding the partition's records (a restore, or the catch-up after a snapshot):
 ``fold_event`` for the events topic, ``fold_result`` for the command-results topic. A group commit
@@ -16,6 +16,7 @@ import msgspec
 import structlog
 
 from blackboard.command_api.errors import IdempotencyKeyReused
+from blackboard.command_api.known import Known, KnownMemory
 from blackboard.command_api.results import StoredOutcome
 from blackboard.domain.registry import DECIDERS
 from blackboard.events.codec import PassedOver, UndecodableRecord, from_record, marker_of, passed_over, stream_header
@@ -24,6 +25,8 @@ from blackboard.events.skips import Skip, skip_of, takes_version
 from blackboard.schemas.api import Accepted, EventView, Outcome, Rejected
 from blackboard.schemas.envelope import RecordedEvent, encode_token
 from blackboard.schemas.registry import UnknownEventType, decode_event
+
+__all__ = ["Held", "Known", "PartitionMemory", "hole_offset"]
 
 log = structlog.get_logger(__name__)
 
@@ -34,14 +37,6 @@ class Held:
 
     state: Any
     version: int
-
-
-@dataclass(slots=True)
-class Known:
-    """A decided command: its outcome and the fingerprint that proves a repeat is the same command."""
-
-    fingerprint: str
-    outcome: Outcome
 
 
 class PartitionMemory:
@@ -55,7 +50,8 @@ class PartitionMemory:
         self.unreadable: dict[str, str] = {}
         #: The records of each unreadable stream after its first unreadable one, folded again when that one is skipped.
         self.held: dict[str, list[StoredRecord]] = {}
-        self.known: dict[str, Known] = {}
+        #: The idempotency memory: the first outcome of each recent command, bounded (``command_api.known``).
+        self.known = KnownMemory(partition)
         self.next_offset = 0
         self.results_offset = 0
         #: The next offset of ``commands[partition]`` to take: one past the highest answered there.

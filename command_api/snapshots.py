@@ -43,8 +43,6 @@ SNAPSHOT_FORMAT = 1
 #: How the snapshots topic is created: compacted (the latest chunk set per key ``p:<index>``); the
 #: compaction lag keeps the previous set readable for a while after a torn write of the next.
 SNAPSHOT_TOPIC_CONFIG: dict[str, str] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"}
-#: The most recent command ids a snapshot remembers (see ``take_snapshot``).
-KNOWN_WINDOW = 100_000
 #: Bytes a record costs in a Kafka batch beyond key, value and headers (lengths, deltas, attributes).
 _RECORD_OVERHEAD = 64
 
@@ -144,17 +142,15 @@ def schema_fingerprint() -> str:
 # ── capture, encode, decode ──────────────────────────────────────────────────────────
 
 
-def take_snapshot(owner: PartitionMemory, *, known_window: int = KNOWN_WINDOW) -> Snapshot:
+def take_snapshot(owner: PartitionMemory, *, known_window: int | None = None) -> Snapshot:
     """A consistent capture of ``owner``; call it between two group commits (it does not await).
 
-    Only the ``known_window`` most recent command ids are kept, so that the idempotency memory does
-    not grow a snapshot without bound.
-
-    Note: the trade-off: a repeat of a command older than the window, sent to an owner restored
-    from this snapshot, is decided again instead of answered with its first outcome (the full log
-    still knows it: an owner restored from offset 0 remembers every id).
+    The idempotency memory is taken as the owner holds it (it is bounded: ``command_api.known``), so
+    an owner restored from the snapshot remembers what the live one did; ``known_window`` keeps only
+    that many of the most recent command ids instead.
     """
-    recent = list(islice(reversed(owner.known.items()), known_window))
+    window = len(owner.known) if known_window is None else known_window
+    recent = list(islice(reversed(owner.known.items()), window))
     recent.reverse()
     return Snapshot(
         schema=schema_fingerprint(), partition=owner.partition, events_offset=owner.next_offset,
