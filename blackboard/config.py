@@ -74,6 +74,10 @@ class Settings(LogSettings):
         description="base name of the read-model schemas: a rebuild's is '<name>_g<N>', the live one's pointer "
                     "is in '<name>_control'")
     log_schema: str = Field(default="blackboard_log", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    log_compaction_seconds: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description="PostgreSQL log: seconds between two compactions of the compacted topics (the partition "
+                    "owners' snapshots), run by the command role as a broker's log cleaner would; 0: never")
     redis_prefix: str = "bb:"
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     api_keys: SecretStr | None = Field(
