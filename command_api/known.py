@@ -77,15 +77,15 @@ class KnownMemory(dict[str, Known]):
         if len(self) > self.max_count or self.bytes > self.max_bytes:
             self._trim()
 
-    def setdefault(self, command_id: str, default: Known) -> Known:  # type: ignore[override]
+    def setdefault(self, command_id: str, default: Known) -> Known:
         found = self.get(command_id)
         if found is None:
             self[command_id] = found = default
         return found
 
-    def update(self, other: Mapping[str, Known] | Iterable[tuple[str, Known]] = (), **kw: Any) -> None:
-        pairs = other.items() if isinstance(other, Mapping) else other
-        for command_id, known in pairs:
+    def update(self, other: Any = (), /, **kw: Known) -> None:
+        pairs: Iterable[tuple[str, Known]] = other.items() if isinstance(other, Mapping) else other
+        for command_id, known in [*pairs, *kw.items()]:
             self[command_id] = known
 
     def __delitem__(self, command_id: str) -> None:
@@ -142,7 +142,7 @@ class BoundedIndex(dict[str, int]):
         if len(self) > self.limit:
             super().__delitem__(next(iter(self)))
 
-    def setdefault(self, command_id: str, default: int) -> int:  # type: ignore[override]
+    def setdefault(self, command_id: str, default: int) -> int:
         found = self.get(command_id)
         if found is None:
             self[command_id] = found = default
