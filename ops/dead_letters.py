@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
@@ -16,6 +17,9 @@ from blackboard.projector import generations
 from blackboard.projector.cache import DocumentCache
 from blackboard.projector.dead_letters import DeadLetterError, Resolution
 from blackboard.projector.runtime import Projector
+
+#: How long a skip waits for the live projector to apply its record before applying it itself.
+SETTLE_SECONDS = 3.0
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -84,19 +88,26 @@ async def resolve_dead_letter(log: PartitionedLog, pool: asyncpg.Pool, settings:
     live generation's Redis namespace, when there is a cache, as the projector would.
 
     Note: a skip is first recorded in the log, after the skipped record (``events.skips``: by
-    ``operator``, for ``reason``), so that every fold applies it, then applied here at once; when
-    the live projector has applied the record already, the answer says what it did.
+    ``operator``, for ``reason``), so that every fold applies it; the answer says what the live
+    projector did with it, or, when none took it up within ``SETTLE_SECONDS``, what applying it
+    here did (the projector then finds it applied).
     """
-    if skip:
-        skip_ = await record_skip(log, pool, id_, operator=operator, reason=reason)
-        try:
-            return await _resolve(log, pool, settings, id_, skip=True)
-        except DeadLetterError:
-            settled = await _settled(pool, id_, skip_)
-            if settled is None:
-                raise
+    if not skip:
+        return await _resolve(log, pool, settings, id_, skip=False)
+    skip_ = await record_skip(log, pool, id_, operator=operator, reason=reason)
+    deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        settled = await _settled(pool, id_, skip_)
+        if settled is not None:
             return settled
-    return await _resolve(log, pool, settings, id_, skip=False)
+        await asyncio.sleep(0.05)
+    try:  # no live projector took it up: apply it here (the projector will find it applied)
+        return await _resolve(log, pool, settings, id_, skip=True)
+    except (DeadLetterError, asyncpg.DeadlockDetectedError):
+        settled = await _settled(pool, id_, skip_)
+        if settled is None:
+            raise
+        return settled
 
 
 async def record_skip(log: PartitionedLog, pool: asyncpg.Pool, id_: int, *, operator: str, reason: str) -> Skip:
