@@ -31,9 +31,10 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from blackboard.command_api.known import MAX_COMMANDS as KNOWN_WINDOW
 from blackboard.command_api.owner import PartitionOwner
 from blackboard.command_api.restore import restore_owner
-from blackboard.command_api.snapshots import KNOWN_WINDOW, SNAPSHOT_TOPIC_CONFIG, take_snapshot, write_snapshot
+from blackboard.command_api.snapshots import SNAPSHOT_TOPIC_CONFIG, take_snapshot, write_snapshot
 from blackboard.config import Settings
 from blackboard.events.codec import fenced, to_record
 from blackboard.events.kafka import MAX_BATCH_BYTES
@@ -220,8 +221,8 @@ def report(bench: RestoreBench, runs: int) -> None:
         f"Seeded in {bench.seed_seconds:.0f} s (each event its own command). Each restore is restore_owner on a "
         "fresh owner: load and decode the snapshot (b, c), then read, decode and fold events[p] and "
         "command-results[p] from there to their exact ends. events/s = all the events the restored state "
-        f"covers over the restore's seconds. A snapshot keeps the {KNOWN_WINDOW:,} most recent command ids; a "
-        "restore from the full log keeps them all.")
+        f"covers over the restore's seconds. An owner (and so its snapshot) keeps at most the {KNOWN_WINDOW:,} most "
+        "recent command ids by default; a restore from the full log keeps the same ones.")
 
 
 async def _main(events: int, streams: int, runs: int) -> None:

@@ -130,8 +130,12 @@ class Runtime:
                 commands_topic=s.commands_topic, dead_letters_topic=s.commands_dead_letters_topic,
                 mode=s.decider_mode, member_id=s.member_id, group=s.deciders_group,
                 session_timeout=s.session_timeout_seconds, route_timeout=s.route_timeout_seconds,
-                snapshots_topic=s.snapshots_topic, snapshot_every=s.snapshot_every)
+                snapshots_topic=s.snapshots_topic, snapshot_every=s.snapshot_every,
+                known_max_commands=s.known_max_commands, known_max_bytes=s.known_max_bytes)
             await self.commands.start()
+            compact_forever = getattr(self.log, "compact_forever", None)  # the PostgreSQL log's log cleaner
+            if compact_forever is not None and s.log_compaction_seconds:
+                self.tasks.append(asyncio.create_task(compact_forever(s.log_compaction_seconds), name="compaction"))
         if "projector" in self.roles:
             self._start_projector(self.pool, self.cache)
         if "command" in self.roles:

@@ -74,6 +74,10 @@ class Settings(LogSettings):
         description="base name of the read-model schemas: a rebuild's is '<name>_g<N>', the live one's pointer "
                     "is in '<name>_control'")
     log_schema: str = Field(default="blackboard_log", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    log_compaction_seconds: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description="PostgreSQL log: seconds between two compactions of the compacted topics (the partition "
+                    "owners' snapshots), run by the command role as a broker's log cleaner would; 0: never")
     redis_prefix: str = "bb:"
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     api_keys: SecretStr | None = Field(
@@ -119,6 +123,16 @@ class Settings(LogSettings):
         default=100_000, ge=0,
         description="events appended to a partition between two snapshots of its owner; 0: no snapshots "
                     "(a restore then reads the partition from offset 0)")
+
+    # the idempotency memory of each partition owner (command_api/known.py)
+    known_max_commands: int = Field(
+        default=100_000, ge=256,
+        description="most command ids a partition owner remembers (the oldest is forgotten first; a repeat of a "
+                    "forgotten one is decided again); a snapshot keeps the same ones")
+    known_max_bytes: int = Field(
+        default=64 * 1_048_576, ge=1_048_576,
+        description="most bytes of remembered outcomes per partition owner (estimated as encoded); the 256 "
+                    "newest are kept whatever their size")
 
     # the read pool (query role): bounded so that a slow PostgreSQL answers 503 instead of hanging requests
     read_pool_min_size: int = Field(default=1, ge=0, le=1000, description="connections the read pool keeps open")

@@ -68,10 +68,12 @@ async def read_pool(settings: Settings, postgres_url: str) -> AsyncIterator[asyn
         await pool.close()
 
 
-async def resolve_dead_letter(settings: Settings, postgres_url: str, id_: int, *, skip: bool) -> Resolution:
+async def resolve_dead_letter(settings: Settings, postgres_url: str, id_: int, *, skip: bool,
+                              operator: str = "operator", reason: str = "") -> Resolution:
     """``ops.dead_letters.resolve_dead_letter`` on the log and the live read models the settings select."""
     async with opened_log(settings, postgres_url) as log, read_pool(settings, postgres_url) as pool:
-        return await dead_letters.resolve_dead_letter(log, pool, settings, id_, skip=skip)
+        return await dead_letters.resolve_dead_letter(log, pool, settings, id_, skip=skip, operator=operator,
+                                                      reason=reason)
 
 
 async def dry_run(log: PartitionedLog, settings: Settings, postgres_url: str, *, batch_size: int = 10_000,

@@ -1,4 +1,4 @@
-"""What a partition owner holds in memory: every stream's state, and the idempotency memory.
+"""What a partition owner holds in memory: every stream's state, and the idempotency memory (bounded).
 
 Both are built by folding the partition's records (a restore, or the catch-up after a snapshot):
 ``fold_event`` for the events topic, ``fold_result`` for the command-results topic. A group commit
@@ -16,13 +16,17 @@ import msgspec
 import structlog
 
 from blackboard.command_api.errors import IdempotencyKeyReused
+from blackboard.command_api.known import Known, KnownMemory
 from blackboard.command_api.results import StoredOutcome
 from blackboard.domain.registry import DECIDERS
 from blackboard.events.codec import PassedOver, UndecodableRecord, from_record, marker_of, passed_over, stream_header
 from blackboard.events.log import StoredRecord
+from blackboard.events.skips import Skip, skip_of, takes_version
 from blackboard.schemas.api import Accepted, EventView, Outcome, Rejected
 from blackboard.schemas.envelope import RecordedEvent, encode_token
 from blackboard.schemas.registry import UnknownEventType, decode_event
+
+__all__ = ["Held", "Known", "PartitionMemory", "hole_offset"]
 
 log = structlog.get_logger(__name__)
 
@@ -35,14 +39,6 @@ class Held:
     version: int
 
 
-@dataclass(slots=True)
-class Known:
-    """A decided command: its outcome and the fingerprint that proves a repeat is the same command."""
-
-    fingerprint: str
-    outcome: Outcome
-
-
 class PartitionMemory:
     """The streams and decided commands of ``events[partition]``, and how far the owner has read."""
 
@@ -52,7 +48,10 @@ class PartitionMemory:
         self.streams: dict[str, Held] = {}
         #: Streams with a record this build cannot fold, and why: their commands are refused.
         self.unreadable: dict[str, str] = {}
-        self.known: dict[str, Known] = {}
+        #: The records of each unreadable stream after its first unreadable one, folded again when that one is skipped.
+        self.held: dict[str, list[StoredRecord]] = {}
+        #: The idempotency memory: the first outcome of each recent command, bounded (``command_api.known``).
+        self.known = KnownMemory(partition)
         self.next_offset = 0
         self.results_offset = 0
         #: The next offset of ``commands[partition]`` to take: one past the highest answered there.
@@ -74,6 +73,7 @@ class PartitionMemory:
         """Forget everything before a restore from offset 0."""
         self.streams.clear()
         self.unreadable.clear()
+        self.held.clear()
         self.known.clear()
         self.next_offset = self.results_offset = self.commands_offset = 0
         self.marked_by = None
@@ -84,9 +84,16 @@ class PartitionMemory:
         Note: a record of a stream this build cannot read (a newer schema version, a payload that
         does not decode) or that skips a version leaves a hole in that stream: the stream is marked
         unreadable and its commands are refused, never decided on the hole, until a build that
-        reads it restores the partition.
+        reads it restores the partition, or an operator's skip of that record (``events.skips``) follows it.
         """
         self.next_offset = rec.offset + 1
+        skip = skip_of(rec)
+        if skip is not None:
+            self._fold_skip(skip)
+            return
+        self._fold_record(rec)
+
+    def _fold_record(self, rec: StoredRecord) -> None:
         marker = marker_of(rec)
         if marker is not None and passed_over(rec) == "ownership marker":
             self.epoch = max(self.epoch, marker.epoch + 1)
@@ -114,6 +121,7 @@ class PartitionMemory:
         current = self.streams.get(env.stream)
         version = current.version if current else 0
         if env.stream in self.unreadable:
+            self.held.setdefault(env.stream, []).append(rec)
             return
         if env.stream_version <= version:  # a repeat of an event already folded (an ambiguous append)
             return
@@ -126,8 +134,30 @@ class PartitionMemory:
 
     def _hole(self, stream: str | None, rec: StoredRecord, reason: str) -> None:
         log.warning("restore.unreadable", partition=self.partition, offset=rec.offset, stream=stream, reason=reason)
-        if stream is not None:
-            self.unreadable.setdefault(stream, f"offset {rec.offset}: {reason}")
+        if stream is None:
+            return
+        if stream in self.unreadable:
+            self.held.setdefault(stream, []).append(rec)
+        else:
+            self.unreadable[stream] = f"offset {rec.offset}: {reason}"
+
+    def _fold_skip(self, skip: Skip) -> None:
+        """Give up on the unreadable record ``skip`` names, as every fold does: the stream takes its version
+        when exactly one behind, and the records held behind it are folded again, in log order.
+
+        Note: a skip of a record that left no hole here (another build could read it) changes nothing.
+        """
+        stream = skip.stream
+        if stream is None or hole_offset(self.unreadable.get(stream)) != skip.offset:
+            return
+        log.info("restore.skip", partition=self.partition, offset=skip.offset, stream=stream,
+                 operator=skip.operator, reason=skip.reason)
+        del self.unreadable[stream]
+        current = self.streams.get(stream)
+        if current is not None and takes_version(current.version, skip):
+            self.streams[stream] = Held(current.state, current.version + 1)
+        for rec in self.held.pop(stream, []):
+            self._fold_record(rec)
 
     def _remember_event(self, ev: RecordedEvent, event: msgspec.Struct) -> None:
         env = ev.envelope
@@ -155,3 +185,11 @@ class PartitionMemory:
             self.commands_offset = max(self.commands_offset, stored.commands_offset + 1)
         if stored.remember and isinstance(stored.outcome, Accepted | Rejected):
             self.known.setdefault(stored.command_id, Known(stored.fingerprint, stored.outcome))
+
+
+def hole_offset(reason: str | None) -> int | None:
+    """The offset of the record an ``unreadable`` reason names (``offset N: …``), or ``None``."""
+    if reason is None or not reason.startswith("offset "):
+        return None
+    number = reason[len("offset "):].partition(":")[0]
+    return int(number) if number.isdigit() else None

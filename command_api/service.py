@@ -25,6 +25,7 @@ import structlog
 
 from blackboard.command_api import metrics
 from blackboard.command_api.errors import IdempotencyKeyReused, NotOwner
+from blackboard.command_api.known import MAX_BYTES, MAX_COMMANDS, BoundedIndex
 from blackboard.command_api.owner import PartitionOwner
 from blackboard.command_api.restore import restore_owner
 from blackboard.command_api.routing import CommandIntake, ResultsTail, route
@@ -49,7 +50,8 @@ class CommandService:
                  commands_topic: str = "commands", dead_letters_topic: str = "commands-dead-letters",
                  mode: Mode = "all", member_id: str | None = None, group: str = "blackboard-deciders",
                  session_timeout: float = 10.0, route_timeout: float = 30.0,
-                 snapshots_topic: str | None = None, snapshot_every: int = 0) -> None:
+                 snapshots_topic: str | None = None, snapshot_every: int = 0,
+                 known_max_commands: int = MAX_COMMANDS, known_max_bytes: int = MAX_BYTES) -> None:
         self.log = log_
         self.events_topic, self.results_topic = events_topic, results_topic
         self.commands_topic, self.dead_letters_topic = commands_topic, dead_letters_topic
@@ -57,13 +59,15 @@ class CommandService:
         self.member_id = member_id or f"decider-{uuid.uuid4().hex[:12]}"
         self.group, self.session_timeout, self.route_timeout = group, session_timeout, route_timeout
         self.snapshots_topic, self.snapshot_every = snapshots_topic, snapshot_every
+        self.known_max_commands, self.known_max_bytes = known_max_commands, known_max_bytes
         self.owners: dict[int, PartitionOwner] = {}
         if mode == "all":
             self.owners = {p: self._owner(p) for p in range(partitions)}
         metrics.PARTITIONS.set(partitions)
         metrics.OWNED_PARTITIONS.set(len(self.owners))
-        # command_id → partition, so that an id reused for a stream of another partition is caught.
-        self._index: dict[str, int] = {}
+        # command_id → partition, so that an id reused for a stream of another partition is caught; as
+        # bounded as the owners' memories (an id they forgot is no longer checked across partitions).
+        self._index = BoundedIndex(known_max_commands * max(1, len(self.owners) or partitions))
         self._pending: set[str] = set()
         # Every mode follows the answers: a command written onto the commands topic is asked about by id.
         self.tail: ResultsTail | None = ResultsTail(log_, results_topic, partitions)
@@ -80,6 +84,7 @@ class CommandService:
         owner = PartitionOwner(self.log, events_topic=self.events_topic, results_topic=self.results_topic,
                                partition=partition)
         owner.after_group = self._maybe_snapshot
+        owner.known.bound(max_count=self.known_max_commands, max_bytes=self.known_max_bytes)
         return owner
 
     async def start(self) -> None:
@@ -224,6 +229,7 @@ class CommandService:
              "ready": o.ready.is_set(), "stale": o.stale,
              "restored_at": o.restored_at, "next_offset": o.next_offset, "commands_offset": o.commands_offset,
              "queue_depth": o.queue.qsize(), "streams": len(o.streams), "known": len(o.known),
+             "idempotency": o.known.state(),
              "restore": msgspec.to_builtins(o.restore_info) if o.restore_info else None,
              "last_snapshot": msgspec.to_builtins(o.last_snapshot) if o.last_snapshot else None}
             for p, o in sorted(self.owners.items())

@@ -43,8 +43,6 @@ SNAPSHOT_FORMAT = 1
 #: How the snapshots topic is created: compacted (the latest chunk set per key ``p:<index>``); the
 #: compaction lag keeps the previous set readable for a while after a torn write of the next.
 SNAPSHOT_TOPIC_CONFIG: dict[str, str] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"}
-#: The most recent command ids a snapshot remembers (see ``take_snapshot``).
-KNOWN_WINDOW = 100_000
 #: Bytes a record costs in a Kafka batch beyond key, value and headers (lengths, deltas, attributes).
 _RECORD_OVERHEAD = 64
 
@@ -82,6 +80,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     taken_at: datetime
     streams: list[StreamState]
     unreadable: dict[str, str]
+    #: The records held behind each unreadable stream's hole (folded again when an operator skips it).
+    held: dict[str, list[StoredRecord]] = {}
     #: Oldest first, as the owner learnt them.
     known: list[KnownCommand]
 
@@ -142,24 +142,22 @@ def schema_fingerprint() -> str:
 # ── capture, encode, decode ──────────────────────────────────────────────────────────
 
 
-def take_snapshot(owner: PartitionMemory, *, known_window: int = KNOWN_WINDOW) -> Snapshot:
+def take_snapshot(owner: PartitionMemory, *, known_window: int | None = None) -> Snapshot:
     """A consistent capture of ``owner``; call it between two group commits (it does not await).
 
-    Only the ``known_window`` most recent command ids are kept, so that the idempotency memory does
-    not grow a snapshot without bound.
-
-    Note: the trade-off: a repeat of a command older than the window, sent to an owner restored
-    from this snapshot, is decided again instead of answered with its first outcome (the full log
-    still knows it: an owner restored from offset 0 remembers every id).
+    The idempotency memory is taken as the owner holds it (it is bounded: ``command_api.known``), so
+    an owner restored from the snapshot remembers what the live one did; ``known_window`` keeps only
+    that many of the most recent command ids instead.
     """
-    recent = list(islice(reversed(owner.known.items()), known_window))
+    window = len(owner.known) if known_window is None else known_window
+    recent = list(islice(reversed(owner.known.items()), window))
     recent.reverse()
     return Snapshot(
         schema=schema_fingerprint(), partition=owner.partition, events_offset=owner.next_offset,
         results_offset=owner.results_offset, commands_offset=owner.commands_offset, epoch=owner.epoch,
         marked_by=owner.marked_by, taken_at=owner.clock(),
         streams=[StreamState(name, s.version, s.state) for name, s in owner.streams.items()],
-        unreadable=dict(owner.unreadable),
+        unreadable=dict(owner.unreadable), held={stream: list(recs) for stream, recs in owner.held.items()},
         known=[KnownCommand(cid, k.fingerprint, k.outcome) for cid, k in recent],
     )
 
@@ -206,6 +204,7 @@ def apply_snapshot(owner: PartitionMemory, snapshot: Snapshot) -> None:
     owner.reset()
     owner.streams.update({s.stream: Held(s.state, s.version) for s in snapshot.streams})
     owner.unreadable.update(snapshot.unreadable)
+    owner.held.update({stream: list(recs) for stream, recs in snapshot.held.items()})
     owner.known.update({k.command_id: Known(k.fingerprint, k.outcome) for k in snapshot.known})
     owner.next_offset, owner.results_offset = snapshot.events_offset, snapshot.results_offset
     owner.commands_offset, owner.epoch = snapshot.commands_offset, snapshot.epoch

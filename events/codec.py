@@ -36,6 +36,8 @@ _AGENT_FIELDS = ("agent_run_id", "agent_model", "prompt_hash")
 EXPECTED_OFFSET = "expected_offset"
 #: The ``type`` header of an ownership marker: a new owner of a partition says so in the log.
 OWNERSHIP_MARKER = "ownership.claimed"
+#: The ``type`` header of an operator's skip: a record every fold gives up on, from here on (``events.skips``).
+SKIP_MARKER = "dead_letter.skipped"
 
 
 class UndecodableRecord(ValueError):
@@ -43,7 +45,7 @@ class UndecodableRecord(ValueError):
 
 
 class PassedOver(UndecodableRecord):
-    """A record every fold passes over: an ownership marker or a fenced write (see ``passed_over``)."""
+    """A record every fold passes over: a control record or a fenced write (see ``passed_over``)."""
 
 
 class OwnershipMarker(msgspec.Struct, frozen=True):
@@ -87,8 +89,9 @@ def marker_of(rec: StoredRecord) -> OwnershipMarker | None:
 def passed_over(rec: StoredRecord) -> str | None:
     """Why every fold passes over ``rec`` without applying it, or ``None`` when it is to be folded.
 
-    Two kinds of record are passed over: ownership markers (control records, not events), and
-    records that did not land at the offset their writer expected (a fenced write: see ``fenced``).
+    Two kinds of record are passed over: control records, not events (ownership markers, an
+    operator's skip of a dead letter: ``events.skips``), and records that did not land at the
+    offset their writer expected (a fenced write: see ``fenced``).
     The decision needs nothing but the record, so the command side's restore, the projectors,
     the process managers and any user's consumer that starts anywhere in the log agree on it.
     """
@@ -98,6 +101,8 @@ def passed_over(rec: StoredRecord) -> str | None:
             expected = value
         elif name == "type" and value == OWNERSHIP_MARKER.encode():
             return "ownership marker"
+        elif name == "type" and value == SKIP_MARKER.encode():
+            return "skip of a dead letter"
     if expected is not None and expected != str(rec.offset).encode():
         return f"fenced: written for offset {expected.decode('ascii', 'replace')}, landed at {rec.offset}"
     return None
@@ -129,7 +134,7 @@ def from_record(rec: StoredRecord) -> RecordedEvent:
     try:
         h = {name: value.decode() for name, value in rec.headers}
         expected = h.get(EXPECTED_OFFSET)
-        if (h.get("type") == OWNERSHIP_MARKER or (expected is not None and expected != str(rec.offset))
+        if (h.get("type") in (OWNERSHIP_MARKER, SKIP_MARKER) or (expected is not None and expected != str(rec.offset))
                 or rec.value is None or rec.key is None):
             return _checked_from_record(rec)  # passed over, or not an event: it says which
         env = Envelope(

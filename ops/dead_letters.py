@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 
-from blackboard.events.log import PartitionedLog
+from blackboard.events.log import PartitionedLog, read_at
+from blackboard.events.skips import Skip, skip_of_record, skip_record
 from blackboard.ops.offsets import PROJECTION
 from blackboard.ops.settings import OpsSettings
 from blackboard.projector import dead_letters as letters
 from blackboard.projector import generations
 from blackboard.projector.cache import DocumentCache
-from blackboard.projector.dead_letters import Resolution
+from blackboard.projector.dead_letters import DeadLetterError, Resolution
 from blackboard.projector.runtime import Projector
+
+#: How long a skip waits for the live projector to apply its record before applying it itself.
+SETTLE_SECONDS = 3.0
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -76,12 +81,67 @@ async def dead_letter(pool: asyncpg.Pool, id_: int) -> DeadLetterDetail | None:
 
 
 async def resolve_dead_letter(log: PartitionedLog, pool: asyncpg.Pool, settings: OpsSettings, id_: int, *,
-                              skip: bool) -> Resolution:
+                              skip: bool, operator: str = "operator", reason: str = "") -> Resolution:
     """Retry (or skip) dead letter ``id_`` of the live generation and release what its stream held.
 
     ``pool`` is on the live read-model schema. The documents it changes are written through to the
     live generation's Redis namespace, when there is a cache, as the projector would.
+
+    Note: a skip is first recorded in the log, after the skipped record (``events.skips``: by
+    ``operator``, for ``reason``), so that every fold applies it; the answer says what the live
+    projector did with it, or, when none took it up within ``SETTLE_SECONDS``, what applying it
+    here did (the projector then finds it applied).
     """
+    if not skip:
+        return await _resolve(log, pool, settings, id_, skip=False)
+    skip_ = await record_skip(log, pool, id_, operator=operator, reason=reason)
+    deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        settled = await _settled(pool, id_, skip_)
+        if settled is not None:
+            return settled
+        await asyncio.sleep(0.05)
+    try:  # no live projector took it up: apply it here (the projector will find it applied)
+        return await _resolve(log, pool, settings, id_, skip=True)
+    except (DeadLetterError, asyncpg.DeadlockDetectedError):
+        settled = await _settled(pool, id_, skip_)
+        if settled is None:
+            raise
+        return settled
+
+
+async def record_skip(log: PartitionedLog, pool: asyncpg.Pool, id_: int, *, operator: str, reason: str) -> Skip:
+    """Append the skip of dead letter ``id_`` to its partition of the log; ``DeadLetterError`` when it cannot be
+    skipped (no such letter, resolved already, held behind another, or its record gone from the log)."""
+    row = await letters.one(pool, id_)
+    if row is None:
+        raise DeadLetterError(f"there is no dead letter {id_}")
+    if row["status"] in ("applied", "skipped"):
+        raise DeadLetterError(f"dead letter {id_} is already {row['status']}")
+    if row["status"] == "held":
+        raise DeadLetterError(f"dead letter {id_} is held behind an earlier dead letter of {row['stream']}; "
+                              "resolve that one first")
+    position = (row["partition"], row["offset"])
+    found = await read_at(log, row["topic"], [position])
+    if position not in found:
+        raise DeadLetterError(f"the log no longer holds the record of dead letter {id_}")
+    skip = skip_of_record(found[position], operator=operator, reason=reason, at=datetime.now(UTC))
+    await log.append(row["topic"], row["partition"], [skip_record(skip)])
+    return skip
+
+
+async def _settled(pool: asyncpg.Pool, id_: int, skip: Skip) -> Resolution | None:
+    """What the live projector did with the skip of letter ``id_`` (it applied the record first), or ``None``."""
+    row = await letters.one(pool, id_)
+    if row is None or row["status"] != "skipped":
+        return None
+    later = await letters.after(pool, row)
+    by = {status: [r["id"] for r in later if r["status"] == status] for status in ("applied", "open", "held")}
+    return Resolution(skip.stream, applied=by["applied"], skipped=[id_], open=by["open"], held=by["held"])
+
+
+async def _resolve(log: PartitionedLog, pool: asyncpg.Pool, settings: OpsSettings, id_: int, *,
+                   skip: bool) -> Resolution:
     import redis.asyncio as aioredis
 
     redis = cache = None

@@ -19,6 +19,7 @@ from blackboard.domain.registry import DECIDERS
 from blackboard.events.codec import UndecodableRecord, from_record
 from blackboard.events.log import PartitionedLog, StoredRecord, UnknownTopic
 from blackboard.events.partitioner import partition_for
+from blackboard.events.skips import Skip, skip_of, takes_version
 from blackboard.schemas.envelope import stream_partition_key
 from blackboard.schemas.registry import UnknownEventType, decode_event
 from blackboard.schemas.views import Position
@@ -96,6 +97,12 @@ def replay(stream: str, records: Iterable[StoredRecord]) -> list[Step]:
     decider = DECIDERS[stream.partition(":")[0]]
     state, version, steps = decider.initial_state, 0, []
     for rec in records:
+        skip = skip_of(rec)
+        if skip is not None and skip.stream == stream:
+            if takes_version(version or None, skip):
+                version += 1
+            steps.append(_skip_step(rec, skip, version, state))
+            continue
         try:
             env = from_record(rec).envelope
         except UndecodableRecord:
@@ -119,6 +126,14 @@ def replay(stream: str, records: Iterable[StoredRecord]) -> list[Step]:
             occurred_at=env.occurred_at, payload=payload, state=msgspec.to_builtins(state), error=error,
         ))
     return steps
+
+
+def _skip_step(rec: StoredRecord, skip: Skip, version: int, state: Any) -> Step:
+    """An operator's skip of a record of the stream, as a step: the stream takes the skipped version
+    when it was exactly one behind, as every fold does (``events.skips``); the state stays."""
+    return Step(position=Position(rec.partition, rec.offset), version=version, type="dead_letter.skipped",
+                schema_version=1, actor=skip.operator, command_id="", occurred_at=skip.skipped_at,
+                payload=msgspec.to_builtins(skip), state=msgspec.to_builtins(state))
 
 
 def last_version(steps: Iterable[Step]) -> int:

@@ -101,3 +101,9 @@ async def one(pool: asyncpg.Pool, letter_id: int) -> asyncpg.Record | None:
     """Dead letter ``letter_id`` with its headers, key and value; ``None`` when there is no such id."""
     row: asyncpg.Record | None = await pool.fetchrow(statement("show_dead_letter"), letter_id)
     return row
+
+
+async def after(pool: asyncpg.Pool, letter: asyncpg.Record) -> list[asyncpg.Record]:
+    """The ids and statuses of the letters of ``letter``'s stream after it, in log order."""
+    return list(await pool.fetch(statement("dead_letters_after"), letter["projection"], letter["topic"],
+                                 letter["stream"], letter["partition"], letter["offset"]))

@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, Span, SpanKind
 
 from blackboard.events.log import LogReader, PartitionedLog, StoredRecord
 from blackboard.events.tracing import distinct, event_span_context
-from blackboard.projector import dead_letters, metrics, poison, rows
+from blackboard.projector import dead_letters, metrics, poison, rows, skips
 from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
 from blackboard.projector.dead_letters import Resolution
 from blackboard.projector.fold import Decoded, Item, decode, stream_of
@@ -240,7 +240,16 @@ class Projector:
         return batch
 
     async def _apply_tx(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
-        """Everything a batch writes, inside the caller's transaction."""
+        """Everything a batch writes, inside the caller's transaction: in parts, each ending at an operator's
+        skip record, which is applied where it stands in the log (``projector.skips``)."""
+        outcome = _Outcome(AppliedBatch(), [])
+        for part in skips.parts(items):
+            outcome += await self._apply_part(conn, part)
+            outcome.docs += await skips.apply(conn, self.log, part[-1], projection=self.projection, topic=self.topic,
+                                              notify_channel=self.notify_channel, caching=self.cache is not None)
+        return outcome
+
+    async def _apply_part(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
         stored = await rows.lock_offsets(conn, self.projection, self.topic, sorted({i.rec.partition for i in items}))
         fresh = [i for i in items if i.rec.offset >= stored[i.rec.partition]]
         if not fresh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Literal
 
@@ -49,18 +50,27 @@ async def dead_letters_retry(id: int, /, *, format: Format = "text", data_dir: P
 
 
 @dead_letters_app.command(name="skip")
-async def dead_letters_skip(id: int, /, *, format: Format = "text", data_dir: Path | None = None) -> None:
-    """Give up on dead letter ID (its stream only takes its version) and release the letters held behind it."""
-    await _resolve(id, skip=True, format=format, data_dir=data_dir)
+async def dead_letters_skip(id: int, /, *, reason: str, operator: str | None = None, format: Format = "text",
+                            data_dir: Path | None = None) -> None:
+    """Give up on dead letter ID (its stream only takes its version) and release the letters held behind it.
+
+    The decision is recorded in the log after the skipped record, with --reason and --operator (default:
+    the login name), so that rebuilds, verify and the command side's restore apply it too; the stream
+    then takes commands again.
+    """
+    await _resolve(id, skip=True, format=format, data_dir=data_dir, operator=operator or getpass.getuser(),
+                   reason=reason)
 
 
-async def _resolve(id_: int, *, skip: bool, format: Format, data_dir: Path | None) -> None:
+async def _resolve(id_: int, *, skip: bool, format: Format, data_dir: Path | None, operator: str = "",
+                   reason: str = "") -> None:
     from blackboard.connect import resolve_dead_letter
     from blackboard.projector.dead_letters import DeadLetterError
 
     settings = load_settings(data_dir=data_dir)
     try:
-        outcome = await resolve_dead_letter(settings, postgres_url(settings), id_, skip=skip)
+        outcome = await resolve_dead_letter(settings, postgres_url(settings), id_, skip=skip, operator=operator,
+                                            reason=reason)
     except DeadLetterError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise SystemExit(1) from exc

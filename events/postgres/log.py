@@ -27,6 +27,7 @@ from blackboard.events.log import (
     UnknownTopic,
     check_record_sizes,
 )
+from blackboard.events.postgres import compaction
 from blackboard.events.postgres.membership import PostgresMembership
 from blackboard.events.postgres.schema import SchemaFiles, migrate
 
@@ -132,6 +133,17 @@ class PostgresLog:
                 # A connection still checked out by a cancelled task would make close() wait forever.
                 self._pool.terminate()
             self._pool = None
+
+    async def compact(self, *, now_ms: int | None = None) -> dict[str, int]:
+        """Compact the compacted topics once (``events.postgres.compaction``); how many records each lost."""
+        try:
+            return await compaction.compact(self.pool, now_ms=now_ms)
+        except _CONNECTION_ERRORS as exc:
+            raise LogUnavailable(f"PostgreSQL log unreachable: {exc!r}") from exc
+
+    async def compact_forever(self, every: float) -> None:
+        """Compact the compacted topics every ``every`` seconds until cancelled, as a broker's log cleaner does."""
+        await compaction.run(self.pool, every)
 
     async def create_topic(self, topic: str, partitions: int, *, config: Mapping[str, str] | None = None) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
