@@ -18,20 +18,20 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from blackboard.command_api.cluster_http import unknown_dependencies
 from blackboard.command_api.errors import CommandError
 from blackboard.command_api.http_errors import (
-    Forbidden,
     HttpError,
     InvalidRequest,
     NotFound,
     UnsupportedMediaType,
     http_error,
     invalid_command,
+    missing_scope,
 )
 from blackboard.command_api.service import CommandService
 from blackboard.command_api.submit import submission
 from blackboard.command_api.validation import InvalidCommand, validate_command
 from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import Accepted, DryRun, ErrorBody, Outcome, Rejected
-from blackboard.schemas.auth import Principal
+from blackboard.schemas.auth import WRITE, WRITES, Principal
 from blackboard.schemas.registry import SYSTEM_COMMANDS
 from blackboard.schemas.task import CreateTask
 
@@ -44,7 +44,7 @@ tracer = trace.get_tracer(__name__)
 _ERRORS = {
     400: ResponseSpec(ErrorBody, description="malformed_json: the body is not JSON, or JSON we refuse"),
     401: ResponseSpec(ErrorBody, description="missing_credentials / invalid_credentials"),
-    403: ResponseSpec(ErrorBody, description="read_only_key, system_command"),
+    403: ResponseSpec(ErrorBody, description="insufficient_scope: the message names the scope the command needs"),
     413: ResponseSpec(ErrorBody, description="payload_too_large"),
     415: ResponseSpec(ErrorBody, description="unsupported_media_type"),
     422: ResponseSpec(ErrorBody, description="invalid_command (with the JSON path of each bad field), "
@@ -58,7 +58,8 @@ _ERRORS = {
       responses={200: ResponseSpec(Accepted | DryRun,  # type: ignore[arg-type]
                                    description="accepted: the events and the position token; or, with dry_run, "
                                                "what would happen (nothing appended)"),
-                 409: ResponseSpec(Rejected, description="rejected by a rule, with its code"), **_ERRORS})
+                 409: ResponseSpec(Rejected, description="rejected by a rule, with its code"), **_ERRORS},
+      opt={WRITES: True})
 async def post_command(request: Request[None, None, State], principal: NamedDependency[Principal]) -> Response[bytes]:
     """Decide one command against current state; 200 accepted, 409 rejected by a rule, 4xx bad input.
 
@@ -113,23 +114,23 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
     ``CommandError`` when the owner did not decide it.
     """
     if not principal.can_write:
-        raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
+        raise missing_scope(WRITE, "sending a command")
     _require_json(request)
     try:
         valid = validate_command(await request.body())
     except InvalidCommand as exc:
         raise invalid_command(exc) from None
     req = valid.request
-    if req.type in SYSTEM_COMMANDS and not principal.system:
-        raise Forbidden(f"{req.type} is sent by the process managers; it needs an API key of mode 'sys'",
-                        code="system_command")
+    lacking = principal.missing_for_command(req.type, admin_only=req.type in SYSTEM_COMMANDS)
+    if lacking is not None:
+        raise missing_scope(lacking, req.type)
     service: CommandService = request.app.state.runtime.commands
     if isinstance(valid.payload, CreateTask) and valid.payload.depends_on:
         missing = unknown_dependencies(service, valid.payload)
         if missing:
             raise InvalidRequest("; ".join(e.message for e in missing), code="unknown_dependency", errors=missing)
-    sub = submission(req, valid.payload, actor=principal.name, fingerprint=valid.fingerprint,
-                     trace=otel_context.get_current())
+    sub = submission(req, valid.payload, actor=principal.name, tenant=principal.tenant,
+                     fingerprint=valid.fingerprint, trace=otel_context.get_current())
     # Every log line while this command is handled names it.
     structlog.contextvars.bind_contextvars(command_id=sub.command_id, correlation_id=sub.correlation_id,
                                            stream=req.stream, actor=principal.name)
