@@ -136,11 +136,12 @@ class InsecureBind(RuntimeError):
     """The server would listen beyond loopback with no credential configured."""
 
 
-def check_bind(settings: Settings, *, insecure: bool) -> None:
+def check_bind(settings: Settings, *, insecure: bool) -> bool:
     """Refuse (``InsecureBind``) to listen on a non-loopback address while every caller would be ``anonymous``
-    with every right, unless ``insecure`` says so on purpose, which is logged as an error on every start."""
+    with every right, unless ``insecure`` says so on purpose, which is logged as an error on every start;
+    ``True`` when it lets such a bind through."""
     if settings.has_credentials or is_loopback(settings.host):
-        return
+        return False
     if not insecure:
         raise InsecureBind(
             f"refusing to listen on {settings.host}: no API key or JWKS is configured, so every caller would have "
@@ -148,3 +149,4 @@ def check_bind(settings: Settings, *, insecure: bool) -> None:
             "start with --insecure to accept that on purpose")
     log.error("auth.insecure", host=settings.host,
               message="listening beyond loopback with NO authentication: every caller has every right")
+    return True

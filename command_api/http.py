@@ -32,7 +32,7 @@ from blackboard.command_api.validation import InvalidCommand, validate_command
 from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import Accepted, DryRun, ErrorBody, Outcome, Rejected
 from blackboard.schemas.auth import WRITE, WRITES, Principal
-from blackboard.schemas.registry import SYSTEM_COMMANDS
+from blackboard.schemas.registry import COMMAND_TYPES, SYSTEM_COMMANDS
 from blackboard.schemas.task import CreateTask
 
 JSON = "application/json"
@@ -113,17 +113,14 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
     Raises an ``HttpError`` for a request that is refused before it reaches the owner, and a
     ``CommandError`` when the owner did not decide it.
     """
-    if not principal.can_write:
-        raise missing_scope(WRITE, "sending a command")
     _require_json(request)
+    body = await request.body()
+    _require_scope(principal, body)
     try:
-        valid = validate_command(await request.body())
+        valid = validate_command(body)
     except InvalidCommand as exc:
         raise invalid_command(exc) from None
     req = valid.request
-    lacking = principal.missing_for_command(req.type, admin_only=req.type in SYSTEM_COMMANDS)
-    if lacking is not None:
-        raise missing_scope(lacking, req.type)
     service: CommandService = request.app.state.runtime.commands
     if isinstance(valid.payload, CreateTask) and valid.payload.depends_on:
         missing = unknown_dependencies(service, valid.payload)
@@ -137,6 +134,27 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
     trace.get_current_span().set_attributes({"blackboard.command.id": sub.command_id,
                                              "blackboard.stream": req.stream})
     return await service.submit(sub)
+
+
+class _Typed(msgspec.Struct):
+    """Only the ``type`` of a command body."""
+
+    type: str = ""
+
+
+def _require_scope(principal: Principal, body: bytes) -> None:
+    """403 ``insufficient_scope`` naming the scope the command's type needs, before anything else of the body is
+    looked at (a caller without the right learns nothing of how its command would have been judged)."""
+    try:
+        command_type = msgspec.json.decode(body, type=_Typed).type
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        command_type = ""  # the full validation says what is wrong with it
+    if command_type in COMMAND_TYPES:
+        lacking = principal.missing_for_command(command_type, admin_only=command_type in SYSTEM_COMMANDS)
+        if lacking is not None:
+            raise missing_scope(lacking, command_type)
+    elif not principal.can_write:
+        raise missing_scope(WRITE, "sending a command")
 
 
 def _require_json(request: Request[None, None, State]) -> None:

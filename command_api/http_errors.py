@@ -67,7 +67,8 @@ class PayloadTooLarge(HttpError):
 
 def missing_scope(scope: str, what: str) -> Forbidden:
     """The 403 of a principal without ``scope``: the code says so, the message and the challenge name the scope."""
-    return Forbidden(f"{what} needs the scope '{scope}'", code="insufficient_scope",
+    wider = f" (or '{WRITE}')" if scope.startswith(WRITE + ":") else ""
+    return Forbidden(f"{what} needs the scope '{scope}'{wider}", code="insufficient_scope",
                      headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
 
 
