@@ -29,15 +29,12 @@ def up(
     BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS the log is a PostgreSQL table; Redis only when configured. With no
     credential configured it listens on loopback only, unless started with --insecure.
     """
-    from blackboard.app import Runtime, roles_from, serve
     from blackboard.auth import InsecureBind, check_bind
-    from blackboard.http_app import build_app
     from blackboard.logs import configure_logging
-    from blackboard.tracing import configure_tracing
 
     configure_logging()
-    configure_tracing()
     settings = load_settings(data_dir=data_dir, host=host, port=port, grpc_port=grpc_port)
+    # Before anything is started: a refused bind leaves nothing behind (no embedded PostgreSQL, no topics).
     try:
         unprotected = check_bind(settings, insecure=insecure)
     except InsecureBind as exc:
@@ -45,6 +42,11 @@ def up(
         raise SystemExit(2) from None
     if unprotected:
         console.print("[bold red]WARNING: --insecure: no authentication, every caller has every right[/]")
+    from blackboard.app import Runtime, roles_from, serve
+    from blackboard.http_app import build_app
+    from blackboard.tracing import configure_tracing
+
+    configure_tracing()
     runtime = Runtime(settings, postgres_url(settings), roles=roles_from(role or []))
     engine = "kafka" if settings.kafka_bootstrap_servers else "postgres"
     console.print(f"[bold]blackboard {__version__}[/] log={engine} roles={','.join(sorted(runtime.roles))} "
