@@ -184,7 +184,8 @@ class Settings(LogSettings):
     @property
     def has_credentials(self) -> bool:
         """Whether any credential is configured: without one every caller is ``anonymous``."""
-        return (self.api_keys is not None and bool(self.api_keys.get_secret_value().strip())) or self.jwt_enabled
+        keys = self.api_keys.get_secret_value() if self.api_keys is not None else ""
+        return any(entry.strip() for entry in keys.split(",")) or self.jwt_enabled
 
     def kafka_client_options(self) -> dict[str, Any]:
         """The security keyword arguments of every Kafka client (``KafkaSecurity.client_options``)."""

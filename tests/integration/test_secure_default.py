@@ -43,6 +43,8 @@ def test_a_bind_beyond_loopback_needs_credentials_or_insecure() -> None:
     assert check_bind(Settings(host="0.0.0.0"), insecure=True) is True
     assert check_bind(Settings(host="0.0.0.0", api_keys=SecretStr("k=a:ro")), insecure=False) is False
     assert check_bind(Settings(host="127.0.0.1"), insecure=False) is False
+    with pytest.raises(InsecureBind):  # a key list of nothing but separators configures no key
+        check_bind(Settings(host="0.0.0.0", api_keys=SecretStr(" , ")), insecure=False)
 
 
 async def test_the_server_refuses_a_wide_bind_and_starts_with_insecure(pg_url: str, topic_prefix: str) -> None:
