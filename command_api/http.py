@@ -115,12 +115,14 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
     """
     _require_json(request)
     body = await request.body()
-    _require_scope(principal, body)
+    _require_scope(principal, _type_of(body))
     try:
         valid = validate_command(body)
     except InvalidCommand as exc:
         raise invalid_command(exc) from None
     req = valid.request
+    # Again on the type the validation decoded: the first look must never be what lets a command through.
+    _require_scope(principal, req.type)
     service: CommandService = request.app.state.runtime.commands
     if isinstance(valid.payload, CreateTask) and valid.payload.depends_on:
         missing = unknown_dependencies(service, valid.payload)
@@ -142,13 +144,18 @@ class _Typed(msgspec.Struct):
     type: str = ""
 
 
-def _require_scope(principal: Principal, body: bytes) -> None:
-    """403 ``insufficient_scope`` naming the scope the command's type needs, before anything else of the body is
-    looked at (a caller without the right learns nothing of how its command would have been judged)."""
+def _type_of(body: bytes) -> str:
+    """The ``type`` of a command body, looked at before anything else of it ("" when it cannot be read: the full
+    validation then says what is wrong), so that a caller without the right learns nothing of how its command
+    would have been judged."""
     try:
-        command_type = msgspec.json.decode(body, type=_Typed).type
+        return msgspec.json.decode(body, type=_Typed).type
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        command_type = ""  # the full validation says what is wrong with it
+        return ""
+
+
+def _require_scope(principal: Principal, command_type: str) -> None:
+    """403 ``insufficient_scope`` naming the scope ``command_type`` needs."""
     if command_type in COMMAND_TYPES:
         lacking = principal.missing_for_command(command_type, admin_only=command_type in SYSTEM_COMMANDS)
         if lacking is not None:

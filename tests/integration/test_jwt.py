@@ -109,6 +109,12 @@ async def test_scopes_decide_what_a_principal_may_do(jwt_server: Settings) -> No
         refused = await client.post("/v1/commands", json=budget, headers=worker)
         assert (refused.status_code, refused.json()["code"]) == (403, "insufficient_scope")
         assert "blackboard:write:project" in refused.json()["message"]
+        # A body naming two types passes as neither the one it may send nor the one it may not.
+        twice = (b'{"type": "task.create", "stream": "project:p-1", "payload": {"total": "1.00"}, '
+                 b'"type": "project.set_budget_total"}')
+        smuggled = await client.post("/v1/commands", content=twice,
+                                     headers={**worker, "Content-Type": "application/json"})
+        assert smuggled.status_code in (403, 422), smuggled.text
         made = await client.post("/v1/commands", headers=worker,
                                  json={"type": "task.create", "stream": "task:t-1", "payload": {"name": "render"}})
         assert made.status_code == 200, made.text
