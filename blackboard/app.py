@@ -13,6 +13,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from blackboard.auth import Gate, gate_for
 from blackboard.command_api.claims import ClaimService
 from blackboard.command_api.expiry import run_sweeper
 from blackboard.command_api.service import CommandService
@@ -112,6 +113,14 @@ class Runtime:
     processes: ProcessRuntime | None = None
     #: Notices PostgreSQL going away, restarts the embedded one, and says when the process is no longer live.
     postgres_watch: PostgresWatch | None = None
+    _gate: Gate | None = None
+
+    @property
+    def gate(self) -> Gate:
+        """Authentication, scopes and rate limits, one for both transports (they share the limiter's counts)."""
+        if self._gate is None:
+            self._gate = gate_for(self.settings, lambda: self.redis)
+        return self._gate
 
     async def start(self) -> None:
         s = self.settings
@@ -169,12 +178,11 @@ class Runtime:
 
     async def _start_grpc(self, port: int) -> None:
         # Imported here: a process without gRPC never loads grpc and protoc.
-        from blackboard.auth import authenticator_for
         from blackboard.query_api.grpc import start_grpc
 
         # A getter, not the service: a generation switch replaces ``self.reads``.
         self.grpc = await start_grpc(lambda: self.reads, self.settings.host, port,
-                                     authenticator_for(self.settings).principal_for)
+                                     lambda presented, peer: self.gate.admit(presented, peer, reads=True))
         self.grpc_port = self.grpc.port
 
     def _process_runtime(self) -> ProcessRuntime:

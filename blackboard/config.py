@@ -80,12 +80,32 @@ class Settings(LogSettings):
                     "owners' snapshots), run by the command role as a broker's log cleaner would; 0: never")
     redis_prefix: str = "bb:"
     cache_ttl_seconds: int = Field(default=3600, ge=1)
+    # who may call (blackboard/auth.py, blackboard/jwt_tokens.py; docs/security.md)
     api_keys: SecretStr | None = Field(
         default=None,
-        description="'key=principal:rw,key2=principal2:ro'; without it every caller is 'anonymous' with rw",
+        description="'sha256:<hex of the key>=principal:rw|ro|sys[:tenant],…' (or the key itself in place of "
+                    "'sha256:<hex>'); without keys or a JWKS every caller is 'anonymous' with every right, and the "
+                    "server binds loopback only",
     )
+    jwt_jwks_file: Path | None = Field(default=None, description="JWKS of the token issuer, as a file")
+    jwt_jwks_url: str | None = Field(default=None, description="JWKS of the token issuer, fetched and cached")
+    jwt_issuer: str | None = Field(default=None, description="the 'iss' every token must carry")
+    jwt_audience: str | None = Field(default=None, description="the 'aud' every token must carry")
+    jwt_tenant_claim: str = Field(default="tenant", min_length=1, description="the claim naming the tenant")
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300, description="clock skew allowed on exp and nbf")
+    jwt_algorithms: str = Field(default="RS256,RS384,RS512,PS256,PS384,PS512,ES256,ES384,ES512,EdDSA",
+                                description="signature algorithms accepted (asymmetric only)")
+    jwt_jwks_refresh_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="least time between two JWKS refreshes for an unknown 'kid'")
+    jwt_jwks_max_age_seconds: float = Field(
+        default=3600.0, gt=0, le=86400, description="a JWKS from a URL is fetched again once this old")
+    protect_metrics_and_schema: bool = Field(
+        default=False, description="/metrics and /schema need a credential (any that may read)")
     rate_limit_per_second: int | None = Field(
-        default=None, ge=1, description="requests per second per credential (per client address without one)")
+        default=None, ge=1, description="requests per second per principal (per client address when anonymous); "
+                                        "counted in Redis when configured, else per process")
+    rate_limit_per_tenant_per_second: int | None = Field(
+        default=None, ge=1, description="requests per second of all the principals of one tenant together")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest accepted request body")
     consistency_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     projector_batch_size: int = Field(default=2000, ge=1, le=100_000)
@@ -155,6 +175,31 @@ class Settings(LogSettings):
         if rf is not None and isr is not None and isr > rf:
             raise ValueError(f"kafka_min_insync_replicas ({isr}) exceeds kafka_replication_factor ({rf})")
         return self
+
+    @model_validator(mode="after")
+    def _jwt_is_complete(self) -> Settings:
+        if self.jwt_jwks_file is not None and self.jwt_jwks_url is not None:
+            raise ValueError("give jwt_jwks_file or jwt_jwks_url, not both")
+        if self.jwt_enabled and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("with a JWKS, jwt_issuer and jwt_audience are required: every token is checked for both")
+        refused = [a for a in self.jwt_algorithm_list if a.lower() == "none" or a.upper().startswith("HS")]
+        if refused or not self.jwt_algorithm_list:
+            raise ValueError(f"jwt_algorithms takes asymmetric algorithms only, not {', '.join(refused) or 'none'}")
+        return self
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return self.jwt_jwks_file is not None or self.jwt_jwks_url is not None
+
+    @property
+    def jwt_algorithm_list(self) -> list[str]:
+        return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether any credential is configured: without one every caller is ``anonymous``."""
+        keys = self.api_keys.get_secret_value() if self.api_keys is not None else ""
+        return any(entry.strip() for entry in keys.split(",")) or self.jwt_enabled
 
     def kafka_client_options(self) -> dict[str, Any]:
         """The security keyword arguments of every Kafka client (``KafkaSecurity.client_options``)."""

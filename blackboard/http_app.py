@@ -13,13 +13,12 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from blackboard import __version__
 from blackboard.app import Runtime
-from blackboard.auth import authenticator_for, rate_limit_identity
+from blackboard.auth import guarded_paths
 from blackboard.command_api.checkpoint_http import ROUTES as CHECKPOINT_COMMAND_ROUTES
 from blackboard.command_api.checkpoint_http import CheckpointLimits
 from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
@@ -82,7 +81,7 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     """The HTTP app of a runtime: command routes, query routes and health, by the runtime's roles."""
-    authenticate = authenticator_for(runtime.settings)
+    gate = runtime.gate
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -99,10 +98,8 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
                                   exclude=["/metrics", "/health"])
     routes: list[Any] = [health_live, health_ready, PrometheusController]
     middleware: list[Any] = [prometheus.middleware]
-    if runtime.settings.rate_limit_per_second:
-        limit = RateLimitConfig(rate_limit=("second", runtime.settings.rate_limit_per_second),
-                                identifier_for_request=rate_limit_identity, exclude=["/health", "/metrics"])
-        middleware.append(limit.middleware)
+    if runtime.settings.protect_metrics_and_schema:
+        middleware.append(guarded_paths(gate, ("/metrics", SCHEMA_PATH)))
     if "command" in runtime.roles:
         routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES, *ROLLBACK_ROUTES]
     if "query" in runtime.roles:
@@ -110,7 +107,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
                    *CLUSTER_ROUTES, *RUN_ROUTES]
     return Litestar(
         route_handlers=routes,
-        dependencies={"principal": Provide(authenticate, sync_to_thread=False)},
+        dependencies={"principal": Provide(gate.http)},
         exception_handlers={ApiError: _on_api_error, **COMMAND_EXCEPTION_HANDLERS, HTTPException: _on_http_error,
                             Exception: _on_unexpected},
         lifespan=[lifespan],

@@ -96,7 +96,9 @@ EVENT_STREAM = {"text/event-stream": {"schema": {
     "type": "string", "description": "Server-Sent Events: id = the stream version, data = a history entry (JSON)"}}}
 
 SECURITY = Components(security_schemes={
-    "bearer": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer <API key>"),
+    "bearer": SecurityScheme(type="http", scheme="bearer",
+                             description="Authorization: Bearer <API key or JWT>; a JWT's scopes are "
+                                         "blackboard:read, blackboard:write[:<category>], blackboard:admin"),
     "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header",
                              description="the API key in the X-API-Key header"),
 })

@@ -27,17 +27,17 @@ from litestar.params import PathParameter, QueryParameter
 from opentelemetry import context as otel_context
 
 from blackboard.command_api.http_errors import (
-    Forbidden,
     HttpError,
     InvalidRequest,
     PayloadTooLarge,
     UnsupportedMediaType,
+    require_write,
 )
 from blackboard.command_api.service import CommandService
 from blackboard.command_api.submit import submit
 from blackboard.events.postgres.blobs import BlobStore, StoredBlob
 from blackboard.schemas.api import Accepted, CommandRequest, ErrorBody, FieldError, Rejected
-from blackboard.schemas.auth import Principal
+from blackboard.schemas.auth import WRITES, Principal
 from blackboard.schemas.checkpoint import (
     MAX_METADATA_BYTES,
     CheckpointAccepted,
@@ -75,7 +75,7 @@ class CheckpointLimits:
 
 _ERRORS = {
     401: ResponseSpec(ErrorBody, description="missing_credentials / invalid_credentials"),
-    403: ResponseSpec(ErrorBody, description="read_only_key"),
+    403: ResponseSpec(ErrorBody, description="insufficient_scope: blackboard:write:checkpoint"),
     409: ResponseSpec(Rejected, description="rejected by a rule: unknown_checkpoint, not_found"),
     422: ResponseSpec(ErrorBody, description="invalid_metadata, metadata_too_large, invalid_idempotency_key, "
                                              "idempotency_key_reused, invalid_request"),
@@ -84,7 +84,7 @@ _ERRORS = {
 
 
 @put("/v1/checkpoints/{thread_id:str}", status_code=200, summary="Save a checkpoint (raw bytes)",
-     tags=["checkpoints"], request_max_body_size=None,
+     tags=["checkpoints"], request_max_body_size=None, opt={WRITES: True},
      responses={200: ResponseSpec(CheckpointAccepted, description="saved: its seq and the position token"),
                 413: ResponseSpec(ErrorBody, description="checkpoint_too_large: nothing was written"),
                 415: ResponseSpec(ErrorBody, description="unsupported_media_type"), **_ERRORS})
@@ -96,7 +96,7 @@ async def put_checkpoint(request: Request[None, None, State], principal: NamedDe
     Optional: ``X-Checkpoint-Metadata`` (a JSON object, at most 64 KiB), ``Idempotency-Key`` (the
     command id: a retry with the same key and bytes answers the first outcome and appends nothing).
     """
-    _require_writer(principal)
+    require_write(principal, "checkpoint", "checkpoint.save")
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != OCTETS:
         raise UnsupportedMediaType(f"Content-Type must be {OCTETS}, got {media_type or 'nothing'!r}")
@@ -115,14 +115,14 @@ async def put_checkpoint(request: Request[None, None, State], principal: NamedDe
 
 @post("/v1/checkpoints/{thread_id:str}/restore", status_code=200, summary="Restore an earlier checkpoint",
       tags=["checkpoints"], responses={200: ResponseSpec(CheckpointAccepted, description="restored as a new seq"),
-                                       **_ERRORS})
+                                       **_ERRORS}, opt={WRITES: True})
 async def restore_checkpoint(request: Request[None, None, State], principal: NamedDependency[Principal],
                              thread_id: ThreadId) -> Response[bytes]:
     """Append a new checkpoint equal to checkpoint ``seq`` (body ``{"seq": 3, "label": "…"}``); it becomes the latest.
 
     409 ``not_found`` when the thread has no checkpoint, ``unknown_checkpoint`` when it has no ``seq``.
     """
-    _require_writer(principal)
+    require_write(principal, "checkpoint", "checkpoint.restore")
     command_id = _command_id(request)
     try:
         body = msgspec.json.decode(await request.body(), type=RestoreRequest, strict=True)
@@ -133,11 +133,6 @@ async def restore_checkpoint(request: Request[None, None, State], principal: Nam
         raise HttpError(f"the body is not JSON: {exc}", code="malformed_json") from None
     return await _submit(request, principal, "checkpoint.restore", thread_id,
                          RestoreCheckpoint(body.seq, body.label), command_id)
-
-
-def _require_writer(principal: Principal) -> None:
-    if not principal.can_write:
-        raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
 
 
 def _metadata(header: str | None) -> dict[str, Any] | None:
@@ -205,7 +200,7 @@ async def _submit(request: Request[None, None, State], principal: Principal, com
     command = CommandRequest(command_type, stream, msgspec.to_builtins(payload), command_id=command_id)
     service: CommandService = request.app.state.runtime.commands
     structlog.contextvars.bind_contextvars(command_id=command_id, stream=stream, actor=principal.name)
-    outcome, replayed = await submit(service, command, payload, actor=principal.name,
+    outcome, replayed = await submit(service, command, payload, actor=principal.name, tenant=principal.tenant,
                                      trace=otel_context.get_current())
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     if isinstance(outcome, Accepted) and outcome.events:

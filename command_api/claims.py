@@ -69,7 +69,7 @@ class ClaimService:
         return list(node.skills)
 
     async def claim(self, node_id: str, *, skills: list[str] | None, lease_seconds: int | None,
-                    actor: str) -> Claimed | None:
+                    actor: str, tenant: str | None = None) -> Claimed | None:
         """Claim the next task ``node_id`` can do, or ``None`` when there is none."""
         registered = self.node_skills(node_id, skills)  # also: the node is registered and online
         offered = registered if skills is None else skills
@@ -85,19 +85,20 @@ class ClaimService:
                     tried.add(task_id)
                     continue
                 tried.add(task_id)
-                claimed = await self._try(task_id, payload, actor)
+                claimed = await self._try(task_id, payload, actor, tenant)
                 if claimed is not None:
                     return claimed
         return None
 
-    async def _try(self, task_id: str, payload: ClaimTask, actor: str) -> Claimed | None:
+    async def _try(self, task_id: str, payload: ClaimTask, actor: str, tenant: str | None) -> Claimed | None:
         stream = f"task:{task_id}"
         command_id = f"claim-{uuid.uuid4().hex}"
         request = CommandRequest("task.claim", stream, msgspec.to_builtins(payload), command_id=command_id)
         self._inflight.add(task_id)
         try:
             # A claim's id is new for every try, so its fingerprint is the id: no repeat is ever compared.
-            outcome, _ = await submit(self.service, request, payload, actor=actor, fingerprint=command_id)
+            outcome, _ = await submit(self.service, request, payload, actor=actor, tenant=tenant,
+                                      fingerprint=command_id)
         finally:
             self._inflight.discard(task_id)
         if not isinstance(outcome, Accepted) or not outcome.events:

@@ -13,11 +13,11 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 
 from blackboard.command_api.claims import ClaimService
-from blackboard.command_api.http_errors import Forbidden, HttpError, InvalidRequest
+from blackboard.command_api.http_errors import HttpError, InvalidRequest, require_write
 from blackboard.command_api.service import CommandService
 from blackboard.command_api.submit import submit_json
 from blackboard.schemas.api import Accepted, FieldError, Rejected
-from blackboard.schemas.auth import Principal
+from blackboard.schemas.auth import WRITES, Principal
 from blackboard.schemas.node import Load, ReportedStatus
 from blackboard.schemas.project import TtlSeconds
 from blackboard.schemas.task import CreateTask
@@ -90,9 +90,6 @@ class TaskGraph(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     correlation_id: Identifier | None = None
 
 
-def _writer(principal: Principal) -> None:
-    if not principal.can_write:
-        raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
 
 
 def _decode(body: bytes, type_: type[Any]) -> Any:
@@ -103,7 +100,7 @@ def _decode(body: bytes, type_: type[Any]) -> Any:
 
 
 @post("/v1/nodes/{node_id:str}/claim", status_code=200, summary="Claim the next task this node can do",
-      tags=["nodes"])
+      tags=["nodes"], opt={WRITES: True})
 async def claim_next(
     request: Request[None, None, State], principal: NamedDependency[Principal], node_id: NodeId,
     consistent_with: Annotated[str | None, QueryParameter(
@@ -115,13 +112,14 @@ async def claim_next(
 
     Note: candidates come from the read model; a task created a moment ago may not be in it yet,
     unless ``consistent_with`` names the position of its creation."""
-    _writer(principal)
+    require_write(principal, "task", "task.claim")
     body = _decode(await request.body(), ClaimRequest)
     reads = request.app.state.runtime.reads
     if consistent_with and reads is not None:
         await reads.wait_consistent(consistent_with)
     claims: ClaimService = request.app.state.runtime.claims
-    claimed = await claims.claim(node_id, skills=body.skills, lease_seconds=body.lease_seconds, actor=principal.name)
+    claimed = await claims.claim(node_id, skills=body.skills, lease_seconds=body.lease_seconds, actor=principal.name,
+                                  tenant=principal.tenant)
     if claimed is None:
         return Response(b"", status_code=204)
     event = claimed.outcome.events[-1].payload
@@ -131,28 +129,30 @@ async def claim_next(
     return Response(msgspec.json.encode(answer), media_type=JSON)
 
 
-@post("/v1/nodes/{node_id:str}/heartbeat", status_code=200, summary="A node's heartbeat", tags=["nodes"])
+@post("/v1/nodes/{node_id:str}/heartbeat", status_code=200, summary="A node's heartbeat", tags=["nodes"],
+      opt={WRITES: True})
 async def heartbeat(request: Request[None, None, State], principal: NamedDependency[Principal],
                     node_id: NodeId) -> Response[bytes]:
     """``node.heartbeat`` with a fresh command id; ``recorded`` says whether it was written to the log
     (most are not: see the coalescing rule of ``node.heartbeat``)."""
-    _writer(principal)
+    require_write(principal, "node", "node.heartbeat")
     body = _decode(await request.body(), HeartbeatRequest)
     service: CommandService = request.app.state.runtime.commands
     outcome = await submit_json(service, stream=f"node:{node_id}", type_="node.heartbeat",
                                 payload=msgspec.to_builtins(body), command_id=f"hb-{uuid.uuid4().hex}",
-                                actor=principal.name)
+                                actor=principal.name, tenant=principal.tenant)
     if isinstance(outcome, Rejected):
         return Response(msgspec.json.encode(outcome), status_code=409, media_type=JSON)
     return Response(msgspec.json.encode(HeartbeatAnswer(bool(outcome.events), outcome.position)), media_type=JSON)
 
 
-@post("/v1/task-graphs", status_code=200, summary="Create tasks with dependencies among them", tags=["tasks"])
+@post("/v1/task-graphs", status_code=200, summary="Create tasks with dependencies among them", tags=["tasks"],
+      opt={WRITES: True})
 async def create_graph(request: Request[None, None, State], principal: NamedDependency[Principal]) -> Response[bytes]:
     """Every task of the graph, created dependencies first. A cycle is refused (422 ``dependency_cycle``, naming
     it) before anything is created, as is a dependency on a task that neither exists nor is in the graph
     (422 ``unknown_dependency``). Creating the same graph again changes nothing."""
-    _writer(principal)
+    require_write(principal, "task", "task.create")
     graph: TaskGraph = _decode(await request.body(), TaskGraph)
     service: CommandService = request.app.state.runtime.commands
     order = topological_order(graph.tasks, exists=lambda t: _may_exist(service, f"task:{t}"))
@@ -163,7 +163,8 @@ async def create_graph(request: Request[None, None, State], principal: NamedDepe
             payload = {k: v for k, v in msgspec.to_builtins(task).items() if k != "id"}
             outcome = await submit_json(service, stream=f"task:{task.id}", type_="task.create", payload=payload,
                                         command_id=f"graph-{correlation}-{task.id}"[:128],
-                                        actor=principal.name, correlation_id=correlation)
+                                        actor=principal.name, tenant=principal.tenant,
+                                        correlation_id=correlation)
             if isinstance(outcome, Rejected):
                 outcomes.append(GraphTaskOutcome(task.id, "rejected", code=outcome.code, message=outcome.message))
             else:

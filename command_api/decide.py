@@ -187,7 +187,7 @@ def _accept(memory: PartitionMemory, sub: Submission, before: Held, events: list
         env = Envelope(
             event_id=str(uuid.uuid4()), stream=sub.stream, stream_version=version, type=name,
             schema_version=schema_version_of(name), occurred_at=now, command_id=sub.command_id,
-            correlation_id=sub.correlation_id, causation_id=sub.causation_id, actor=sub.actor,
+            correlation_id=sub.correlation_id, causation_id=sub.causation_id, actor=sub.actor, tenant=sub.tenant,
             writer_epoch=memory.epoch, partition_key=stream_partition_key(sub.stream),
             payload=encode_payload(event), command_hash=sub.fingerprint,
             traceparent=traceparent, tracestate=tracestate,

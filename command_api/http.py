@@ -18,21 +18,21 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from blackboard.command_api.cluster_http import unknown_dependencies
 from blackboard.command_api.errors import CommandError
 from blackboard.command_api.http_errors import (
-    Forbidden,
     HttpError,
     InvalidRequest,
     NotFound,
     UnsupportedMediaType,
     http_error,
     invalid_command,
+    missing_scope,
 )
 from blackboard.command_api.service import CommandService
 from blackboard.command_api.submit import submission
 from blackboard.command_api.validation import InvalidCommand, validate_command
 from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import Accepted, DryRun, ErrorBody, Outcome, Rejected
-from blackboard.schemas.auth import Principal
-from blackboard.schemas.registry import SYSTEM_COMMANDS
+from blackboard.schemas.auth import WRITE, WRITES, Principal
+from blackboard.schemas.registry import COMMAND_TYPES, SYSTEM_COMMANDS
 from blackboard.schemas.task import CreateTask
 
 JSON = "application/json"
@@ -44,7 +44,7 @@ tracer = trace.get_tracer(__name__)
 _ERRORS = {
     400: ResponseSpec(ErrorBody, description="malformed_json: the body is not JSON, or JSON we refuse"),
     401: ResponseSpec(ErrorBody, description="missing_credentials / invalid_credentials"),
-    403: ResponseSpec(ErrorBody, description="read_only_key, system_command"),
+    403: ResponseSpec(ErrorBody, description="insufficient_scope: the message names the scope the command needs"),
     413: ResponseSpec(ErrorBody, description="payload_too_large"),
     415: ResponseSpec(ErrorBody, description="unsupported_media_type"),
     422: ResponseSpec(ErrorBody, description="invalid_command (with the JSON path of each bad field), "
@@ -58,7 +58,8 @@ _ERRORS = {
       responses={200: ResponseSpec(Accepted | DryRun,  # type: ignore[arg-type]
                                    description="accepted: the events and the position token; or, with dry_run, "
                                                "what would happen (nothing appended)"),
-                 409: ResponseSpec(Rejected, description="rejected by a rule, with its code"), **_ERRORS})
+                 409: ResponseSpec(Rejected, description="rejected by a rule, with its code"), **_ERRORS},
+      opt={WRITES: True})
 async def post_command(request: Request[None, None, State], principal: NamedDependency[Principal]) -> Response[bytes]:
     """Decide one command against current state; 200 accepted, 409 rejected by a rule, 4xx bad input.
 
@@ -112,30 +113,55 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
     Raises an ``HttpError`` for a request that is refused before it reaches the owner, and a
     ``CommandError`` when the owner did not decide it.
     """
-    if not principal.can_write:
-        raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
     _require_json(request)
+    body = await request.body()
+    _require_scope(principal, _type_of(body))
     try:
-        valid = validate_command(await request.body())
+        valid = validate_command(body)
     except InvalidCommand as exc:
         raise invalid_command(exc) from None
     req = valid.request
-    if req.type in SYSTEM_COMMANDS and not principal.system:
-        raise Forbidden(f"{req.type} is sent by the process managers; it needs an API key of mode 'sys'",
-                        code="system_command")
+    # Again on the type the validation decoded: the first look must never be what lets a command through.
+    _require_scope(principal, req.type)
     service: CommandService = request.app.state.runtime.commands
     if isinstance(valid.payload, CreateTask) and valid.payload.depends_on:
         missing = unknown_dependencies(service, valid.payload)
         if missing:
             raise InvalidRequest("; ".join(e.message for e in missing), code="unknown_dependency", errors=missing)
-    sub = submission(req, valid.payload, actor=principal.name, fingerprint=valid.fingerprint,
-                     trace=otel_context.get_current())
+    sub = submission(req, valid.payload, actor=principal.name, tenant=principal.tenant,
+                     fingerprint=valid.fingerprint, trace=otel_context.get_current())
     # Every log line while this command is handled names it.
     structlog.contextvars.bind_contextvars(command_id=sub.command_id, correlation_id=sub.correlation_id,
                                            stream=req.stream, actor=principal.name)
     trace.get_current_span().set_attributes({"blackboard.command.id": sub.command_id,
                                              "blackboard.stream": req.stream})
     return await service.submit(sub)
+
+
+class _Typed(msgspec.Struct):
+    """Only the ``type`` of a command body."""
+
+    type: str = ""
+
+
+def _type_of(body: bytes) -> str:
+    """The ``type`` of a command body, looked at before anything else of it ("" when it cannot be read: the full
+    validation then says what is wrong), so that a caller without the right learns nothing of how its command
+    would have been judged."""
+    try:
+        return msgspec.json.decode(body, type=_Typed).type
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return ""
+
+
+def _require_scope(principal: Principal, command_type: str) -> None:
+    """403 ``insufficient_scope`` naming the scope ``command_type`` needs."""
+    if command_type in COMMAND_TYPES:
+        lacking = principal.missing_for_command(command_type, admin_only=command_type in SYSTEM_COMMANDS)
+        if lacking is not None:
+            raise missing_scope(lacking, command_type)
+    elif not principal.can_write:
+        raise missing_scope(WRITE, "sending a command")
 
 
 def _require_json(request: Request[None, None, State]) -> None:

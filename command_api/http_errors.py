@@ -16,6 +16,7 @@ from litestar.types import ExceptionHandlersMap
 from blackboard.command_api.errors import CommandError, IdempotencyKeyReused, NodeNotFound, NodeUnavailable
 from blackboard.command_api.validation import InvalidCommand
 from blackboard.schemas.api import ErrorBody, FieldError
+from blackboard.schemas.auth import ADMIN, READ, WRITE, Principal, write_scope
 
 JSON = "application/json"
 
@@ -62,6 +63,29 @@ class UnsupportedMediaType(HttpError):
 
 class PayloadTooLarge(HttpError):
     status, code = 413, "payload_too_large"
+
+
+def missing_scope(scope: str, what: str) -> Forbidden:
+    """The 403 of a principal without ``scope``: the code says so, the message and the challenge name the scope."""
+    wider = f" (or '{WRITE}')" if scope.startswith(WRITE + ":") else ""
+    return Forbidden(f"{what} needs the scope '{scope}'{wider}", code="insufficient_scope",
+                     headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+
+
+def require_write(principal: Principal, category: str | None, what: str) -> None:
+    """403 ``insufficient_scope`` unless ``principal`` may send the commands of ``category`` (``None``: of every
+    category, as a rollback may)."""
+    if category is None:
+        if not {WRITE, ADMIN} & principal.scopes:
+            raise missing_scope(WRITE, what)
+    elif not principal.may_write(category):
+        raise missing_scope(write_scope(category), what)
+
+
+def require_read(principal: Principal, what: str) -> None:
+    """403 ``insufficient_scope`` unless ``principal`` may read."""
+    if not principal.can_read:
+        raise missing_scope(READ, what)
 
 
 def status_of(exc: CommandError) -> int:

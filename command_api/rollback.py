@@ -56,17 +56,18 @@ async def plan(pool: asyncpg.Pool, run_id: str, *, overwrite: bool, dry_run: boo
     return plan_run(run_id, steps, overwrite=overwrite, dry_run=dry_run) if steps else None
 
 
-async def apply(service: CommandService, made: RollbackPlan, *, actor: str) -> RollbackPlan:
+async def apply(service: CommandService, made: RollbackPlan, *, actor: str, tenant: str | None = None) -> RollbackPlan:
     """Send the plan's commands in order, as ``actor``, correlated to the rollback id; each with its outcome."""
-    done = [await _send(service, c, actor=actor, correlation=made.rollback_id) for c in made.commands]
+    done = [await _send(service, c, actor=actor, tenant=tenant, correlation=made.rollback_id) for c in made.commands]
     return msgspec.structs.replace(made, commands=done)
 
 
-async def _send(service: CommandService, command: PlannedCommand, *, actor: str, correlation: str) -> PlannedCommand:
+async def _send(service: CommandService, command: PlannedCommand, *, actor: str, tenant: str | None,
+                correlation: str) -> PlannedCommand:
     try:
         outcome = await submit_json(service, stream=command.stream, type_=command.type, payload=command.payload,
-                               command_id=command.command_id, actor=actor, correlation_id=correlation,
-                               causation_id=correlation)
+                                    command_id=command.command_id, actor=actor, tenant=tenant,
+                                    correlation_id=correlation, causation_id=correlation)
     except InvalidCommand as exc:
         return msgspec.structs.replace(command, status="invalid", detail=str(exc))
     except CommandError as exc:

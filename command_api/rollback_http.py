@@ -11,11 +11,18 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
 from blackboard.command_api import rollback
-from blackboard.command_api.http_errors import Forbidden, HttpError, InvalidRequest, NotFound, UnsupportedMediaType
+from blackboard.command_api.http_errors import (
+    HttpError,
+    InvalidRequest,
+    NotFound,
+    UnsupportedMediaType,
+    require_read,
+    require_write,
+)
 from blackboard.command_api.service import CommandService
 from blackboard.schemas import decoding
 from blackboard.schemas.api import ErrorBody
-from blackboard.schemas.auth import Principal
+from blackboard.schemas.auth import WRITES, Principal
 from blackboard.schemas.runs import RollbackPlan, RollbackRequest
 
 RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
@@ -24,7 +31,7 @@ RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[\
 _ERRORS = {
     400: ResponseSpec(ErrorBody, description="malformed_json"),
     415: ResponseSpec(ErrorBody, description="unsupported_media_type"),
-    403: ResponseSpec(ErrorBody, description="read_only_key (a dry run needs no write right)"),
+    403: ResponseSpec(ErrorBody, description="insufficient_scope: blackboard:write (a dry run: blackboard:read)"),
     404: ResponseSpec(ErrorBody, description="run_not_found"),
     422: ResponseSpec(ErrorBody, description="invalid_request"),
 }
@@ -49,7 +56,7 @@ async def json_front(request: Request[Any, Any, Any]) -> None:
 
 
 @post("/v1/runs/{run_id:str}/rollback", status_code=200, tags=["runs"], responses=_ERRORS, before_request=json_front,
-      summary="Take an agent run back with compensating commands (dry_run: only the plan)")
+      summary="Take an agent run back with compensating commands (dry_run: only the plan)", opt={WRITES: True})
 async def rollback_run(request: Request[RollbackRequest, None, State], principal: NamedDependency[Principal],
                        run_id: RunId, data: JSONBody[RollbackRequest | None] = None) -> RollbackPlan:
     """The plan: per stream the run touched, the commands that put its fields back, with each field's
@@ -60,8 +67,10 @@ async def rollback_run(request: Request[RollbackRequest, None, State], principal
     has passed that position.
     """
     asked = data or RollbackRequest()
-    if not asked.dry_run and not principal.can_write:
-        raise Forbidden(f"principal {principal.name!r} holds a read-only key", code="read_only_key")
+    if asked.dry_run:
+        require_read(principal, "planning a rollback")
+    else:
+        require_write(principal, None, "a rollback")
     runtime = request.app.state.runtime
     token = asked.consistent_with or request.headers.get("blackboard-consistency")
     if token and runtime.reads is not None:
@@ -75,7 +84,7 @@ async def rollback_run(request: Request[RollbackRequest, None, State], principal
     if asked.dry_run:
         return made
     service: CommandService = runtime.commands
-    return await rollback.apply(service, made, actor=principal.name)
+    return await rollback.apply(service, made, actor=principal.name, tenant=principal.tenant)
 
 
 ROUTES = [rollback_run]

@@ -51,9 +51,12 @@ INTAKE_BATCH = 1000
 
 
 def command_record(sub: Submission, *, routed_by: str) -> Record:
-    """The record that carries ``sub`` on the commands topic: the ``POST /v1/commands`` body, actor in a header."""
+    """The record that carries ``sub`` on the commands topic: the ``POST /v1/commands`` body, actor (and tenant) in
+    headers."""
     headers = [("actor", sub.actor.encode()), ("routed_by", routed_by.encode()),
                ("content-type", b"application/json")]
+    if sub.tenant is not None:
+        headers.append(("tenant", sub.tenant.encode()))
     traceparent, tracestate = current_trace_headers()
     headers += [(name, value.encode()) for name, value in (("traceparent", traceparent), ("tracestate", tracestate))
                 if value]
@@ -256,8 +259,10 @@ class CommandIntake:
         req = valid.request
         if req.command_id is None:
             req = msgspec.structs.replace(req, command_id=command_id)
+        # Trusted as far as the broker's authentication and ACLs on the commands topic allow (docs/security.md).
         return submission(req, valid.payload, actor=headers.get("actor") or TOPIC_ACTOR,
-                          fingerprint=valid.fingerprint, source_offset=rec.offset)
+                          tenant=headers.get("tenant") or None, fingerprint=valid.fingerprint,
+                          source_offset=rec.offset)
 
     async def _set_aside(self, owner: PartitionOwner, rec: StoredRecord, command_id: str, code: str, message: str,
                          details: dict[str, object]) -> None:

@@ -36,6 +36,8 @@ class Submission:
     command_id: str
     fingerprint: str
     actor: str
+    #: The tenant of the principal that sent it (``None``: sent from inside, by a process manager).
+    tenant: str | None
     correlation_id: str
     causation_id: str
     expected_version: int | None
@@ -53,8 +55,9 @@ class Submission:
     source_offset: int | None = None
 
 
-def submission(request: CommandRequest, payload: msgspec.Struct, *, actor: str, fingerprint: str | None = None,
-               trace: OtelContext | None = None, source_offset: int | None = None) -> Submission:
+def submission(request: CommandRequest, payload: msgspec.Struct, *, actor: str, tenant: str | None = None,
+               fingerprint: str | None = None, trace: OtelContext | None = None,
+               source_offset: int | None = None) -> Submission:
     """The ``Submission`` of ``request`` (whose ``payload`` is already decoded and checked), sent by ``actor``.
 
     A request without ``command_id`` gets a fresh one; correlation and causation default to the
@@ -66,6 +69,7 @@ def submission(request: CommandRequest, payload: msgspec.Struct, *, actor: str, 
     return Submission(
         category=COMMAND_TYPES[request.type][0], stream=request.stream, command_type=request.type, payload=payload,
         command_id=command_id, fingerprint=fingerprint or command_fingerprint(request), actor=actor,
+        tenant=tenant,
         correlation_id=request.correlation_id or command_id, causation_id=request.causation_id or command_id,
         expected_version=request.expected_version, request=request, trace=trace, dry_run=request.dry_run,
         agent=request.agent, source_offset=source_offset,
@@ -73,16 +77,19 @@ def submission(request: CommandRequest, payload: msgspec.Struct, *, actor: str, 
 
 
 async def submit(service: CommandService, request: CommandRequest, payload: msgspec.Struct, *, actor: str,
-                 fingerprint: str | None = None, trace: OtelContext | None = None) -> tuple[Outcome | DryRun, bool]:
+                 tenant: str | None = None, fingerprint: str | None = None,
+                 trace: OtelContext | None = None) -> tuple[Outcome | DryRun, bool]:
     """Decide ``request`` on its partition's owner; ``(outcome, replayed)``.
 
     Raises a ``CommandError`` when it was not decided (``IdempotencyKeyReused``, ``NotOwner``, …).
     """
-    return await service.submit(submission(request, payload, actor=actor, fingerprint=fingerprint, trace=trace))
+    return await service.submit(submission(request, payload, actor=actor, tenant=tenant, fingerprint=fingerprint,
+                                           trace=trace))
 
 
 async def submit_json(service: CommandService, *, stream: str, type_: str, payload: dict[str, Any], command_id: str,
-                      actor: str, correlation_id: str = "", causation_id: str = "") -> Outcome:
+                      actor: str, tenant: str | None = None, correlation_id: str = "",
+                      causation_id: str = "") -> Outcome:
     """Validate the command exactly as ``POST /v1/commands`` does and decide it; its outcome.
 
     For commands sent from inside a process (the process managers, the task graph). Raises
@@ -95,6 +102,7 @@ async def submit_json(service: CommandService, *, stream: str, type_: str, paylo
     if causation_id:
         body["causation_id"] = causation_id
     valid = validate_command(msgspec.json.encode(body))
-    outcome, _ = await submit(service, valid.request, valid.payload, actor=actor, fingerprint=valid.fingerprint)
+    outcome, _ = await submit(service, valid.request, valid.payload, actor=actor, tenant=tenant,
+                              fingerprint=valid.fingerprint)
     assert not isinstance(outcome, DryRun)  # dry_run is never set here
     return outcome

@@ -30,6 +30,8 @@ _INT_FIELDS = ("stream_version", "schema_version", "writer_epoch")
 _TRACE_FIELDS = ("traceparent", "tracestate")
 #: Optional: the agent that sent the command, when it said.
 _AGENT_FIELDS = ("agent_run_id", "agent_model", "prompt_hash")
+#: Optional: the sender's tenant (none in events written before tenants).
+_TENANT_FIELDS = ("tenant",)
 
 
 #: The header of a record that says at which offset its writer expected it (see ``passed_over``).
@@ -115,7 +117,7 @@ def to_record(env: Envelope) -> Record:
     headers.append(("occurred_at", env.occurred_at.isoformat().encode()))
     headers.append(("content-type", CONTENT_TYPE))
     # W3C trace context under its standard header names, so that any Kafka consumer's tracing finds it.
-    headers += [(name, value.encode()) for name in (*_TRACE_FIELDS, *_AGENT_FIELDS)
+    headers += [(name, value.encode()) for name in (*_TRACE_FIELDS, *_AGENT_FIELDS, *_TENANT_FIELDS)
                 if (value := getattr(env, name)) is not None]
     timestamp_ms = int(env.occurred_at.timestamp() * 1000)
     return Record(key=env.partition_key.encode(), value=env.payload, headers=tuple(headers), timestamp_ms=timestamp_ms)
@@ -144,7 +146,7 @@ def from_record(rec: StoredRecord) -> RecordedEvent:
             schema_version=int(h["schema_version"]), writer_epoch=int(h["writer_epoch"]),
             occurred_at=datetime.fromisoformat(h["occurred_at"]), partition_key=rec.key.decode(), payload=rec.value,
             traceparent=h.get("traceparent"), tracestate=h.get("tracestate"), agent_run_id=h.get("agent_run_id"),
-            agent_model=h.get("agent_model"), prompt_hash=h.get("prompt_hash"),
+            agent_model=h.get("agent_model"), prompt_hash=h.get("prompt_hash"), tenant=h.get("tenant"),
         )
     except (KeyError, ValueError):  # a missing header; bad UTF-8, an integer or a time that does not parse
         return _checked_from_record(rec)
@@ -181,6 +183,7 @@ def _checked_from_record(rec: StoredRecord) -> RecordedEvent:
         occurred_at=occurred_at, partition_key=partition_key, payload=rec.value,
         traceparent=h.get("traceparent"), tracestate=h.get("tracestate"),
         agent_run_id=h.get("agent_run_id"), agent_model=h.get("agent_model"), prompt_hash=h.get("prompt_hash"),
+        tenant=h.get("tenant"),
     )
     return RecordedEvent(envelope=env, partition=rec.partition, offset=rec.offset)
 

@@ -68,8 +68,9 @@ _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENT
            429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
 
 ReadsGetter = Callable[[], ReadService | None]
-#: The principal of a presented key (``None``: none presented); raises ``Unauthorized``. The wiring gives it.
-Authenticate = Callable[[str | None], Principal]
+#: The principal of a call that presents a credential (``None``: none) from a peer: raises the ``ApiError`` it is
+#: refused with (401, 403 without the read scope, 429 over a rate limit). The wiring gives it.
+Authenticate = Callable[[str | None, str], Awaitable[Principal]]
 #: An RPC's work: the typed request → the JSON document the HTTP API would answer (bytes or a Struct).
 Handler = Callable[[ReadService, Any], Awaitable[bytes | msgspec.Struct]]
 
@@ -211,7 +212,7 @@ async def start_grpc(reads: ReadsGetter, host: str, port: int, auth: Authenticat
     """Serve ``service`` on ``host:port`` (0: any free port), plus the standard health and reflection services.
 
     ``reads`` is asked for the current ``ReadService`` on every call, because a switch of read-model
-    generation replaces it. Every call is authenticated by ``auth`` with the key it presents, as over HTTP
+    generation replaces it. Every call is admitted by ``auth`` with the key or token it presents, as over HTTP
     (metadata ``authorization: Bearer <key>`` or ``x-api-key``); health and reflection are open.
     """
     missing = {rpc.name for rpc in service.rpcs} - HANDLERS.keys()
@@ -245,7 +246,7 @@ def _method(rpc: Rpc, messages: dict[str, type[Message]], reads: ReadsGetter,
 
     async def call(request: Message, context: grpc.aio.ServicerContext) -> Message:
         try:
-            auth(_presented(context.invocation_metadata() or ()))
+            await auth(_presented(context.invocation_metadata() or ()), _peer_host(context.peer() or ""))
             service = reads()
             if service is None:
                 raise ServiceUnavailable("the read side is not started", code="not_started")
@@ -289,6 +290,12 @@ def error_metadata(exc: ApiError) -> tuple[tuple[str, str], ...]:
     """The error's code, and its HTTP headers (e.g. ``retry-after``) in lower case, as trailing metadata."""
     headers = tuple((k.lower(), v) for k, v in exc.headers.items())
     return ((ERROR_CODE_KEY, exc.code), *headers)
+
+
+def _peer_host(peer: str) -> str:
+    """The address of a gRPC peer (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``) without its port."""
+    address = peer.partition(":")[2]
+    return address.rpartition(":")[0].strip("[]") or peer
 
 
 def _presented(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:

@@ -38,6 +38,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     agent_run_id: str | None = None
     agent_model: str | None = None
     prompt_hash: str | None = None
+    #: The tenant of the principal that sent the command; ``None``: the default tenant (events written before
+    #: tenants, and the process managers' own commands).
+    tenant: str | None = None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,20 +20,33 @@ def up(
     port: int | None = None,
     grpc_port: Annotated[int | None, cyclopts.Parameter(help="serve the gRPC query API on this port (0: any)")] = None,
     role: Annotated[list[str] | None, cyclopts.Parameter(help="command, projector, query (default: all)")] = None,
+    insecure: Annotated[bool, cyclopts.Parameter(
+        help="listen beyond loopback with no API key or JWKS configured: every caller gets every right")] = False,
 ) -> None:
     """Run Blackboard in one process: command API, decider, projector and query API.
 
     With no BLACKBOARD_POSTGRES_URL an embedded PostgreSQL keeps its data in --data-dir; with no
-    BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS the log is a PostgreSQL table; Redis only when configured.
+    BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS the log is a PostgreSQL table; Redis only when configured. With no
+    credential configured it listens on loopback only, unless started with --insecure.
     """
-    from blackboard.app import Runtime, roles_from, serve
-    from blackboard.http_app import build_app
+    from blackboard.auth import InsecureBind, check_bind
     from blackboard.logs import configure_logging
-    from blackboard.tracing import configure_tracing
 
     configure_logging()
-    configure_tracing()
     settings = load_settings(data_dir=data_dir, host=host, port=port, grpc_port=grpc_port)
+    # Before anything is started: a refused bind leaves nothing behind (no embedded PostgreSQL, no topics).
+    try:
+        unprotected = check_bind(settings, insecure=insecure)
+    except InsecureBind as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    if unprotected:
+        console.print("[bold red]WARNING: --insecure: no authentication, every caller has every right[/]")
+    from blackboard.app import Runtime, roles_from, serve
+    from blackboard.http_app import build_app
+    from blackboard.tracing import configure_tracing
+
+    configure_tracing()
     runtime = Runtime(settings, postgres_url(settings), roles=roles_from(role or []))
     engine = "kafka" if settings.kafka_bootstrap_servers else "postgres"
     console.print(f"[bold]blackboard {__version__}[/] log={engine} roles={','.join(sorted(runtime.roles))} "

@@ -21,7 +21,7 @@ async def test_keys_decide_who_may_do_what_and_who_the_actor_is(pg_url: str, top
         assert (missing.status_code, missing.json()["code"]) == (401, "missing_credentials")
         assert (wrong.status_code, wrong.json()["code"]) == (401, "invalid_credentials")
         assert missing.headers["www-authenticate"] == "Bearer"
-        assert (read_only.status_code, read_only.json()["code"]) == (403, "read_only_key")
+        assert (read_only.status_code, read_only.json()["code"]) == (403, "insufficient_scope")
 
         ok = await client.post("/v1/commands", json={**CREATE, "actor": "mallory"},
                                headers={"Authorization": "Bearer k-alice"})

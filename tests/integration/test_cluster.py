@@ -260,7 +260,7 @@ async def test_system_commands_need_a_sys_key(settings: Settings) -> None:
     async with running(keyed) as (client, _):
         body = {"type": "clock.tick", "stream": "clock:main", "payload": {"at": "2020-01-01T00:00:00Z"}}
         refused = await client.post("/v1/commands", json=body, headers={"Authorization": "Bearer w"})
-        assert refused.status_code == 403 and refused.json()["code"] == "system_command"
+        assert refused.status_code == 403 and refused.json()["code"] == "insufficient_scope"
         allowed = await client.post("/v1/commands", json=body, headers={"Authorization": "Bearer s"})
         assert allowed.status_code == 200
 

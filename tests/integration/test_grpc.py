@@ -190,7 +190,7 @@ async def test_an_unexpected_failure_is_internal_and_leaks_nothing() -> None:
 
     for reads, status, code in ((broken, grpc.StatusCode.INTERNAL, "internal_error"),
                                 (lambda: None, grpc.StatusCode.UNAVAILABLE, "not_started")):
-        server = await start_grpc(reads, "127.0.0.1", 0, Authenticator({}).principal_for)
+        server = await start_grpc(reads, "127.0.0.1", 0, lambda key, _: Authenticator({}).principal_for(key))
         try:
             async with channel_to(server.port) as channel:
                 with pytest.raises(grpc.aio.AioRpcError) as raised:

@@ -28,7 +28,7 @@ async def test_keys_are_sent_and_a_refused_key_is_an_api_error(settings: Setting
             assert missing.value.status == 401
             with pytest.raises(ApiError) as read_only:
                 await reader.send("project.create", "project:k-1", _create())
-            assert (read_only.value.status, read_only.value.code) == (403, "read_only_key")
+            assert (read_only.value.status, read_only.value.code) == (403, "insufficient_scope")
             made = await writer.send("project.create", "project:k-1", _create())
             assert isinstance(made, Accepted)
             history = [e async for e in reader.history("project:k-1", consistent_with=made.position)]

@@ -35,6 +35,7 @@ envelopes = st.builds(
     command_id=text, correlation_id=text, causation_id=text, actor=text, writer_epoch=st.integers(0, 2**31),
     partition_key=text, payload=st.binary(max_size=200), command_hash=st.text(max_size=64),
     traceparent=st.none() | traceparents, tracestate=st.none() | st.just("vendor=opaque,other=1"),
+    tenant=st.none() | st.sampled_from(["default", "acme", "tenant-b.eu"]),
 )
 
 
@@ -82,6 +83,13 @@ def test_the_trace_context_travels_as_w3c_headers() -> None:
     assert back == env and event_trace_id(back) == "4bf92f3577b34da6a3ce929d0e0e4736"
     context = event_span_context(back)
     assert context is not None and context.is_remote and context.trace_flags.sampled
+
+
+def test_the_tenant_travels_as_a_header_and_an_event_without_one_has_none() -> None:
+    env = msgspec.structs.replace(SAMPLE, tenant="acme")
+    assert dict(to_record(env).headers)["tenant"] == b"acme"
+    assert from_record(stored(env)).envelope.tenant == "acme"
+    assert "tenant" not in dict(to_record(SAMPLE).headers) and from_record(stored(SAMPLE)).envelope.tenant is None
 
 
 def test_a_record_written_without_trace_context_still_decodes() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blackboard.schemas.auth import Principal, parse_api_keys
+from blackboard.schemas.auth import MODE_SCOPES, Principal, key_digest, parse_api_keys
 from blackboard.schemas.envelope import decode_token, encode_token, stream_partition_key
 
 
@@ -32,12 +32,27 @@ def test_stream_partition_key() -> None:
             stream_partition_key(bad)
 
 
-def test_api_keys() -> None:
-    table = parse_api_keys("k1=alice:rw, k2=bob:ro")
-    assert table == {"k1": Principal("alice", True), "k2": Principal("bob", False)}
+def test_api_keys_are_held_by_their_digest_with_the_scopes_of_their_mode_and_a_tenant() -> None:
+    hashed = "sha256:" + key_digest("k3")
+    table = parse_api_keys(f"k1=alice:rw, k2=bob:ro:acme, {hashed}=pm:sys")
+    assert table == {key_digest("k1"): Principal("alice", MODE_SCOPES["rw"]),
+                     key_digest("k2"): Principal("bob", MODE_SCOPES["ro"], "acme"),
+                     key_digest("k3"): Principal("pm", MODE_SCOPES["sys"])}
+    assert "k1" not in table and not table[key_digest("k2")].can_write and table[key_digest("k3")].can_write
 
 
-@pytest.mark.parametrize("bad", ["k1", "k1=alice", "k1=alice:admin", "=alice:rw", "k1=:rw"])
+def test_scopes_decide_which_commands_a_principal_may_send() -> None:
+    worker = Principal("w", frozenset({"blackboard:write:task"}))
+    assert worker.missing_for_command("task.complete", admin_only=False) is None
+    assert worker.missing_for_command("project.reserve_budget", admin_only=False) == "blackboard:write:project"
+    assert worker.missing_for_command("task.override_status", admin_only=False) == "blackboard:admin"
+    writer = Principal("rw", MODE_SCOPES["rw"])
+    assert writer.missing_for_command("clock.tick", admin_only=True) == "blackboard:admin"
+    assert Principal("s", MODE_SCOPES["sys"]).missing_for_command("clock.tick", admin_only=True) is None
+
+
+@pytest.mark.parametrize("bad", ["k1", "k1=alice", "k1=alice:admin", "=alice:rw", "k1=:rw", "k1=alice:rw:bad tenant",
+                                 "sha256:abc=alice:rw"])
 def test_bad_api_key_entries_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="entry #1"):
         parse_api_keys(bad)

@@ -97,8 +97,9 @@ def checkpoint_outcome(response: httpx.Response, command_id: str, session: Sessi
 
 
 def refuses_the_client(error: ApiError) -> bool:
-    """Whether ``error`` refuses the client itself (its key), not one command: nothing it sends can pass."""
-    return error.status == 401 or (error.status == 403 and error.code == "read_only_key")
+    """Whether ``error`` refuses the client itself (its key or token, or a scope it lacks), not one command: the
+    commands stay spooled until the credential changes (``read_only_key``: servers before scopes)."""
+    return error.status == 401 or (error.status == 403 and error.code in ("insufficient_scope", "read_only_key"))
 
 
 def api_error(status: int, content: bytes) -> ApiError:

@@ -188,7 +188,7 @@ class Client(SyncReads, SyncRuns):
 
         A command the server refuses (a rule, or as invalid) leaves the spool for ``rejected()`` and is
         passed to ``on_rejected``; delivery goes on with the next. A refusal of the client itself (401,
-        or 403 ``read_only_key``) is raised as ``ApiError`` and leaves every command in the spool.
+        or 403 ``insufficient_scope``) is raised as ``ApiError`` and leaves every command in the spool.
         """
         if self.spool is None:
             return True
