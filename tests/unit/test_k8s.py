@@ -118,3 +118,11 @@ def test_every_service_selects_pods_and_is_scraped() -> None:
     common = {k: v for entry in kustomization["labels"] for k, v in entry["pairs"].items()}
     assert monitor["spec"]["selector"]["matchLabels"].items() <= common.items()
     assert monitor["spec"]["endpoints"][0]["port"] == "http"
+
+
+def test_the_roles_bind_beyond_loopback_only_with_a_credential() -> None:
+    # A role bound to 0.0.0.0 refuses to start without a credential: the manifests must provide one.
+    config, secret = _of("ConfigMap")["blackboard"]["data"], _of("Secret")["blackboard"]["stringData"]
+    assert config["BLACKBOARD_HOST"] == "0.0.0.0"
+    assert "BLACKBOARD_API_KEYS" in secret or "BLACKBOARD_JWT_JWKS_URL" in config
+    assert all(key.startswith("sha256:") for key in secret.get("BLACKBOARD_API_KEYS", "sha256:").split(","))
