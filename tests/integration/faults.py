@@ -13,6 +13,7 @@ import asyncio
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,9 @@ import asyncpg
 import httpx
 
 from blackboard.config import Settings
+from blackboard.schemas.envelope import RecordedEvent
+from blackboard.schemas.project import CostAdded, ProjectCreated
+from blackboard.schemas.registry import decode_event
 from tests.integration.harness import assert_dense_versions, read_checksums, read_events, rebuilding, wait_rebuilt
 from tests.services import free_port
 
@@ -113,8 +117,10 @@ class Outcomes:
 
     sent: list[str] = field(default_factory=list)
     acked: dict[str, str] = field(default_factory=dict)
+    #: Commands answered 409, 422, or 429 by a client that does not retry it.
+    refused: set[str] = field(default_factory=set)
     statuses: Counter[int] = field(default_factory=Counter)
-    #: 503s that did not say when to come back.
+    #: 429s and 503s that did not say when to come back.
     without_retry_after: int = 0
     #: (monotonic time, status) of every answer; 0 stands for a timeout or a broken connection.
     answers: list[tuple[float, int]] = field(default_factory=list)
@@ -137,8 +143,9 @@ async def create_projects(client: httpx.AsyncClient, count: int) -> None:
 
 
 async def send_until_decided(client: httpx.AsyncClient, body: dict[str, Any], seen: Outcomes,
-                             deadline: float, timeout: float = 2.0) -> int:
-    """Send ``body`` until it is decided (not 429, not 503, not a timeout), with the same ``command_id`` each time."""
+                             deadline: float, timeout: float = 2.0, retry_429: bool = True) -> int:
+    """Send ``body`` until it is decided (not 503, not a timeout, not 429 unless ``retry_429`` is false), with the
+    same ``command_id`` each time; its last status."""
     seen.sent.append(body["command_id"])
     while time.monotonic() < deadline:
         try:
@@ -149,13 +156,15 @@ async def send_until_decided(client: httpx.AsyncClient, body: dict[str, Any], se
             continue
         seen.answers.append((time.monotonic(), answer.status_code))
         seen.statuses[answer.status_code] += 1
-        if answer.status_code == 503 and "retry-after" not in answer.headers:
+        if answer.status_code in (429, 503) and "retry-after" not in answer.headers:
             seen.without_retry_after += 1
-        if answer.status_code in (429, 503):
+        if answer.status_code == 503 or (answer.status_code == 429 and retry_429):
             await asyncio.sleep(min(float(answer.headers.get("retry-after", "0.2")), 1.0))
             continue
         if answer.status_code == 200:
             seen.acked[body["command_id"]] = answer.json()["position"]
+        else:
+            seen.refused.add(body["command_id"])
         return answer.status_code
     raise AssertionError(f"{body['command_id']} was not decided in time: {seen.statuses}")
 
@@ -194,10 +203,25 @@ async def wait_caught_up(pg_url: str, settings: Settings, log_ends: dict[int, in
         await conn.close()
 
 
-async def check_invariants(settings: Settings, pg_url: str, seen: Outcomes) -> float:
-    """I1 to I5 and I10 (docs/faults.md) over a log of project costs; the seconds the projection took to catch up.
+def assert_budgets_held(events: list[RecordedEvent]) -> None:
+    """I6: in every prefix of the log, no project has spent more than its total."""
+    totals: dict[str, Decimal] = {}
+    spent: dict[str, Decimal] = {}
+    for e in events:
+        env = e.envelope
+        event = decode_event(env.type, env.schema_version, env.payload)
+        if isinstance(event, ProjectCreated):
+            totals[env.stream] = event.budget_total
+        elif isinstance(event, CostAdded):
+            spent[env.stream] = spent.get(env.stream, Decimal(0)) + event.amount
+            assert spent[env.stream] <= totals[env.stream], (env.stream, env.stream_version)
 
-    ``pg_url`` reaches PostgreSQL directly (not through a cut link); every command in ``seen.sent`` was decided.
+
+async def check_invariants(settings: Settings, pg_url: str, acked: set[str], refused: Iterable[str] = ()) -> float:
+    """I1 to I6, I8 and I10 (docs/faults.md) over a log of project costs; the seconds the projection took to catch up.
+
+    ``acked``: the costs acknowledged (or decided with 200 on a retry), each of which must be in the log once;
+    ``refused``: those answered 409, 422 or 429, none of which may be. ``pg_url`` reaches PostgreSQL directly.
     """
     engine = "kafka" if settings.kafka_bootstrap_servers else "postgres"
     async with rebuilding(engine, pg_url, settings.topic_prefix, settings.kafka_bootstrap_servers) as (_, rebuild):
@@ -206,16 +230,16 @@ async def check_invariants(settings: Settings, pg_url: str, seen: Outcomes) -> f
         ends = {p: await rebuild.log.end_offset(settings.events_topic, p) for p in range(rebuild.partitions)}
         caught_up = await wait_caught_up(pg_url, settings, ends, RECOVERY_SECONDS)
         costs = Counter(e.envelope.command_id for e in events if e.envelope.type == "project.cost_added")
-        # I1, I2, I9: each command sent (and retried) is in the log exactly once, acknowledged or not.
-        assert set(seen.acked) <= set(seen.sent)
-        assert costs == Counter(set(seen.sent)), "lost or doubled commands"
+        assert costs == Counter(acked), "lost or doubled commands"  # I1, I2, I9
+        assert not set(refused) & set(costs), "a refused command left an event"  # I8
         assert_dense_versions(events)  # I3
+        assert_budgets_held(events)  # I6
         await wait_rebuilt(rebuild.log, settings, pg_url, "rebuild")
     assert await read_checksums(pg_url, settings.read_schema) == await read_checksums(pg_url, "rebuild")  # I4
     conn = await asyncpg.connect(pg_url)
     try:  # I1 in the read models: every cost is spent
-        spent = await conn.fetchval(f'SELECT sum(spent) FROM "{settings.read_schema}".projects')
+        spent = await conn.fetchval(f'SELECT coalesce(sum(spent), 0) FROM "{settings.read_schema}".projects')
     finally:
         await conn.close()
-    assert spent == Decimal("0.01") * len(set(seen.sent))
+    assert spent == Decimal("0.01") * len(acked)
     return caught_up
