@@ -120,8 +120,10 @@ def slow_span_threshold(environ: Mapping[str, str]) -> float | None:
 class SlowSpanLog(SpanProcessor):
     """Logs each span that lasted ``threshold_ms`` or longer: one ``span.slow`` line with its name, duration and ids."""
 
-    def __init__(self, threshold_ms: float) -> None:
+    def __init__(self, threshold_ms: float, logger: Any = None) -> None:
+        """``logger``: a structlog logger (this module's by default)."""
         self.threshold_ms = threshold_ms
+        self.log = logger if logger is not None else log
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.start_time is None or span.end_time is None or span.context is None:
@@ -129,7 +131,7 @@ class SlowSpanLog(SpanProcessor):
         duration_ms = (span.end_time - span.start_time) / 1e6
         if duration_ms < self.threshold_ms:
             return
-        log.warning("span.slow", span=span.name, kind=span.kind.name.lower(), duration_ms=round(duration_ms, 3),
+        self.log.warning("span.slow", span=span.name, kind=span.kind.name.lower(), duration_ms=round(duration_ms, 3),
                     threshold_ms=self.threshold_ms, trace_id=trace.format_trace_id(span.context.trace_id),
                     span_id=trace.format_span_id(span.context.span_id))
 
