@@ -11,9 +11,10 @@ The rooms use only the OpenTelemetry API; until this sets a provider their spans
 Once spans are recorded, the OpenTelemetry instrumentations add theirs: every HTTP request but
 ``POST /v1/commands`` (which makes its own server span) through the ASGI middleware, every
 PostgreSQL statement (asyncpg), Redis command and gRPC call. A database or Redis call made outside
-any request or batch (a reader's poll, a listener) starts no trace of its own.
+any request or batch (a reader's poll, a listener) starts no trace of its own (unless
+``OTEL_TRACES_SAMPLER`` chooses a sampler of the SDK's instead).
 
-A span that lasts longer than ``BLACKBOARD_SLOW_SPAN_MS`` (1000 by default; 0: never) is logged as
+A span that lasts ``BLACKBOARD_SLOW_SPAN_MS`` (1000 by default; 0: never) or longer is logged as
 one ``span.slow`` line with its name, duration and trace id. Setting it records spans even with no
 exporter, for that log alone.
 
@@ -224,7 +225,9 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> TracerProvide
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "blackboard"}))
-    provider = TracerProvider(resource=resource, sampler=ParentBased(root=NoOrphanClientSpans()))
+    # An operator's own choice of sampler (the SDK reads it when given none) goes before ours.
+    sampler = None if env.get("OTEL_TRACES_SAMPLER") else ParentBased(root=NoOrphanClientSpans())
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if threshold is not None:
         provider.add_span_processor(SlowSpanLog(threshold))
     if exporter is not None:
