@@ -1,7 +1,8 @@
 """Random command sequences over HTTP against a pure model of the deciders (budgets and reservations, tasks and
 their claims, leases), with restarts of the runtime: every answer is the one the model predicts, a command sent
-again answers its first outcome, and after every step the read model of what the step touched equals the model,
-which itself never spends a budget beyond its total nor lets a fencing token go down.
+again answers its first outcome, after every step the read model of what the step touched equals the model
+(which itself never spends a budget beyond its total nor lets a fencing token go down), and at the end each
+stream's history holds exactly the events the model says.
 
 Each example works on streams of its own, in one runtime shared by the examples (a runtime per example would
 cost seconds each), restarted at most once per example.
@@ -94,29 +95,35 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
         self.last: tuple[dict[str, Any], Expected, dict[str, Any]] | None = None
         self.touched: tuple[str, str, str] | None = None  # kind, id, position to read at
         self.restarted = False
+        #: Per stream: (command id, event type) of every event the model says was appended, in order.
+        self.history: dict[str, list[tuple[str, str]]] = {}
+        self.positions: dict[str, str] = {}
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
 
     def _send(self, type_: str, stream: str, payload: dict[str, Any], expected: Expected,
-              command_id: str | None = None) -> dict[str, Any]:
-        body = {"type": type_, "stream": f"{stream.split(':')[0]}:{self.ns}-{stream.split(':')[1]}",
-                "payload": payload, "command_id": command_id or uuid.uuid4().hex}
+              emits: list[str]) -> None:
+        """Send a command, check its answer is ``expected`` and, when accepted, remember the ``emits`` it appended."""
+        kind, ident = stream.split(":")
+        body = {"type": type_, "stream": f"{kind}:{self.ns}-{ident}", "payload": payload,
+                "command_id": uuid.uuid4().hex}
         answer = self._run(self.client.post("/v1/commands", json=body))
         got = answer.json()
         assert (answer.status_code, got.get("code")) == expected, (body, answer.status_code, got)
         self.last = (body, expected, got)
         if answer.status_code == 200:
-            kind, ident = stream.split(":")
             self.touched = (kind, ident, got["position"])
-        return dict(got)
+            self.positions[body["stream"]] = got["position"]
+            self.history.setdefault(body["stream"], []).extend((body["command_id"], e) for e in emits)
 
     # ── projects: budgets and reservations ──
 
     @rule(p=st.sampled_from(PROJECTS))
     def create_project(self, p: str) -> None:
+        # The same creation again changes nothing, and is accepted.
         self._send("project.create", f"project:{p}", {"title": "t", "currency": "EUR", "budget_total": str(TOTAL)},
-                   accepted())  # the same creation again changes nothing and is accepted
+                   accepted(), [] if p in self.projects else ["project.created"])
         self.projects.setdefault(p, ProjectModel())
 
     def _project(self, p: str) -> ProjectModel | None:
@@ -127,7 +134,8 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
         m = self._project(p)
         expected = (rejected("not_found") if m is None else accepted() if amount <= m.remaining
                     else rejected("budget_exceeded"))
-        self._send("project.add_cost", f"project:{p}", {"amount": str(amount), "reason": "r"}, expected)
+        self._send("project.add_cost", f"project:{p}", {"amount": str(amount), "reason": "r"}, expected,
+                   ["project.cost_added"])
         if m is not None and expected == accepted():
             m.spent += amount
 
@@ -136,7 +144,8 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
         m = self._project(p)
         expected = (rejected("not_found") if m is None else accepted() if amount <= m.spent
                     else rejected("refund_exceeds_spent"))
-        self._send("project.refund_cost", f"project:{p}", {"amount": str(amount), "reason": "r"}, expected)
+        self._send("project.refund_cost", f"project:{p}", {"amount": str(amount), "reason": "r"}, expected,
+                   ["project.cost_refunded"])
         if m is not None and expected == accepted():
             m.spent -= amount
 
@@ -146,7 +155,8 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
         expected = (rejected("not_found") if m is None else rejected("reservation_exists") if rid in m.reserved
                     else accepted() if amount <= m.remaining else rejected("budget_exceeded"))
         self._send("project.reserve_budget", f"project:{p}",
-                   {"reservation_id": rid, "amount": str(amount), "reason": "r", "ttl_seconds": 3600}, expected)
+                   {"reservation_id": rid, "amount": str(amount), "reason": "r", "ttl_seconds": 3600}, expected,
+                   ["project.budget_reserved"])
         if m is not None and expected == accepted():
             m.reserved[rid] = amount
 
@@ -156,7 +166,8 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
         expected = (rejected("not_found") if m is None else accepted() if rid in m.reserved
                     else rejected("reservation_not_found"))
         type_ = "project.commit_reservation" if commit else "project.release_reservation"
-        self._send(type_, f"project:{p}", {"reservation_id": rid}, expected)
+        self._send(type_, f"project:{p}", {"reservation_id": rid}, expected,
+                   ["project.reservation_committed" if commit else "project.reservation_released"])
         if m is not None and expected == accepted():
             held = m.reserved.pop(rid)
             m.spent += held if commit else Decimal(0)
@@ -165,7 +176,8 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
 
     @rule(t=st.sampled_from(TASKS))
     def create_task(self, t: str) -> None:
-        self._send("task.create", f"task:{t}", {"name": "n", "lease_seconds": 3600}, accepted())
+        self._send("task.create", f"task:{t}", {"name": "n", "lease_seconds": 3600}, accepted(),
+                   [] if t in self.tasks else ["task.created"])
         self.tasks.setdefault(t, TaskModel())
 
     @rule(t=st.sampled_from(TASKS), node=st.sampled_from(NODES))
@@ -177,7 +189,8 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
             expected = accepted()  # the same claim again
         else:
             expected = accepted() if m.status == "pending" else rejected("not_claimable")
-        self._send("task.claim", f"task:{t}", {"node": node}, expected)
+        pending = m is not None and m.status == "pending"
+        self._send("task.claim", f"task:{t}", {"node": node}, expected, ["task.claimed"] if pending else [])
         if m is not None and expected == accepted() and m.status == "pending":
             m.status, m.token, m.node = "claimed", m.token + 1, node
 
@@ -195,7 +208,10 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
         else:
             expected = rejected("lease_lost")
         type_ = "task.complete" if complete else "task.start"
-        self._send(type_, f"task:{t}", {"token": token}, expected)
+        # Accepted, it moves a held task (a start of a running one, a completion of a succeeded one: no event).
+        moves = m is not None and m.status in ("claimed", "running") and (complete or m.status == "claimed")
+        self._send(type_, f"task:{t}", {"token": token}, expected,
+                   ["task.succeeded" if complete else "task.started"] if moves else [])
         if m is not None and expected == accepted() and m.status in ("claimed", "running"):
             m.status = "succeeded" if complete else "running"
             m.node = None if complete else m.node
@@ -206,7 +222,8 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
     def acquire(self, holder: str) -> None:
         m = self.lease
         expected = accepted() if m.holder in (None, holder) else rejected("lease_held")
-        self._send("lease.acquire", "lease:l0", {"holder": holder, "ttl_seconds": 3600}, expected)
+        self._send("lease.acquire", "lease:l0", {"holder": holder, "ttl_seconds": 3600}, expected,
+                   ["lease.granted" if m.holder is None else "lease.renewed"])
         if expected == accepted() and m.holder is None:
             m.holder, m.token = holder, m.token + 1
 
@@ -218,7 +235,8 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
             expected = accepted()  # already free
         else:
             expected = accepted() if (m.holder, m.token) == (holder, token) else rejected("lease_lost")
-        self._send("lease.release", "lease:l0", {"holder": holder, "token": token}, expected)
+        self._send("lease.release", "lease:l0", {"holder": holder, "token": token}, expected,
+                   [] if m.holder is None else ["lease.released"])
         if expected == accepted():
             m.holder = None
 
@@ -283,6 +301,19 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
             assert (view["status"], view["token"]) == (t.status, t.token), (view, t)
         else:
             assert (view["holder"] if view["held"] else None, view["token"]) == (self.lease.holder, self.lease.token)
+
+
+    def teardown(self) -> None:
+        """Each stream's history: the events the model says, in its order, with versions 1..n."""
+        for stream, expected in self.history.items():
+            answer = self._run(self.client.get(f"/v1/streams/{stream}/history",
+                                               params={"consistent_with": self.positions[stream]}))
+            assert answer.status_code == 200, answer.text
+            items = answer.json()["items"]
+            assert [e["version"] for e in items] == list(range(1, len(items) + 1)), stream
+            # A process manager's events (a budget alert) are its own, not the model's.
+            ours = [(e["command_id"], e["type"]) for e in items if not e["actor"].startswith("process:")]
+            assert ours == expected, (stream, ours, expected)
 
 
 def _settings(pg_url: str, topic_prefix: str) -> Settings:
