@@ -106,16 +106,16 @@ class CommandsAgainstTheModel(RuleBasedStateMachine):
               emits: list[str]) -> None:
         """Send a command, check its answer is ``expected`` and, when accepted, remember the ``emits`` it appended."""
         kind, ident = stream.split(":")
-        body = {"type": type_, "stream": f"{kind}:{self.ns}-{ident}", "payload": payload,
-                "command_id": uuid.uuid4().hex}
+        full, command_id = f"{kind}:{self.ns}-{ident}", uuid.uuid4().hex
+        body = {"type": type_, "stream": full, "payload": payload, "command_id": command_id}
         answer = self._run(self.client.post("/v1/commands", json=body))
         got = answer.json()
         assert (answer.status_code, got.get("code")) == expected, (body, answer.status_code, got)
         self.last = (body, expected, got)
         if answer.status_code == 200:
             self.touched = (kind, ident, got["position"])
-            self.positions[body["stream"]] = got["position"]
-            self.history.setdefault(body["stream"], []).extend((body["command_id"], e) for e in emits)
+            self.positions[full] = got["position"]
+            self.history.setdefault(full, []).extend((command_id, e) for e in emits)
 
     # ── projects: budgets and reservations ──
 
