@@ -37,6 +37,7 @@ from blackboard.query_api.runs_http import ROUTES as RUN_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
 from blackboard.schemas.api import ErrorBody, FieldError
 from blackboard.startup import started
+from blackboard.tracing import http_middleware
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +98,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     prometheus = PrometheusConfig(app_name="blackboard", prefix="blackboard_http", group_path=True,
                                   exclude=["/metrics", "/health"])
     routes: list[Any] = [health_live, health_ready, PrometheusController]
-    middleware: list[Any] = [prometheus.middleware]
+    middleware: list[Any] = [*http_middleware(), prometheus.middleware]
     if runtime.settings.protect_metrics_and_schema:
         middleware.append(guarded_paths(gate, ("/metrics", SCHEMA_PATH)))
     if "command" in runtime.roles:

@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context as OtelContext
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind
 
+from blackboard.command_api.metrics import FENCED_WRITES
 from blackboard.command_api.results import StoredOutcome
 from blackboard.events.codec import fenced, ownership_marker, to_record
 from blackboard.events.log import (
@@ -73,6 +74,7 @@ async def append_events(log_: PartitionedLog, topic: str, partition: int, record
     except OffsetConflict:
         # Another writer appended: we are not (or no longer) the only owner. Never acknowledge.
         log.error("owner.fenced", partition=partition, expected=at)
+        FENCED_WRITES.labels(str(partition)).inc()
         raise
 
 
@@ -100,7 +102,11 @@ async def append_marker(log_: PartitionedLog, topic: str, partition: int, *, mem
     elsewhere and every fold passes over it).
     """
     record = fenced([ownership_marker(member, epoch, now)], at)
-    await log_.append(topic, partition, record, expected_offset=at)
+    try:
+        await log_.append(topic, partition, record, expected_offset=at)
+    except OffsetConflict:
+        FENCED_WRITES.labels(str(partition)).inc()
+        raise
 
 
 def append_span(log_: PartitionedLog, topic: str, partition: int, *, traces: Sequence[OtelContext | None],

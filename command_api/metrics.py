@@ -20,3 +20,7 @@ RESTORES = Counter("blackboard_decider_restores_total",
                    "Partition owners rebuilt, by where they started: a snapshot, or the log's first offset", ["source"])
 DEAD_LETTERS = Counter("blackboard_command_dead_letters_total",
                        "Records of the commands topic that were not commands, set aside on its dead-letter topic")
+# A writer that believed it owned a partition another writer had appended to: never acknowledged, counted here.
+FENCED_WRITES = Counter("blackboard_fenced_writes_total",
+                        "Writes to the events topic refused by the fence (another writer appended first), by partition",
+                        ["partition"])
