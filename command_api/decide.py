@@ -149,8 +149,8 @@ def _decide_one(memory: PartitionMemory, sub: Submission, decision: Decision) ->
         outcome: Outcome = Rejected(sub.command_id, result.code, result.message, result.details)
     else:
         outcome = _accept(memory, sub, Held(state, version), result, decision, ctx.now)
-    if sub.command_type in VOLATILE_COMMANDS and not (isinstance(outcome, Accepted) and outcome.events):
-        # Answered, not remembered: deciding it again is harmless (see VOLATILE_COMMANDS).
+    if sub.command_type in VOLATILE_COMMANDS and isinstance(outcome, Accepted) and not outcome.events:
+        # A no-op answered, not remembered: deciding it again is harmless (see VOLATILE_COMMANDS).
         if isinstance(outcome, Accepted):
             outcome = msgspec.structs.replace(
                 outcome, position=encode_token({memory.partition: max(memory.next_offset - 1, 0)}))

@@ -117,11 +117,12 @@ EVENT_TYPES: dict[str, tuple[type[msgspec.Struct], int]] = {
 SYSTEM_COMMANDS: frozenset[str] = (task.SYSTEM_COMMANDS | node.SYSTEM_COMMANDS | clock.SYSTEM_COMMANDS
                                    | saga.SYSTEM_COMMANDS | {"project.raise_budget_alert"})
 
-#: Commands whose outcomes that append nothing (refusals, no-ops) are answered but not remembered.
-#: Note: they are sent often and are harmless to decide again (a heartbeat that says nothing new, a
-#: claim that lost a race, a tick already passed); remembering each would grow the command-results
-#: topic and the owners' memory by one entry per call.
-VOLATILE_COMMANDS: frozenset[str] = frozenset({"node.heartbeat", "task.claim", "clock.tick"})
+#: Commands whose no-op acceptances (accepted, nothing appended) are answered but not remembered.
+#: Note: they are sent often and a no-op is harmless to decide again (a heartbeat that says nothing new,
+#: a tick already passed); remembering each would grow the command-results topic and the owners'
+#: memory by one entry per call. A refusal is always remembered, of these too: otherwise a retry with
+#: the same ``command_id`` could be accepted later, one command with two outcomes.
+VOLATILE_COMMANDS: frozenset[str] = frozenset({"node.heartbeat", "clock.tick"})
 
 _NAME_OF: dict[type[msgspec.Struct], str] = {cls: name for name, (cls, _) in EVENT_TYPES.items()}
 

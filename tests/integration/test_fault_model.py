@@ -331,10 +331,8 @@ async def test_the_command_service_agrees_with_a_model_of_the_deciders(pg_url: s
     print(f"\nmodel: restarts={len(RESTART_SECONDS)} slowest_restart_s={max(RESTART_SECONDS, default=0):.2f}")
 
 
-@pytest.mark.xfail(strict=True, reason="a task command refused as not_found is decided again on a retry, so one "
-                                       "command_id gets two outcomes once the task exists (I2, I9)")
 async def test_a_command_refused_on_a_missing_task_keeps_its_outcome(pg_url: str, topic_prefix: str) -> None:
-    """Found by the machine above: project commands replay their ``not_found``, task commands do not."""
+    """Found by the machine above: a refused claim was answered but not remembered, so a retry could be accepted."""
     claim = {"type": "task.claim", "stream": "task:late", "payload": {"node": "n"}, "command_id": uuid.uuid4().hex}
     async with running(_settings(pg_url, topic_prefix)) as (client, _):
         first = await client.post("/v1/commands", json=claim)
