@@ -100,7 +100,7 @@ async def _service_runs(pg_url: str, clients: int, commands: int, projects: int,
 
     from blackboard.app import Runtime
     from blackboard.command_api.submit import submit as submit_command
-    from blackboard.command_api.validation import validate_command
+    from blackboard.command_api.submit import validate_command
     from blackboard.config import Settings
 
     tag = uuid.uuid4().hex[:8]

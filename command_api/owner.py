@@ -1,37 +1,29 @@
 """The partition-owner runtime: the one writer of a partition of the events topic.
 
 An owner keeps the state of its partition's streams in memory, restored from the log
-(``command_api.memory``). It serialises its commands (so a budget is never overspent and a stale
-``expected_version`` is refused without locks), dedupes by ``command_id``, decides
-(``command_api.decide``), and appends every event of the commands it decided together as ONE
-record batch (group commit: all or none; ``command_api.fencing``). Outcomes that leave no event
-in the log (rejections, no-ops) go to the command-results topic, so that a repeated
+(``command_api.memory``). It serialises its commands in a queue (so a budget is never overspent and
+a stale ``expected_version`` is refused without locks) and hands what it takes from the queue
+together to ``command_api.group_commit``, which dedupes by ``command_id``, decides, and appends every
+event of the commands it decided together as ONE record batch (all or none). Outcomes that leave no
+event in the log (rejections, no-ops) go to the command-results topic, so that a repeated
 ``command_id`` gets its first outcome also after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from blackboard.command_api import metrics
-from blackboard.command_api.decide import answer, commit, decide_group, stored_results
 from blackboard.command_api.errors import CommandError, NotOwner, Unavailable
-from blackboard.command_api.fencing import (
-    append_events,
-    append_marker,
-    append_results,
-    append_span,
-    cut_to_fit,
-    event_records,
-)
+from blackboard.command_api.group_commit import commit_group
 from blackboard.command_api.memory import PartitionMemory
+from blackboard.command_api.metrics import FENCED_WRITES
 from blackboard.command_api.submit import Submission
+from blackboard.events.codec import fenced, ownership_marker
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog
 
 log = structlog.get_logger(__name__)
@@ -200,7 +192,7 @@ class PartitionOwner(PartitionMemory):
                     self.stale = True
                     raise NotOwner(f"partition {self.partition} was taken over by {self.marked_by}")
             try:
-                await self._decide_group(group)
+                await commit_group(self, group)
                 return
             except OffsetConflict as exc:
                 self.stale = True
@@ -214,32 +206,20 @@ class PartitionOwner(PartitionMemory):
             if not sub.future.done():
                 sub.future.set_exception(exc)
 
-    async def _decide_group(self, group: list[Submission]) -> None:
-        """One group commit: decide, append the events as one batch, then remember, publish and answer."""
-        started = time.perf_counter()
-        decision = decide_group(self, group)
-        records = event_records(decision.envelopes, self.next_offset)
-        cut = cut_to_fit(self.log, records, decision.counts)
-        if cut:  # one batch could not hold the group's events: decide it again as two groups
-            for part in (group[:cut], group[cut:]):
-                await self._decide_group(part)
-            return
-        appending = time.perf_counter()
-        metrics.DECIDE_SECONDS.observe(appending - started)
-        metrics.GROUP_SIZE.observe(len(group))
-        with append_span(self.log, self.events_topic, self.partition, traces=[s.trace for s in group],
-                         writers=decision.writers, events=len(decision.envelopes)):
-            base = await append_events(self.log, self.events_topic, self.partition, records, self.next_offset)
-        metrics.APPEND_SECONDS.observe(time.perf_counter() - appending)
-        commit(self, decision, base)
-        results = stored_results(self, decision, publish_all=self.publish_all)
-        end = await append_results(self.log, self.results_topic, self.partition, results)
-        if end is not None:
-            self.results_offset = end
-        taken = [sub.source_offset for sub in group if sub.source_offset is not None]
-        if taken:
-            self.commands_offset = max(self.commands_offset, max(taken) + 1)
-        answer(self, decision)
+
+async def append_marker(log_: PartitionedLog, topic: str, partition: int, *, member: str, epoch: int, at: int,
+                        now: datetime) -> None:
+    """Mark ``topic[partition]`` at ``at``: from here on ``member`` writes it, at ``epoch``.
+
+    Raises ``OffsetConflict`` when another writer appended after ``at`` (the marker then lands
+    elsewhere and every fold passes over it).
+    """
+    record = fenced([ownership_marker(member, epoch, now)], at)
+    try:
+        await log_.append(topic, partition, record, expected_offset=at)
+    except OffsetConflict:
+        FENCED_WRITES.labels(str(partition)).inc()
+        raise
 
 
 def _unavailable(exc: Exception) -> CommandError:

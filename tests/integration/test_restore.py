@@ -23,8 +23,7 @@ from blackboard.command_api.snapshots import (
     take_snapshot,
     write_snapshot,
 )
-from blackboard.command_api.submit import submission
-from blackboard.command_api.validation import validate_command
+from blackboard.command_api.submit import submission, validate_command
 from blackboard.events.log import PartitionedLog
 from blackboard.schemas.api import Accepted, DryRun, Outcome, Rejected
 

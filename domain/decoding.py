@@ -6,6 +6,9 @@ steps. One parse with the standard library refuses what msgspec would let throug
 over the parsed value refuses what PostgreSQL cannot store (NUL, lone surrogates) and what is beyond
 our limits, naming the JSON path of each bad value. Then msgspec converts the value into the Struct,
 and its errors are moved under the path they belong to.
+
+Note: pure, like the deciders, and here for the same reason they are: both sides read it (the
+command routes and the query API's bodies), and neither may import the other.
 """
 
 from __future__ import annotations
