@@ -32,7 +32,6 @@ from blackboard.command_api.errors import IdempotencyKeyReused, Refusal, StreamU
 from blackboard.command_api.memory import Held, Known, PartitionMemory
 from blackboard.command_api.metrics import FENCED_WRITES
 from blackboard.command_api.results import StoredOutcome, refusal_body
-from blackboard.command_api.submit import Submission
 from blackboard.domain.decider import Context, Rejection
 from blackboard.domain.registry import DECIDERS
 from blackboard.events.codec import fenced, to_record
@@ -52,7 +51,8 @@ from blackboard.schemas.envelope import Envelope, encode_token, stream_partition
 from blackboard.schemas.registry import VOLATILE_COMMANDS, encode_payload, event_name, schema_version_of
 
 if TYPE_CHECKING:
-    from blackboard.command_api.owner import PartitionOwner
+    # The owner hands its group on to this module: its types only, for the annotations.
+    from blackboard.command_api.owner import PartitionOwner, Submission
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -108,7 +108,7 @@ async def commit_group(owner: PartitionOwner, group: list[Submission]) -> None:
     answer(owner, decision)
 
 
-# ── decide: each command on the memory, without I/O ───────────────────────────────
+# ── decide: each command on the memory, without I/O ───────────────────────────────────
 
 
 def decide_group(memory: PartitionMemory, group: Sequence[Submission]) -> Decision:
@@ -236,7 +236,7 @@ def _set_outcome(span: Span, answer: Answer, replayed: bool) -> None:
         span.set_attribute("blackboard.rejection.code", answer.code)
 
 
-# ── fence and append: the events as one batch where the state ends ────────────────
+# ── fence and append: the events as one batch where the state ends ────────────────────
 
 
 def event_records(envelopes: list[Envelope], at: int) -> list[Record]:
@@ -299,7 +299,7 @@ async def append_events(log_: PartitionedLog, topic: str, partition: int, record
         raise
 
 
-# ── after the append: remember, publish, answer ───────────────────────────────────
+# ── after the append: remember, publish, answer ───────────────────────────────────────
 
 
 def commit(memory: PartitionMemory, decision: Decision, base: int) -> None:

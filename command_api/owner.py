@@ -1,6 +1,7 @@
-"""The partition-owner runtime: the one writer of a partition of the events topic.
+"""The partition-owner runtime: the one writer of a partition of the events topic, and what it decides.
 
-An owner keeps the state of its partition's streams in memory, restored from the log
+Every command, whoever sends it, reaches an owner as a ``Submission``, made by ``submission`` below
+and nowhere else. An owner keeps the state of its partition's streams in memory, restored from the log
 (``command_api.memory``). It serialises its commands in a queue (so a budget is never overspent and
 a stale ``expected_version`` is refused without locks) and hands what it takes from the queue
 together to ``command_api.group_commit``, which dedupes by ``command_id``, decides, and appends every
@@ -12,24 +13,87 @@ event in the log (rejections, no-ops) go to the command-results topic, so that a
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import structlog
+from opentelemetry.context import Context as OtelContext
 
 from blackboard.command_api.errors import CommandError, NotOwner, Unavailable
 from blackboard.command_api.group_commit import commit_group
 from blackboard.command_api.memory import PartitionMemory
 from blackboard.command_api.metrics import FENCED_WRITES
-from blackboard.command_api.submit import Submission
+from blackboard.domain.decoding import command_fingerprint
 from blackboard.events.codec import fenced, ownership_marker
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog
+from blackboard.schemas.api import AgentMetadata, CommandRequest, DryRun, Outcome
+from blackboard.schemas.registry import COMMAND_TYPES
 
 log = structlog.get_logger(__name__)
 
 #: Most commands one group commit decides and appends together.
 MAX_GROUP = 256
+
+
+# ── what an owner decides: a Submission, made here only ───────────────────────────────
+
+
+@dataclass(slots=True)
+class Submission:
+    """A validated command waiting for its partition's owner (made by ``submission`` only)."""
+
+    category: str
+    stream: str
+    command_type: str
+    payload: msgspec.Struct
+    command_id: str
+    fingerprint: str
+    actor: str
+    #: The tenant of the principal that sent it (``None``: sent from inside, by a process manager).
+    tenant: str | None
+    correlation_id: str
+    causation_id: str
+    expected_version: int | None
+    #: The request, with its ``command_id``: what goes on the commands topic if it is routed.
+    request: CommandRequest
+    future: asyncio.Future[tuple[Outcome | DryRun, bool]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    #: The trace context of the request (its HTTP span): the owner decides in a task of its own.
+    trace: OtelContext | None = None
+    #: Decide and answer what would happen, append nothing, remember nothing.
+    dry_run: bool = False
+    agent: AgentMetadata | None = None
+    #: The command's offset in ``commands[partition]`` when it came through the commands topic.
+    source_offset: int | None = None
+
+
+def submission(request: CommandRequest, payload: msgspec.Struct, *, actor: str, tenant: str | None = None,
+               fingerprint: str | None = None, trace: OtelContext | None = None,
+               source_offset: int | None = None) -> Submission:
+    """The ``Submission`` of ``request`` (whose ``payload`` is already decoded and checked), sent by ``actor``.
+
+    A request without ``command_id`` gets a fresh one; correlation and causation default to the
+    command id. ``fingerprint`` defaults to ``command_fingerprint(request)`` (give it when it is known).
+    """
+    command_id = request.command_id or uuid.uuid4().hex
+    if request.command_id is None:
+        request = msgspec.structs.replace(request, command_id=command_id)
+    return Submission(
+        category=COMMAND_TYPES[request.type][0], stream=request.stream, command_type=request.type, payload=payload,
+        command_id=command_id, fingerprint=fingerprint or command_fingerprint(request), actor=actor,
+        tenant=tenant,
+        correlation_id=request.correlation_id or command_id, causation_id=request.causation_id or command_id,
+        expected_version=request.expected_version, request=request, trace=trace, dry_run=request.dry_run,
+        agent=request.agent, source_offset=source_offset,
+    )
+
+
+# ── the owner: its queue, and the group commits it hands on ───────────────────────────
 
 
 class PartitionOwner(PartitionMemory):

@@ -131,7 +131,7 @@ def canonical(value: Any) -> bytes:
     return msgspec.json.encode(value, order="sorted")
 
 
-# ── the budget: money is never spent or held beyond the total ─────────────────────────
+# ── the budget: money is never spent or held beyond the total ──────────────────────────
 
 
 def money(amount: Decimal) -> str:

@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blackboard.command_api.submit import (
+from blackboard.domain.decoding import (
+    MAX_DEPTH,
+    MAX_ITEMS,
     InvalidCommand,
     command_fingerprint,
     validate_command,
 )
-from blackboard.domain.decoding import MAX_DEPTH, MAX_ITEMS
 from blackboard.schemas.api import CommandRequest
 from blackboard.schemas.project import AddCost, CreateProject, UpdateShot
 from blackboard.schemas.task import MAX_DEPENDENCIES, MAX_SKILLS, CreateTask
