@@ -99,9 +99,9 @@ async def _service_runs(pg_url: str, clients: int, commands: int, projects: int,
     from pydantic import SecretStr
 
     from blackboard.app import Runtime
-    from blackboard.command_api.submit import submit as submit_command
-    from blackboard.command_api.validation import validate_command
+    from blackboard.command_api.service import submit as submit_command
     from blackboard.config import Settings
+    from blackboard.domain.decoding import validate_command
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings(postgres_url=SecretStr(pg_url), topic_prefix=f"svc{tag}.", read_schema=f"svc{tag}")

@@ -58,7 +58,7 @@ async def _service_round(pg_url: str, redis_url: str, projects: int, clients: in
     from pydantic import SecretStr
 
     from blackboard.app import Runtime
-    from blackboard.command_api.submit import submit_json
+    from blackboard.command_api.service import submit_json
     from blackboard.config import Settings
 
     tag = uuid.uuid4().hex[:8]

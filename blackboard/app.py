@@ -16,9 +16,8 @@ import structlog
 from blackboard.auth import Gate, gate_for
 from blackboard.command_api.claims import ClaimService
 from blackboard.command_api.expiry import run_sweeper
-from blackboard.command_api.service import CommandService
+from blackboard.command_api.service import CommandService, submit_json
 from blackboard.command_api.snapshots import SNAPSHOT_TOPIC_CONFIG
-from blackboard.command_api.submit import submit_json
 from blackboard.config import Settings
 from blackboard.embedded import exit_on_stop_signals
 from blackboard.events.log import PartitionedLog, UnknownTopic

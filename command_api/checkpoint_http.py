@@ -33,8 +33,7 @@ from blackboard.command_api.http_errors import (
     UnsupportedMediaType,
     require_write,
 )
-from blackboard.command_api.service import CommandService
-from blackboard.command_api.submit import submit
+from blackboard.command_api.service import CommandService, submit
 from blackboard.events.postgres.blobs import BlobStore, StoredBlob
 from blackboard.schemas.api import Accepted, CommandRequest, ErrorBody, FieldError, Rejected
 from blackboard.schemas.auth import WRITES, Principal

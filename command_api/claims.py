@@ -22,8 +22,7 @@ from typing import Any
 import msgspec
 
 from blackboard.command_api.errors import NodeNotFound, NodeUnavailable
-from blackboard.command_api.service import CommandService
-from blackboard.command_api.submit import submit
+from blackboard.command_api.service import CommandService, submit
 from blackboard.schemas.api import Accepted, CommandRequest
 from blackboard.schemas.task import ClaimTask
 

@@ -14,8 +14,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from blackboard.command_api.claims import ClaimService
 from blackboard.command_api.http_errors import HttpError, InvalidRequest, require_write
-from blackboard.command_api.service import CommandService
-from blackboard.command_api.submit import submit_json
+from blackboard.command_api.service import CommandService, submit_json
 from blackboard.schemas.api import Accepted, FieldError, Rejected
 from blackboard.schemas.auth import WRITES, Principal
 from blackboard.schemas.node import Load, ReportedStatus

@@ -20,8 +20,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from blackboard.command_api.service import CommandService
-from blackboard.command_api.submit import submit
+from blackboard.command_api.service import CommandService, submit
 from blackboard.schemas.api import CommandRequest
 from blackboard.schemas.project import ExpireReservations
 

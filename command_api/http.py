@@ -26,9 +26,9 @@ from blackboard.command_api.http_errors import (
     invalid_command,
     missing_scope,
 )
+from blackboard.command_api.owner import submission
 from blackboard.command_api.service import CommandService
-from blackboard.command_api.submit import submission
-from blackboard.command_api.validation import InvalidCommand, validate_command
+from blackboard.domain.decoding import InvalidCommand, validate_command
 from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import Accepted, DryRun, ErrorBody, Outcome, Rejected
 from blackboard.schemas.auth import WRITE, WRITES, Principal

@@ -14,7 +14,7 @@ from litestar import Request, Response
 from litestar.types import ExceptionHandlersMap
 
 from blackboard.command_api.errors import CommandError, IdempotencyKeyReused, NodeNotFound, NodeUnavailable
-from blackboard.command_api.validation import InvalidCommand
+from blackboard.domain.decoding import InvalidCommand
 from blackboard.schemas.api import ErrorBody, FieldError
 from blackboard.schemas.auth import ADMIN, READ, WRITE, Principal, write_scope
 

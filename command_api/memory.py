@@ -2,7 +2,7 @@
 
 Both are built by folding the partition's records (a restore, or the catch-up after a snapshot):
 ``fold_event`` for the events topic, ``fold_result`` for the command-results topic. A group commit
-advances them only after the log acknowledged its batch (``command_api.decide``).
+advances them only after the log acknowledged its batch (``command_api.group_commit``).
 """
 
 from __future__ import annotations

@@ -1,43 +1,99 @@
-"""The partition-owner runtime: the one writer of a partition of the events topic.
+"""The partition-owner runtime: the one writer of a partition of the events topic, and what it decides.
 
-An owner keeps the state of its partition's streams in memory, restored from the log
-(``command_api.memory``). It serialises its commands (so a budget is never overspent and a stale
-``expected_version`` is refused without locks), dedupes by ``command_id``, decides
-(``command_api.decide``), and appends every event of the commands it decided together as ONE
-record batch (group commit: all or none; ``command_api.fencing``). Outcomes that leave no event
-in the log (rejections, no-ops) go to the command-results topic, so that a repeated
+Every command, whoever sends it, reaches an owner as a ``Submission``, made by ``submission`` below
+and nowhere else. An owner keeps the state of its partition's streams in memory, restored from the log
+(``command_api.memory``). It serialises its commands in a queue (so a budget is never overspent and
+a stale ``expected_version`` is refused without locks) and hands what it takes from the queue
+together to ``command_api.group_commit``, which dedupes by ``command_id``, decides, and appends every
+event of the commands it decided together as ONE record batch (all or none). Outcomes that leave no
+event in the log (rejections, no-ops) go to the command-results topic, so that a repeated
 ``command_id`` gets its first outcome also after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import structlog
+from opentelemetry.context import Context as OtelContext
 
-from blackboard.command_api import metrics
-from blackboard.command_api.decide import answer, commit, decide_group, stored_results
 from blackboard.command_api.errors import CommandError, NotOwner, Unavailable
-from blackboard.command_api.fencing import (
-    append_events,
-    append_marker,
-    append_results,
-    append_span,
-    cut_to_fit,
-    event_records,
-)
+from blackboard.command_api.group_commit import commit_group
 from blackboard.command_api.memory import PartitionMemory
-from blackboard.command_api.submit import Submission
+from blackboard.command_api.metrics import FENCED_WRITES
+from blackboard.domain.decoding import command_fingerprint
+from blackboard.events.codec import fenced, ownership_marker
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog
+from blackboard.schemas.api import AgentMetadata, CommandRequest, DryRun, Outcome
+from blackboard.schemas.registry import COMMAND_TYPES
 
 log = structlog.get_logger(__name__)
 
 #: Most commands one group commit decides and appends together.
 MAX_GROUP = 256
+
+
+# ── what an owner decides: a Submission, made here only ───────────────────────────────
+
+
+@dataclass(slots=True)
+class Submission:
+    """A validated command waiting for its partition's owner (made by ``submission`` only)."""
+
+    category: str
+    stream: str
+    command_type: str
+    payload: msgspec.Struct
+    command_id: str
+    fingerprint: str
+    actor: str
+    #: The tenant of the principal that sent it (``None``: sent from inside, by a process manager).
+    tenant: str | None
+    correlation_id: str
+    causation_id: str
+    expected_version: int | None
+    #: The request, with its ``command_id``: what goes on the commands topic if it is routed.
+    request: CommandRequest
+    future: asyncio.Future[tuple[Outcome | DryRun, bool]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    #: The trace context of the request (its HTTP span): the owner decides in a task of its own.
+    trace: OtelContext | None = None
+    #: Decide and answer what would happen, append nothing, remember nothing.
+    dry_run: bool = False
+    agent: AgentMetadata | None = None
+    #: The command's offset in ``commands[partition]`` when it came through the commands topic.
+    source_offset: int | None = None
+
+
+def submission(request: CommandRequest, payload: msgspec.Struct, *, actor: str, tenant: str | None = None,
+               fingerprint: str | None = None, trace: OtelContext | None = None,
+               source_offset: int | None = None) -> Submission:
+    """The ``Submission`` of ``request`` (whose ``payload`` is already decoded and checked), sent by ``actor``.
+
+    A request without ``command_id`` gets a fresh one; correlation and causation default to the
+    command id. ``fingerprint`` defaults to ``command_fingerprint(request)`` (give it when it is known).
+    """
+    command_id = request.command_id or uuid.uuid4().hex
+    if request.command_id is None:
+        request = msgspec.structs.replace(request, command_id=command_id)
+    return Submission(
+        category=COMMAND_TYPES[request.type][0], stream=request.stream, command_type=request.type, payload=payload,
+        command_id=command_id, fingerprint=fingerprint or command_fingerprint(request), actor=actor,
+        tenant=tenant,
+        correlation_id=request.correlation_id or command_id, causation_id=request.causation_id or command_id,
+        expected_version=request.expected_version, request=request, trace=trace, dry_run=request.dry_run,
+        agent=request.agent, source_offset=source_offset,
+    )
+
+
+# ── the owner: its queue, and the group commits it hands on ───────────────────────────
 
 
 class PartitionOwner(PartitionMemory):
@@ -200,7 +256,7 @@ class PartitionOwner(PartitionMemory):
                     self.stale = True
                     raise NotOwner(f"partition {self.partition} was taken over by {self.marked_by}")
             try:
-                await self._decide_group(group)
+                await commit_group(self, group)
                 return
             except OffsetConflict as exc:
                 self.stale = True
@@ -214,32 +270,20 @@ class PartitionOwner(PartitionMemory):
             if not sub.future.done():
                 sub.future.set_exception(exc)
 
-    async def _decide_group(self, group: list[Submission]) -> None:
-        """One group commit: decide, append the events as one batch, then remember, publish and answer."""
-        started = time.perf_counter()
-        decision = decide_group(self, group)
-        records = event_records(decision.envelopes, self.next_offset)
-        cut = cut_to_fit(self.log, records, decision.counts)
-        if cut:  # one batch could not hold the group's events: decide it again as two groups
-            for part in (group[:cut], group[cut:]):
-                await self._decide_group(part)
-            return
-        appending = time.perf_counter()
-        metrics.DECIDE_SECONDS.observe(appending - started)
-        metrics.GROUP_SIZE.observe(len(group))
-        with append_span(self.log, self.events_topic, self.partition, traces=[s.trace for s in group],
-                         writers=decision.writers, events=len(decision.envelopes)):
-            base = await append_events(self.log, self.events_topic, self.partition, records, self.next_offset)
-        metrics.APPEND_SECONDS.observe(time.perf_counter() - appending)
-        commit(self, decision, base)
-        results = stored_results(self, decision, publish_all=self.publish_all)
-        end = await append_results(self.log, self.results_topic, self.partition, results)
-        if end is not None:
-            self.results_offset = end
-        taken = [sub.source_offset for sub in group if sub.source_offset is not None]
-        if taken:
-            self.commands_offset = max(self.commands_offset, max(taken) + 1)
-        answer(self, decision)
+
+async def append_marker(log_: PartitionedLog, topic: str, partition: int, *, member: str, epoch: int, at: int,
+                        now: datetime) -> None:
+    """Mark ``topic[partition]`` at ``at``: from here on ``member`` writes it, at ``epoch``.
+
+    Raises ``OffsetConflict`` when another writer appended after ``at`` (the marker then lands
+    elsewhere and every fold passes over it).
+    """
+    record = fenced([ownership_marker(member, epoch, now)], at)
+    try:
+        await log_.append(topic, partition, record, expected_offset=at)
+    except OffsetConflict:
+        FENCED_WRITES.labels(str(partition)).inc()
+        raise
 
 
 def _unavailable(exc: Exception) -> CommandError:

@@ -17,10 +17,9 @@ import asyncpg
 import msgspec
 
 from blackboard.command_api.errors import CommandError
-from blackboard.command_api.service import CommandService
-from blackboard.command_api.submit import submit_json
-from blackboard.command_api.validation import InvalidCommand
+from blackboard.command_api.service import CommandService, submit_json
 from blackboard.domain.compensators import plan_run
+from blackboard.domain.decoding import InvalidCommand
 from blackboard.domain.rollback import Role, Step, rollback_id
 from blackboard.schemas.api import Accepted
 from blackboard.schemas.registry import decode_event

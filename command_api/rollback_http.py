@@ -20,7 +20,7 @@ from blackboard.command_api.http_errors import (
     require_write,
 )
 from blackboard.command_api.service import CommandService
-from blackboard.schemas import decoding
+from blackboard.domain import decoding
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import WRITES, Principal
 from blackboard.schemas.runs import RollbackPlan, RollbackRequest
@@ -39,7 +39,7 @@ _ERRORS = {
 
 async def json_front(request: Request[Any, Any, Any]) -> None:
     """A ``before_request`` hook: a body, when there is one, is UTF-8 JSON within the limits every body has
-    (``schemas.decoding``), refused with a 4xx before the framework decodes it."""
+    (``domain.decoding``), refused with a 4xx before the framework decodes it."""
     body = await request.body()
     if not body:
         return

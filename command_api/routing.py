@@ -29,10 +29,9 @@ import structlog
 
 from blackboard.command_api import metrics
 from blackboard.command_api.errors import IdempotencyKeyReused, StreamUnreadable, Unavailable
-from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.owner import PartitionOwner, Submission, submission
 from blackboard.command_api.results import StoredOutcome, answer_of
-from blackboard.command_api.submit import Submission, submission
-from blackboard.command_api.validation import InvalidCommand, validate_command
+from blackboard.domain.decoding import InvalidCommand, validate_command
 from blackboard.events.log import PartitionedLog, Record, StoredRecord
 from blackboard.events.partitioner import partition_for
 from blackboard.events.tracing import current_trace_headers

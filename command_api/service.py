@@ -1,5 +1,10 @@
 """The command service: routes a validated command to the owner of its partition.
 
+Every command goes through ``CommandService.submit`` as a ``Submission`` (made by
+``command_api.owner.submission`` only): the route of ``POST /v1/commands`` makes it itself; the
+checkpoint and cluster routes, the commands topic's intake, claims, the reservation sweeper and the
+process managers call ``submit`` or ``submit_json`` below, which make it the same way.
+
 Three ways to run (``mode``):
 
 * ``all`` — this process owns every partition (the embedded default, or one command process).
@@ -22,18 +27,19 @@ from typing import Any, Literal
 
 import msgspec
 import structlog
+from opentelemetry.context import Context as OtelContext
 
 from blackboard.command_api import metrics
 from blackboard.command_api.errors import IdempotencyKeyReused, NotOwner
 from blackboard.command_api.known import MAX_BYTES, MAX_COMMANDS, BoundedIndex
-from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.owner import PartitionOwner, Submission, submission
 from blackboard.command_api.restore import restore_owner
 from blackboard.command_api.routing import CommandIntake, ResultsTail, route
 from blackboard.command_api.snapshots import Snapshot, take_snapshot, write_snapshot
-from blackboard.command_api.submit import Submission
+from blackboard.domain.decoding import validate_command
 from blackboard.events.log import PartitionedLog
 from blackboard.events.partitioner import partition_for
-from blackboard.schemas.api import DryRun, Outcome
+from blackboard.schemas.api import CommandRequest, DryRun, Outcome
 from blackboard.schemas.envelope import stream_partition_key
 
 log = structlog.get_logger(__name__)
@@ -273,3 +279,38 @@ class CommandService:
             log.warning("owner.snapshot_failed", partition=owner.partition, error=repr(exc))
         finally:
             owner.snapshot_task = None
+
+
+# ── the one submit path: a request, as a Submission, to its partition's owner ──────────
+
+
+async def submit(service: CommandService, request: CommandRequest, payload: msgspec.Struct, *, actor: str,
+                 tenant: str | None = None, fingerprint: str | None = None,
+                 trace: OtelContext | None = None) -> tuple[Outcome | DryRun, bool]:
+    """Decide ``request`` on its partition's owner; ``(outcome, replayed)``.
+
+    Raises a ``CommandError`` when it was not decided (``IdempotencyKeyReused``, ``NotOwner``, …).
+    """
+    return await service.submit(submission(request, payload, actor=actor, tenant=tenant, fingerprint=fingerprint,
+                                           trace=trace))
+
+
+async def submit_json(service: CommandService, *, stream: str, type_: str, payload: dict[str, Any], command_id: str,
+                      actor: str, tenant: str | None = None, correlation_id: str = "",
+                      causation_id: str = "") -> Outcome:
+    """Validate the command exactly as ``POST /v1/commands`` does and decide it; its outcome.
+
+    For commands sent from inside a process (the process managers, the task graph). Raises
+    ``InvalidCommand`` for a command that is not valid (a bug of the sender, never retried) and a
+    ``CommandError`` when the owner could not decide it (retry with the same id when ``retriable``).
+    """
+    body: dict[str, Any] = {"type": type_, "stream": stream, "command_id": command_id, "payload": payload}
+    if correlation_id:
+        body["correlation_id"] = correlation_id
+    if causation_id:
+        body["causation_id"] = causation_id
+    valid = validate_command(msgspec.json.encode(body))
+    outcome, _ = await submit(service, valid.request, valid.payload, actor=actor, tenant=tenant,
+                              fingerprint=valid.fingerprint)
+    assert not isinstance(outcome, DryRun)  # dry_run is never set here
+    return outcome

@@ -33,19 +33,10 @@ OutcomeT = TypeVar("OutcomeT", bound=Summable)
 ApplyTx = Callable[[asyncpg.Connection, Sequence[Item]], Awaitable[OutcomeT]]
 
 
-async def transact(conn: asyncpg.Connection, items: Sequence[Item], apply_tx: ApplyTx[OutcomeT]) -> OutcomeT:
-    """``apply_tx`` of ``items`` in one transaction; when their data fails a statement, by halves instead."""
-    try:
-        async with conn.transaction():
-            return await apply_tx(conn, items)
-    except DATA_ERRORS as exc:
-        async with conn.transaction():
-            return await _bisect(conn, items, exc, apply_tx)
-
-
-async def _bisect(conn: asyncpg.Connection, items: Sequence[Item], error: Exception,
-                  apply_tx: ApplyTx[OutcomeT]) -> OutcomeT:
-    """Apply ``items``, whose statements failed with ``error``, by halves until the culprit is alone.
+async def bisect(conn: asyncpg.Connection, items: Sequence[Item], error: Exception,
+                 apply_tx: ApplyTx[OutcomeT]) -> OutcomeT:
+    """Apply ``items``, whose statements failed with ``error`` (one of ``DATA_ERRORS``), by halves until the
+    culprit is alone, inside the caller's new transaction (the projector's, after the batch's own failed).
 
     Note: the culprit goes to the dead letters with PostgreSQL's reason and the rest applies;
     each half runs in a savepoint, so the outcome is the same as one record at a time.
@@ -62,7 +53,7 @@ async def _attempt(conn: asyncpg.Connection, items: Sequence[Item], apply_tx: Ap
         async with conn.transaction():
             return await apply_tx(conn, items)
     except DATA_ERRORS as exc:
-        return await _bisect(conn, items, exc, apply_tx)
+        return await bisect(conn, items, exc, apply_tx)
 
 
 async def resolve(conn: asyncpg.Connection, log: PartitionedLog, *, projection: str, topic: str, letter_id: int,

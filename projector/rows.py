@@ -1,5 +1,5 @@
-"""A batch's reads and writes: the rows it touches loaded, then its rows, change log, dead letters and offsets
-written, all inside the caller's transaction.
+"""A batch's reads and writes: the rows it touches loaded, folded (``projector.fold``), then its rows, change
+log, dead letters and offsets written, all inside the caller's transaction (``apply``).
 
 The rows are loaded with one query per table and written back with one statement per table; the
 statements are the named files of ``projector/sql`` (``projector.statements``), or made from a
@@ -20,7 +20,7 @@ from blackboard.events.tracing import event_trace_id
 from blackboard.projector import dead_letters, state_table
 from blackboard.projector.cache import CachedDoc
 from blackboard.projector.documents import PROJECT_VIEW_COLUMNS, project_view, task_view
-from blackboard.projector.fold import BatchFold, Decoded, occurred_at, touched
+from blackboard.projector.fold import BatchFold, Decoded, Item, occurred_at, stream_of, touched
 from blackboard.projector.statements import statement
 from blackboard.projector.tables import ARTIFACTS, PROJECTS, SHOTS, STATE_TABLES, ColumnTable
 
@@ -52,6 +52,24 @@ async def lock_offsets(conn: asyncpg.Connection, projection: str, topic: str, pa
         await ensure_offsets(conn, projection, topic, partitions)
         rows = await conn.fetch(statement("lock_offsets"), projection, topic, partitions)
     return {r["partition"]: r["next_offset"] for r in rows}
+
+
+# ── one batch: load, fold, write ────────────────────────────────────────────────────────
+
+
+async def apply(conn: asyncpg.Connection, items: Sequence[Item], positions: dict[int, int], *, projection: str,
+                topic: str, notify_channel: str | None, caching: bool) -> tuple[BatchFold, list[CachedDoc]]:
+    """Fold ``items`` (records not yet applied) into the rows they touch, inside the caller's transaction: the
+    rows loaded (``load``), the events folded in log order (``BatchFold.fold``), everything written (``write``)
+    with the offsets ``positions``. The fold, and the documents ``write`` returns."""
+    fold = await load(conn, [i for i in items if isinstance(i, Decoded)])
+    streams = {s for s in map(stream_of, items) if s is not None}
+    fold.blocked = await dead_letters.blocked(conn, projection, list(streams))
+    for item in items:
+        fold.fold(item)
+    docs = await write(conn, fold, positions, projection=projection, topic=topic, notify_channel=notify_channel,
+                       caching=caching)
+    return fold, docs
 
 
 # ── loading ─────────────────────────────────────────────────────────────────────────────

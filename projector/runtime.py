@@ -26,10 +26,10 @@ from opentelemetry.trace import Link, Span, SpanKind
 
 from blackboard.events.log import LogReader, PartitionedLog, StoredRecord
 from blackboard.events.tracing import distinct, event_span_context
-from blackboard.projector import dead_letters, metrics, poison, rows, skips
+from blackboard.projector import metrics, poison, rows, skips
 from blackboard.projector.cache import CachedDoc, CacheUnavailable, DocumentCache
 from blackboard.projector.dead_letters import Resolution
-from blackboard.projector.fold import Decoded, Item, decode, stream_of
+from blackboard.projector.fold import Decoded, Item, decode
 
 logger = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -225,7 +225,12 @@ class Projector:
     async def _apply_batch(self, items: list[Item]) -> AppliedBatch:
         started = time.perf_counter()
         async with self.pool.acquire() as conn:
-            outcome = await poison.transact(conn, items, self._apply_tx)
+            try:
+                async with conn.transaction():
+                    outcome = await self._apply_tx(conn, items)
+            except poison.DATA_ERRORS as exc:  # a record's data failed a statement: the batch by halves instead
+                async with conn.transaction():
+                    outcome = await poison.bisect(conn, items, exc, self._apply_tx)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(items))
         batch = outcome.batch
@@ -250,18 +255,15 @@ class Projector:
         return outcome
 
     async def _apply_part(self, conn: asyncpg.Connection, items: Sequence[Item]) -> _Outcome:
+        """One part of a batch: its offsets locked, and what is new in it handed on to ``rows.apply`` (the rows
+        loaded, folded and written)."""
         stored = await rows.lock_offsets(conn, self.projection, self.topic, sorted({i.rec.partition for i in items}))
         fresh = [i for i in items if i.rec.offset >= stored[i.rec.partition]]
         if not fresh:
             return _Outcome(AppliedBatch(skipped=len(items)), [])
-        fold = await rows.load(conn, [i for i in fresh if isinstance(i, Decoded)])
-        streams = {s for s in map(stream_of, fresh) if s is not None}
-        fold.blocked = await dead_letters.blocked(conn, self.projection, list(streams))
-        for item in fresh:
-            fold.fold(item)
         positions = {i.rec.partition: i.rec.offset + 1 for i in fresh}
-        docs = await rows.write(conn, fold, positions, projection=self.projection, topic=self.topic,
-                                notify_channel=self.notify_channel, caching=self.cache is not None)
+        fold, docs = await rows.apply(conn, fresh, positions, projection=self.projection, topic=self.topic,
+                                      notify_channel=self.notify_channel, caching=self.cache is not None)
         batch = AppliedBatch(len(fold.applied), len(items) - len(fresh), fold.duplicates, len(fold.poison), positions)
         return _Outcome(batch, docs)
 

@@ -2,7 +2,7 @@
 
 A route declares its body's Struct as usual (so that the OpenAPI document describes it) and runs
 ``json_front`` before it: the body must say it is UTF-8 JSON, and must pass the parse and the walk of
-``blackboard.schemas.decoding`` (no duplicate keys, NaN, text PostgreSQL cannot hold, or nesting past
+``blackboard.domain.decoding`` (no duplicate keys, NaN, text PostgreSQL cannot hold, or nesting past
 its limit) before the framework decodes it into the Struct.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from litestar import Request
 
+from blackboard.domain import decoding
 from blackboard.query_api.errors import ApiError, InvalidRequest, UnsupportedMediaType
-from blackboard.schemas import decoding
 
 JSON = "application/json"
 

@@ -13,7 +13,7 @@ from typing import Any
 #: The envelope's fields that each command type fixes itself; the others it shares with every type.
 ENVELOPE_ONLY = ("type", "stream", "payload")
 
-#: A stream's id after its category: what the command validation accepts (``command_api.validation``).
+#: A stream's id after its category: what the command validation accepts (``domain.decoding``).
 STREAM_ID = "[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 
 

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.owner import PartitionOwner, Submission, submission
 from blackboard.command_api.restore import restore_owner
-from blackboard.command_api.submit import Submission, submission
-from blackboard.command_api.validation import validate_command
+from blackboard.domain.decoding import validate_command
 from blackboard.events.kafka import KafkaLog
 from blackboard.events.log import BATCH_OVERHEAD, batched_bytes, fitting, split_to_fit
 from blackboard.events.log import Record as LogRecord

@@ -10,11 +10,10 @@ import msgspec
 from prometheus_client import generate_latest
 
 from blackboard.command_api.known import KEEP_AT_LEAST
-from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.owner import PartitionOwner, submission
 from blackboard.command_api.restore import restore_owner
-from blackboard.command_api.submit import submission
-from blackboard.command_api.validation import validate_command
 from blackboard.config import Settings
+from blackboard.domain.decoding import validate_command
 from blackboard.events.log import PartitionedLog
 from blackboard.schemas.api import Accepted
 from tests.integration.harness import command, running

@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
-from blackboard.command_api.fencing import append_events, append_marker
+from blackboard.command_api.group_commit import append_events
+from blackboard.command_api.owner import append_marker
 from blackboard.config import Settings
 from blackboard.events.log import OffsetConflict, PartitionedLog, Record
 from blackboard.tracing import instrument_libraries, uninstrument_libraries

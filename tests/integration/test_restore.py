@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from benchmarks.restore import measure
-from blackboard.command_api.owner import PartitionOwner
+from blackboard.command_api.owner import PartitionOwner, submission
 from blackboard.command_api.restore import load_snapshot, restore_owner
 from blackboard.command_api.snapshots import (
     SNAPSHOT_TOPIC_CONFIG,
@@ -23,8 +23,7 @@ from blackboard.command_api.snapshots import (
     take_snapshot,
     write_snapshot,
 )
-from blackboard.command_api.submit import submission
-from blackboard.command_api.validation import validate_command
+from blackboard.domain.decoding import validate_command
 from blackboard.events.log import PartitionedLog
 from blackboard.schemas.api import Accepted, DryRun, Outcome, Rejected
 

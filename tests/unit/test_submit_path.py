@@ -15,9 +15,9 @@ from blackboard.command_api.errors import (
     Unavailable,
 )
 from blackboard.command_api.http_errors import http_error, status_of
+from blackboard.command_api.owner import submission
 from blackboard.command_api.results import StoredOutcome, refusal_body, refusal_of
-from blackboard.command_api.submit import submission
-from blackboard.command_api.validation import command_fingerprint, validate_command
+from blackboard.domain.decoding import command_fingerprint, validate_command
 from blackboard.schemas.api import CommandRequest
 from blackboard.schemas.project import AddCost
 

@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blackboard.command_api.validation import (
+from blackboard.domain.decoding import (
+    MAX_DEPTH,
+    MAX_ITEMS,
     InvalidCommand,
     command_fingerprint,
     validate_command,
 )
 from blackboard.schemas.api import CommandRequest
-from blackboard.schemas.decoding import MAX_DEPTH, MAX_ITEMS
 from blackboard.schemas.project import AddCost, CreateProject, UpdateShot
 from blackboard.schemas.task import MAX_DEPENDENCIES, MAX_SKILLS, CreateTask
 
