@@ -29,11 +29,11 @@ from grpc_reflection.v1alpha import reflection
 
 from blackboard.projector.documents import artifact_view
 from blackboard.query_api import lists, runs
-from blackboard.query_api.errors import ApiError, InvalidRequest, ServiceUnavailable
 from blackboard.query_api.list_http import check_ids
 from blackboard.query_api.reads import ReadService, stream_exists_check
 from blackboard.schemas.api import FieldError
 from blackboard.schemas.auth import Principal, presented_key
+from blackboard.schemas.errors import ApiError, InvalidRequest, ServiceUnavailable
 from blackboard.schemas.protogen import (
     PROTO_PATH,
     QUERY_SERVICE,

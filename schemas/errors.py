@@ -1,0 +1,125 @@
+"""The API's one family of errors, and the problem document (RFC 9457) each is answered with.
+
+Both sides raise these (the command routes and the reads, HTTP and gRPC): an error carries its HTTP
+status, a machine-readable ``code``, what is wrong, the JSON path of each bad field and the headers to
+answer with. The wiring turns any of them into an ``application/problem+json`` answer; gRPC into a
+status code with the same ``code`` in its trailing metadata. ``json_body`` is the one check of a JSON
+body's media type and text that every route with a body runs before it decodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blackboard.schemas import decoding
+from blackboard.schemas.api import ErrorBody, FieldError
+
+#: The media type of every error answer (RFC 9457).
+PROBLEM_JSON = "application/problem+json"
+JSON = "application/json"
+#: A problem's ``type`` is this followed by its code: a URI that names the code and is never fetched.
+TYPE_PREFIX = "urn:blackboard:problem:"
+#: Seconds a client waits before it retries a 503 or a 429 that did not say how long.
+RETRY_AFTER_SECONDS = 1
+
+
+class ApiError(Exception):
+    """An error the API answers with a problem document: it carries its status, code and headers."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, errors: list[FieldError] | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or []
+        self.headers = headers or {}
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def body(self, instance: str | None = None) -> ErrorBody:
+        """The problem document of this error, for the request at ``instance`` (its path)."""
+        return problem(self.status, self.code, self.message, self.errors, instance)
+
+
+class MalformedJson(ApiError):
+    status, code = 400, "malformed_json"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidRequest(ApiError):
+    status, code = 422, "invalid_request"
+
+
+class ServiceUnavailable(ApiError):
+    """A dependency is down or a bounded wait ran out; trying again later can help (hence ``Retry-After``)."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None,
+                 retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after), **(headers or {})})
+
+
+def problem(status: int, code: str, message: str, errors: list[FieldError] | None = None,
+            instance: str | None = None) -> ErrorBody:
+    """The problem document of an error: RFC 9457's members, with ``code``, ``message`` and ``errors`` besides."""
+    return ErrorBody(type=TYPE_PREFIX + code, title=title_of(code), status=status, detail=message,
+                     instance=instance, code=code, message=message, errors=errors or [])
+
+
+def title_of(code: str) -> str:
+    """The title of every problem of ``code``: the same for each occurrence, as RFC 9457 asks."""
+    return code.replace("_", " ").capitalize()
+
+
+def retryable(status: int) -> bool:
+    """Whether an answer of ``status`` invites the same request again later (and so carries ``Retry-After``)."""
+    return status in (429, 503)
+
+
+def json_body(content_type: str | None, body: bytes, *, required: bool = True) -> Any:
+    """``body`` parsed, once it says it is UTF-8 JSON (else 415) and is JSON within our limits (else 400
+    ``malformed_json``, 422 ``invalid_request``); with ``required=False`` an empty body is ``None``."""
+    if not body and not required:
+        return None
+    media_type, _, params = (content_type or "").partition(";")
+    media_type = media_type.strip().lower()
+    if media_type != JSON:
+        raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {media_type or 'nothing'!r}")
+    # JSON is UTF-8 (RFC 8259): a body that says it is another charset would be read wrongly.
+    charset = "utf-8"
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"a JSON body is UTF-8, not charset={charset!r}")
+    try:
+        return decoding.check(body)
+    except decoding.BadInput as exc:
+        if exc.malformed:
+            raise MalformedJson("the body is not JSON", errors=exc.errors) from None
+        raise InvalidRequest("the body is not a valid request", errors=exc.errors) from None
