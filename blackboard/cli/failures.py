@@ -40,12 +40,12 @@ def _describe(exc: BaseException, settings: Settings | None) -> str | None:
         return (f"the broker at {servers or 'the configured servers'} could not be reached ({reason}); "
                 "check BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS and that the broker runs")
     if _is_redis(exc):
-        url = settings.redis_url.get_secret_value() if settings and settings.redis_url else None
-        return (f"Redis at {_without_secret(url) if url else 'the configured URL'} could not be reached ({reason}); "
-                "check BLACKBOARD_REDIS_URL and that Redis runs")
+        redis = settings.redis_url.get_secret_value() if settings and settings.redis_url else None
+        where = _without_secret(redis) if redis else "the configured URL"
+        return f"Redis at {where} could not be reached ({reason}); check BLACKBOARD_REDIS_URL and that Redis runs"
     if _is_postgres(exc):
-        url = settings.postgres_url.get_secret_value() if settings and settings.postgres_url else None
-        where = _without_secret(url) if url else "the embedded server"
+        postgres = settings.postgres_url.get_secret_value() if settings and settings.postgres_url else None
+        where = _without_secret(postgres) if postgres else "the embedded server"
         return (f"PostgreSQL at {where} could not be reached ({reason}); check BLACKBOARD_POSTGRES_URL (or "
                 "BLACKBOARD_DATA_DIR for the embedded one) and that PostgreSQL runs")
     return None

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as redis
+from pydantic import SecretStr
 
 from blackboard.cli import run
 from blackboard.cli.failures import unreachable
@@ -36,7 +37,8 @@ def _in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPa
     with pytest.raises(SystemExit) as exited:
         run(list(args))
     out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, exited.value.code, out, err)
+    code = exited.value.code
+    return subprocess.CompletedProcess(args, code if isinstance(code, int) else 1, out, err)
 
 
 def _one_line_failure(result: subprocess.CompletedProcess[str], *expected: str) -> str:
@@ -87,7 +89,7 @@ def test_doctor_creates_no_postgresql_where_there_is_none(capsys: pytest.Capture
 
 async def test_redis_and_the_server_refusing_are_named_by_what_was_tried() -> None:
     port = free_port()
-    settings = Settings(redis_url=f"redis://:s3cret@127.0.0.1:{port}/0")
+    settings = Settings(redis_url=SecretStr(f"redis://:s3cret@127.0.0.1:{port}/0"))
     client = redis.Redis.from_url(settings.redis_url.get_secret_value() if settings.redis_url else "")
     with pytest.raises(Exception) as refused:
         await client.ping()
