@@ -12,7 +12,7 @@ from rich.markup import escape
 # Imported for their commands, which they register on ``app``.
 from blackboard.cli import bench, doctor, inspect, mcp, migrate, repair, runs, serve, worker
 from blackboard.cli.base import app, console
-from blackboard.cli.failures import CliError, unreachable
+from blackboard.cli.failures import CliError, SaidByTheFailureLine, unreachable
 from blackboard.config import Settings
 
 __all__ = ["app", "bench", "doctor", "inspect", "main", "mcp", "migrate", "repair", "run", "runs", "serve",
@@ -27,6 +27,8 @@ def main() -> None:
     from blackboard.logs import configure_logging
 
     configure_logging(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SaidByTheFailureLine())
     run()
 
 

@@ -6,6 +6,7 @@ points at it. A failure that is not about reaching a service is left to propagat
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -15,6 +16,14 @@ from blackboard.config import Settings
 
 class CliError(Exception):
     """A failure the CLI reports in one line and exits 1 on: what is wrong and what to change."""
+
+
+class SaidByTheFailureLine(logging.Filter):
+    """Drops the broker client's own lines about a connection it could not make: the command's failure line
+    says the same, with the setting to change. (Installed on the CLI's log handler; ``up`` makes its own.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("aiokafka") and str(record.msg).startswith("Unable connect to"))
 
 
 def unreachable(exc: BaseException, settings: Settings | None) -> str | None:
@@ -68,7 +77,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+    named = text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
+    return named[:200] if text else type(exc).__name__
 
 
 def _has_request(exc: BaseException) -> bool:

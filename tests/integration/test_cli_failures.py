@@ -51,32 +51,33 @@ def _one_line_failure(result: subprocess.CompletedProcess[str], *expected: str) 
     return line
 
 
-def test_a_server_not_there_is_one_line_naming_the_url_from_host_and_port() -> None:
-    port = free_port()
-    partitions = _cli("partitions", BLACKBOARD_HOST="127.0.0.1", BLACKBOARD_PORT=str(port))
-    _one_line_failure(partitions, f"http://127.0.0.1:{port}/v1/partitions", "BLACKBOARD_PORT")
+def test_a_broker_not_there_is_the_one_line_the_command_prints() -> None:
+    """The whole command as installed (its logging too): the broker client's own lines are not repeated."""
+    broker, postgres = free_port(), free_port()
+    topics = _cli("topics", BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{broker}",
+                  BLACKBOARD_POSTGRES_URL=f"postgresql://bb:bb@127.0.0.1:{postgres}/bb")
+    _one_line_failure(topics, "broker", f"127.0.0.1:{broker}", "BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS")
 
 
 def test_client_commands_find_the_server_by_host_and_port(capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
+    partitions = _in_process(capsys, monkeypatch, "partitions", BLACKBOARD_HOST="127.0.0.1", BLACKBOARD_PORT=str(port))
+    _one_line_failure(partitions, f"http://127.0.0.1:{port}/v1/partitions", "BLACKBOARD_PORT")
     runs = _in_process(capsys, monkeypatch, "runs", "list", BLACKBOARD_HOST="localhost", BLACKBOARD_PORT=str(port))
     _one_line_failure(runs, f"http://localhost:{port}/v1/runs", "BLACKBOARD_URL")
     given = _in_process(capsys, monkeypatch, "partitions", f"http://127.0.0.1:{port}", BLACKBOARD_PORT="1")
     _one_line_failure(given, f"http://127.0.0.1:{port}/v1/partitions")
 
 
-def test_postgresql_and_the_broker_not_there_are_one_line_each(capsys: pytest.CaptureFixture[str],
+def test_postgresql_not_there_is_one_line_without_its_password(capsys: pytest.CaptureFixture[str],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    postgres, broker = free_port(), free_port()
+    postgres = free_port()
     dead_pg = f"postgresql://bb:hunter2@127.0.0.1:{postgres}/bb"
     lag = _in_process(capsys, monkeypatch, "lag", BLACKBOARD_POSTGRES_URL=dead_pg)
     line = _one_line_failure(lag, "PostgreSQL", f"postgresql://bb:***@127.0.0.1:{postgres}/bb",
                              "BLACKBOARD_POSTGRES_URL")
     assert "hunter2" not in lag.stderr and "hunter2" not in line
-    topics = _in_process(capsys, monkeypatch, "topics", BLACKBOARD_POSTGRES_URL=dead_pg,
-                         BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{broker}")
-    _one_line_failure(topics, "broker", f"127.0.0.1:{broker}", "BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS")
 
 
 def test_doctor_creates_no_postgresql_where_there_is_none(capsys: pytest.CaptureFixture[str],
