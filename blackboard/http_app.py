@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -33,10 +32,9 @@ from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
 from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
 from blackboard.query_api.runs_http import ROUTES as RUN_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
+from blackboard.schemas.errors import RETRY_AFTER_SECONDS
 from blackboard.startup import started
 from blackboard.tracing import http_middleware
-
-log = structlog.get_logger(__name__)
 
 #: Where the OpenAPI document (``openapi.json``) and its docs UI are served.
 SCHEMA_PATH = "/schema"
@@ -126,4 +124,7 @@ async def health_ready(request: Request[None, None, State]) -> Response[bytes]:
         status = "degraded"
     generation = runtime.generation.number if runtime.generation is not None else None
     body = msgspec.json.encode({"status": status, "dependencies": deps, "generation": generation})
-    return Response(body, status_code=200 if status != "not_ready" else 503, media_type="application/json")
+    if status == "not_ready":
+        return Response(body, status_code=503, media_type="application/json",
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return Response(body, media_type="application/json")

@@ -19,6 +19,8 @@ PROBLEM_JSON = "application/problem+json"
 JSON = "application/json"
 #: A problem's ``type`` is this followed by its code: a URI that names the code and is never fetched.
 TYPE_PREFIX = "urn:blackboard:problem:"
+#: Words of a code that a title writes in capitals.
+_ACRONYMS = {"json": "JSON", "id": "ID", "url": "URL", "http": "HTTP", "dna": "DNA"}
 #: Seconds a client waits before it retries a 503 or a 429 that did not say how long.
 RETRY_AFTER_SECONDS = 1
 
@@ -91,8 +93,10 @@ def problem(status: int, code: str, message: str, errors: list[FieldError] | Non
 
 
 def title_of(code: str) -> str:
-    """The title of every problem of ``code``: the same for each occurrence, as RFC 9457 asks."""
-    return code.replace("_", " ").capitalize()
+    """The title of every problem of ``code`` (``malformed_json``: "Malformed JSON"): the same for each
+    occurrence, as RFC 9457 asks."""
+    words = [_ACRONYMS.get(word, word) for word in code.split("_")]
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
 
 
 def retryable(status: int) -> bool:

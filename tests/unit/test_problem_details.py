@@ -141,3 +141,14 @@ def test_a_rate_limit_is_a_problem_with_retry_after() -> None:
         limited = [a for a in answers if a.status_code == 429]
         assert limited, [a.status_code for a in answers]
         assert assert_problem(limited[0], "/v1/tasks").code == "rate_limited"
+
+
+def test_not_ready_says_when_to_ask_again(client: TestClient[Any]) -> None:
+    """Readiness is a status document, not a problem; its 503 still says when to come back."""
+    ready = client.get("/health/ready")
+    assert (ready.status_code, ready.json()["status"], ready.headers["retry-after"]) == (503, "not_ready", "1")
+
+
+def test_a_title_is_the_code_in_words() -> None:
+    assert [title_of(c) for c in ("malformed_json", "read_only_key", "dna_entry_not_found")] == [
+        "Malformed JSON", "Read only key", "DNA entry not found"]
