@@ -34,12 +34,14 @@ def answer(body: ErrorBody, headers: dict[str, str] | None = None) -> Response[b
     """The HTTP answer carrying ``body``; with ``Retry-After`` when the request may be tried again."""
     headers = dict(headers or {})
     if retryable(body.status):
-        headers["Retry-After"] = _whole_seconds(headers.get("Retry-After"))
+        given = [headers.pop(k) for k in [k for k in headers if k.lower() == "retry-after"]]
+        headers["Retry-After"] = _whole_seconds(given[0] if given else None)
     return Response(msgspec.json.encode(body), status_code=body.status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _whole_seconds(value: str | None) -> str:
-    """``Retry-After`` as RFC 9110's delay-seconds: a non-negative integer (at least 1 when unknown or odd)."""
+    """``Retry-After`` as RFC 9110's delay-seconds: a non-negative integer (the default when unknown or not a
+    number)."""
     try:
         return str(max(0, int(float(value)))) if value is not None else str(RETRY_AFTER_SECONDS)
     except ValueError:
