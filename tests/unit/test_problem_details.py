@@ -132,7 +132,8 @@ def test_credentials_refused_are_problems() -> None:
         wrong = assert_problem(client.get("/v1/projects/p-1", headers={"X-API-Key": "nope"}), "/v1/projects/p-1")
         read_only = client.post("/v1/commands", headers={"X-API-Key": "k-r"}, json={})
         assert (missing.status, missing.code, wrong.code) == (401, "missing_credentials", "invalid_credentials")
-        assert (assert_problem(read_only, "/v1/commands").code, read_only.status_code) == ("read_only_key", 403)
+        assert (assert_problem(read_only, "/v1/commands").code, read_only.status_code) == ("insufficient_scope", 403)
+        assert "insufficient_scope" in read_only.headers["www-authenticate"]
 
 
 def test_a_rate_limit_is_a_problem_with_retry_after() -> None:
