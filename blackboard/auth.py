@@ -18,8 +18,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from blackboard.config import Settings
 from blackboard.jwt_tokens import JwtVerifier, looks_like_jwt
 from blackboard.limits import Limits, RateLimiter
-from blackboard.query_api.errors import Forbidden, Unauthorized
 from blackboard.schemas.auth import ANONYMOUS, READ, WRITES, Principal, key_digest, parse_api_keys, presented_key
+from blackboard.schemas.errors import Forbidden, Unauthorized
 
 log = structlog.get_logger(__name__)
 

@@ -8,11 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
@@ -23,61 +21,23 @@ from blackboard.command_api.checkpoint_http import ROUTES as CHECKPOINT_COMMAND_
 from blackboard.command_api.checkpoint_http import CheckpointLimits
 from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
-from blackboard.command_api.http_errors import EXCEPTION_HANDLERS as COMMAND_EXCEPTION_HANDLERS
 from blackboard.command_api.rollback_http import ROUTES as ROLLBACK_ROUTES
 from blackboard.openapi import SECURITY, SECURITY_REQUIREMENTS, ContractJson, LocalSwagger
+from blackboard.problems import EXCEPTION_HANDLERS
 from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
 from blackboard.query_api.cluster_http import ROUTES as CLUSTER_ROUTES
 from blackboard.query_api.document_http import ROUTES as DOCUMENT_ROUTES
-from blackboard.query_api.errors import ApiError
 from blackboard.query_api.http import ROUTES as QUERY_ROUTES
 from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
 from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
 from blackboard.query_api.runs_http import ROUTES as RUN_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
-from blackboard.schemas.api import ErrorBody, FieldError
+from blackboard.schemas.errors import RETRY_AFTER_SECONDS
 from blackboard.startup import started
 from blackboard.tracing import http_middleware
 
-log = structlog.get_logger(__name__)
-
 #: Where the OpenAPI document (``openapi.json``) and its docs UI are served.
 SCHEMA_PATH = "/schema"
-
-
-def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json",
-                    headers=headers or {})
-
-
-def _on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
-    return _error(exc.status, exc.body(), exc.headers)
-
-
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-               429: "rate_limited", 503: "unavailable"}
-
-
-def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    errors: list[FieldError] = []
-    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
-        errors = [FieldError(path=str(e.get("key", "")), message=str(e.get("message", ""))) for e in exc.extra
-                  if isinstance(e, dict)]
-        return _error(422, ErrorBody("invalid_request", "the request's parameters are not valid", errors))
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    headers = dict(exc.headers or {})
-    if exc.status_code == 429:
-        # RFC 9110 Retry-After, from the limiter's own reset time.
-        headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "1"))
-    return _error(exc.status_code, ErrorBody(code, str(exc.detail)), headers)
-
-
-def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    # Never leak a stack trace, SQL or a secret: log it (with what was asked; the request id comes with the
-    # request's log context), answer a bare code.
-    log.error("http.unexpected", method=request.method, path=request.url.path, error=repr(exc), exc_info=exc)
-    return _error(500, ErrorBody("internal_error", "an unexpected error occurred; it has been logged"))
 
 
 def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
@@ -109,8 +69,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     return Litestar(
         route_handlers=routes,
         dependencies={"principal": Provide(gate.http)},
-        exception_handlers={ApiError: _on_api_error, **COMMAND_EXCEPTION_HANDLERS, HTTPException: _on_http_error,
-                            Exception: _on_unexpected},
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         middleware=middleware,
         request_max_body_size=runtime.settings.max_body_bytes,
@@ -165,4 +124,7 @@ async def health_ready(request: Request[None, None, State]) -> Response[bytes]:
         status = "degraded"
     generation = runtime.generation.number if runtime.generation is not None else None
     body = msgspec.json.encode({"status": status, "dependencies": deps, "generation": generation})
-    return Response(body, status_code=200 if status != "not_ready" else 503, media_type="application/json")
+    if status == "not_ready":
+        return Response(body, status_code=503, media_type="application/json",
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return Response(body, media_type="application/json")

@@ -20,8 +20,8 @@ import jwt
 import structlog
 
 from blackboard.config import Settings
-from blackboard.query_api.errors import ServiceUnavailable, Unauthorized
 from blackboard.schemas.auth import TENANT_PATTERN, Principal
+from blackboard.schemas.errors import ServiceUnavailable, Unauthorized
 
 log = structlog.get_logger(__name__)
 

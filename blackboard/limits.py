@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from blackboard.query_api.errors import ApiError
 from blackboard.schemas.auth import Principal
+from blackboard.schemas.errors import ApiError
 
 log = structlog.get_logger(__name__)
 

@@ -32,6 +32,7 @@ from blackboard.command_api.cluster_http import (
 )
 from blackboard.schemas.api import Accepted, CommandRequest, ErrorBody, Rejected
 from blackboard.schemas.command_schema import command_schema, envelope_fields
+from blackboard.schemas.errors import PROBLEM_JSON, retryable
 from blackboard.schemas.registry import COMMAND_TYPES
 from blackboard.schemas.views import DocumentView, ProjectView, ShotView, TaskView
 
@@ -84,7 +85,12 @@ _ERRORS = {
     "400": "bad_request: the request is malformed",
     "401": "missing_credentials / invalid_credentials: the API key is missing or unknown",
     "422": "invalid_request: a parameter is not valid (each bad one named with its path in errors)",
+    "429": "rate_limited: over the per-key rate limit, when one is configured; retry after Retry-After seconds",
+    "500": "internal_error: an unexpected error; it has been logged",
 }
+#: The header of every answer that invites a retry.
+RETRY_AFTER = {"Retry-After": {"description": "whole seconds to wait before trying again",
+                               "schema": {"type": "integer", "minimum": 0}}}
 
 #: ``GET /v1/commands/{id}`` while the command is being decided.
 PENDING = {"description": "the command is being decided", "content": {JSON: {"schema": {
@@ -151,7 +157,7 @@ def _typed_errors(paths: dict[str, Any]) -> None:
     """Every operation's errors as answered: the error body with its code.
 
     Note: Litestar documents a parameter it refuses as 400 with its own exception's shape; this server
-    answers those 422 ``invalid_request`` with the error body (``http_app._on_http_error``), and 401 to a
+    answers those 422 ``invalid_request`` with the error body (``blackboard.problems``), and 401 to a
     missing or unknown API key when keys are configured.
     """
     for path, item in paths.items():
@@ -161,6 +167,22 @@ def _typed_errors(paths: dict[str, Any]) -> None:
                 answered = responses.get(status, {}).get("content", {}).get(JSON, {}).get("schema", {})
                 if status not in responses or answered.get("description") == "Validation Exception":
                     responses[status] = {"description": description, "content": {JSON: {"schema": ERROR_BODY}}}
+            _as_problems(responses)
+
+
+def _as_problems(responses: dict[str, Any]) -> None:
+    """Each error answer as it leaves: ``application/problem+json``, with ``Retry-After`` when it invites a retry."""
+    for status, response in responses.items():
+        if not status.isdigit() or int(status) < 400:
+            continue
+        content = response.setdefault("content", {})
+        media = content.get(JSON) or content.get(PROBLEM_JSON) or {}
+        if media.get("schema", ERROR_BODY).get("$ref", "").rsplit("/", 1)[-1] != "ErrorBody":
+            continue  # an outcome, not an error (a command rejected by a rule: 409)
+        content.pop(JSON, None)
+        content[PROBLEM_JSON] = {**media, "schema": ERROR_BODY}
+        if retryable(int(status)):
+            response["headers"] = {**response.get("headers", {}), **RETRY_AFTER}
 
 
 def _add_components(doc: dict[str, Any], types: list[Any]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from blackboard.config import Settings
 from blackboard.projector.migrate import create_pool
-from blackboard.query_api.errors import ServiceUnavailable
+from blackboard.schemas.errors import ServiceUnavailable
 
 #: Seconds a client is told to wait before it tries a read that tripped a bound again.
 RETRY_AFTER_SECONDS = 1

@@ -26,16 +26,11 @@ from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 from opentelemetry import context as otel_context
 
-from blackboard.command_api.http_errors import (
-    HttpError,
-    InvalidRequest,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    require_write,
-)
+from blackboard.command_api.http_errors import require_write
 from blackboard.command_api.service import CommandService, submit
+from blackboard.domain.decoding import BadInput, convert, json_body
 from blackboard.events.postgres.blobs import BlobStore, StoredBlob
-from blackboard.schemas.api import Accepted, CommandRequest, ErrorBody, FieldError, Rejected
+from blackboard.schemas.api import Accepted, CommandRequest, ErrorBody, Rejected
 from blackboard.schemas.auth import WRITES, Principal
 from blackboard.schemas.checkpoint import (
     MAX_METADATA_BYTES,
@@ -46,6 +41,7 @@ from blackboard.schemas.checkpoint import (
     SaveCheckpoint,
     encode,
 )
+from blackboard.schemas.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
@@ -123,13 +119,11 @@ async def restore_checkpoint(request: Request[None, None, State], principal: Nam
     """
     require_write(principal, "checkpoint", "checkpoint.restore")
     command_id = _command_id(request)
+    value = json_body(request.headers.get("content-type"), await request.body())
     try:
-        body = msgspec.json.decode(await request.body(), type=RestoreRequest, strict=True)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"the body is not a restore request: {exc}",
-                             errors=[FieldError("$", str(exc))]) from None
-    except msgspec.DecodeError as exc:
-        raise HttpError(f"the body is not JSON: {exc}", code="malformed_json") from None
+        body = convert(value, RestoreRequest, "$")
+    except BadInput as exc:
+        raise InvalidRequest("the body is not a restore request", errors=exc.errors) from None
     return await _submit(request, principal, "checkpoint.restore", thread_id,
                          RestoreCheckpoint(body.seq, body.label), command_id)
 

@@ -13,10 +13,12 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 
 from blackboard.command_api.claims import ClaimService
-from blackboard.command_api.http_errors import HttpError, InvalidRequest, require_write
+from blackboard.command_api.http_errors import require_write
 from blackboard.command_api.service import CommandService, submit_json
+from blackboard.domain.decoding import BadInput, convert, json_body
 from blackboard.schemas.api import Accepted, FieldError, Rejected
 from blackboard.schemas.auth import WRITES, Principal
+from blackboard.schemas.errors import ApiError, InvalidRequest
 from blackboard.schemas.node import Load, ReportedStatus
 from blackboard.schemas.project import TtlSeconds
 from blackboard.schemas.task import CreateTask
@@ -91,11 +93,13 @@ class TaskGraph(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 
-def _decode(body: bytes, type_: type[Any]) -> Any:
+def _decode(request: Request[Any, Any, Any], body: bytes, type_: type[Any], *, required: bool = False) -> Any:
+    """The body as a ``type_`` through the front every body passes (an empty one is ``{}`` unless ``required``)."""
+    value = json_body(request.headers.get("content-type"), body, required=required)
     try:
-        return msgspec.json.decode(body or b"{}", type=type_)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise InvalidRequest(str(exc), code="invalid_request") from None
+        return convert({} if value is None else value, type_, "$")
+    except BadInput as exc:
+        raise InvalidRequest("the body is not a valid request", errors=exc.errors) from None
 
 
 @post("/v1/nodes/{node_id:str}/claim", status_code=200, summary="Claim the next task this node can do",
@@ -112,7 +116,7 @@ async def claim_next(
     Note: candidates come from the read model; a task created a moment ago may not be in it yet,
     unless ``consistent_with`` names the position of its creation."""
     require_write(principal, "task", "task.claim")
-    body = _decode(await request.body(), ClaimRequest)
+    body = _decode(request, await request.body(), ClaimRequest)
     reads = request.app.state.runtime.reads
     if consistent_with and reads is not None:
         await reads.wait_consistent(consistent_with)
@@ -135,7 +139,7 @@ async def heartbeat(request: Request[None, None, State], principal: NamedDepende
     """``node.heartbeat`` with a fresh command id; ``recorded`` says whether it was written to the log
     (most are not: see the coalescing rule of ``node.heartbeat``)."""
     require_write(principal, "node", "node.heartbeat")
-    body = _decode(await request.body(), HeartbeatRequest)
+    body = _decode(request, await request.body(), HeartbeatRequest)
     service: CommandService = request.app.state.runtime.commands
     outcome = await submit_json(service, stream=f"node:{node_id}", type_="node.heartbeat",
                                 payload=msgspec.to_builtins(body), command_id=f"hb-{uuid.uuid4().hex}",
@@ -152,7 +156,7 @@ async def create_graph(request: Request[None, None, State], principal: NamedDepe
     it) before anything is created, as is a dependency on a task that neither exists nor is in the graph
     (422 ``unknown_dependency``). Creating the same graph again changes nothing."""
     require_write(principal, "task", "task.create")
-    graph: TaskGraph = _decode(await request.body(), TaskGraph)
+    graph: TaskGraph = _decode(request, await request.body(), TaskGraph, required=True)
     service: CommandService = request.app.state.runtime.commands
     order = topological_order(graph.tasks, exists=lambda t: _may_exist(service, f"task:{t}"))
     correlation = graph.correlation_id or uuid.uuid4().hex
@@ -216,7 +220,7 @@ def _a_cycle(left: dict[str, GraphTask]) -> list[str]:
     return [*path[path.index(at):], at]
 
 
-def _invalid(code: str, path: str, message: str, details: list[str] | None = None) -> HttpError:
+def _invalid(code: str, path: str, message: str, details: list[str] | None = None) -> ApiError:
     error = InvalidRequest(message, code=code, errors=[FieldError(path, message)])
     if details:
         error.errors.append(FieldError("$.cycle", " → ".join(details)))

@@ -11,18 +11,12 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
 from blackboard.command_api import rollback
-from blackboard.command_api.http_errors import (
-    HttpError,
-    InvalidRequest,
-    NotFound,
-    UnsupportedMediaType,
-    require_read,
-    require_write,
-)
+from blackboard.command_api.http_errors import require_read, require_write
 from blackboard.command_api.service import CommandService
-from blackboard.domain import decoding
+from blackboard.domain.decoding import json_body
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import WRITES, Principal
+from blackboard.schemas.errors import NotFound
 from blackboard.schemas.runs import RollbackPlan, RollbackRequest
 
 RunId = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
@@ -40,19 +34,7 @@ _ERRORS = {
 async def json_front(request: Request[Any, Any, Any]) -> None:
     """A ``before_request`` hook: a body, when there is one, is UTF-8 JSON within the limits every body has
     (``domain.decoding``), refused with a 4xx before the framework decodes it."""
-    body = await request.body()
-    if not body:
-        return
-    media_type, _, params = request.headers.get("content-type", "").partition(";")
-    charset = params.strip().lower().removeprefix("charset=").strip('"') or "utf-8"
-    if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType("the body is UTF-8 JSON (Content-Type: application/json)")
-    try:
-        decoding.check(body)
-    except decoding.BadInput as exc:
-        if exc.malformed:
-            raise HttpError("the body is not JSON", errors=exc.errors, code="malformed_json") from None
-        raise InvalidRequest("the body is not a valid request", errors=exc.errors) from None
+    json_body(request.headers.get("content-type"), await request.body(), required=False)
 
 
 @post("/v1/runs/{run_id:str}/rollback", status_code=200, tags=["runs"], responses=_ERRORS, before_request=json_front,

@@ -29,6 +29,7 @@ import msgspec
 
 from blackboard.schemas import types
 from blackboard.schemas.api import CommandRequest, FieldError
+from blackboard.schemas.errors import JSON, InvalidRequest, MalformedJson, UnsupportedMediaType
 from blackboard.schemas.registry import COMMAND_TYPES
 from blackboard.schemas.task import CreateTask
 from blackboard.schemas.types import Identifier, unstorable_text
@@ -332,3 +333,28 @@ def _is_identifier(text: str) -> bool:
     except msgspec.ValidationError:
         return False
     return True
+
+
+def json_body(content_type: str | None, body: bytes, *, required: bool = True) -> Any:
+    """``body`` parsed, once it says it is UTF-8 JSON (else 415) and is JSON within our limits (else 400
+    ``malformed_json``, 422 ``invalid_request``); with ``required=False`` an empty body is ``None``."""
+    if not body and not required:
+        return None
+    media_type, _, params = (content_type or "").partition(";")
+    media_type = media_type.strip().lower()
+    if media_type != JSON:
+        raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {media_type or 'nothing'!r}")
+    # JSON is UTF-8 (RFC 8259): a body that says it is another charset would be read wrongly.
+    charset = "utf-8"
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"a JSON body is UTF-8, not charset={charset!r}")
+    try:
+        return check(body)
+    except BadInput as exc:
+        if exc.malformed:
+            raise MalformedJson("the body is not JSON", errors=exc.errors) from None
+        raise InvalidRequest("the body is not a valid request", errors=exc.errors) from None

@@ -32,10 +32,12 @@ class Span(msgspec.Struct, frozen=True):
 
 
 def plan(ends: Mapping[int, int], *, partition: int | None = None, from_beginning: bool = False,
-         from_offset: int | None = None, to_offset: int | None = None, follow: bool = False) -> list[Span]:
+         from_offset: int | None = None, to_offset: int | None = None, follow: bool = False,
+         last: int = 0) -> list[Span]:
     """The span of each partition to read, given the partitions' end offsets when the tail starts.
 
-    Without ``from_beginning`` or ``from_offset`` only records appended from now on are read. Without
+    Without ``from_beginning`` or ``from_offset`` the ``last`` records of each partition are read, then
+    those appended from now on. Without
     ``follow`` the tail stops at the end offsets it saw at the start; ``to_offset`` stops it earlier
     (and also ends a followed tail once every partition reached it).
     """
@@ -44,7 +46,7 @@ def plan(ends: Mapping[int, int], *, partition: int | None = None, from_beginnin
     chosen = [partition] if partition is not None else sorted(ends)
     spans = []
     for p in chosen:
-        start = from_offset if from_offset is not None else (0 if from_beginning else ends[p])
+        start = from_offset if from_offset is not None else (0 if from_beginning else max(0, ends[p] - last))
         stop = ends[p] if not follow else None
         if to_offset is not None:
             stop = to_offset if stop is None else min(stop, to_offset)

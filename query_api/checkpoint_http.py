@@ -23,12 +23,12 @@ from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
 from blackboard.events.postgres.blobs import BlobStore
-from blackboard.query_api.errors import ApiError, NotFound
 from blackboard.query_api.http import Token, consistent_reads
 from blackboard.query_api.reads import MAX_PAGE
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.checkpoint import CheckpointCorrupt, CheckpointEntryView, decode
+from blackboard.schemas.errors import ApiError, NotFound
 from blackboard.schemas.views import Page
 
 JSON = "application/json"

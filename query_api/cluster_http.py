@@ -10,10 +10,10 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from blackboard.query_api import cluster
-from blackboard.query_api.errors import NotFound
 from blackboard.query_api.http import EntityId, Token, consistent_reads
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.cluster_views import NodeList, NodeView, SagaView, TaskStats
+from blackboard.schemas.errors import NotFound
 
 
 @get("/v1/nodes", summary="Nodes: online, available (capacity left), by skill", tags=["nodes"])

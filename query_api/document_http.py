@@ -20,11 +20,11 @@ from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
 from blackboard.query_api import lists
-from blackboard.query_api.errors import NotFound
 from blackboard.query_api.http import Cursor, EntityId, Token, consistent_reads
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.document import COLLECTION_PATTERN
+from blackboard.schemas.errors import NotFound
 from blackboard.schemas.types import unstorable_text
 from blackboard.schemas.views import Page
 

@@ -29,11 +29,11 @@ from grpc_reflection.v1alpha import reflection
 
 from blackboard.projector.documents import artifact_view
 from blackboard.query_api import lists, runs
-from blackboard.query_api.errors import ApiError, InvalidRequest, ServiceUnavailable
 from blackboard.query_api.list_http import check_ids
 from blackboard.query_api.reads import ReadService, stream_exists_check
 from blackboard.schemas.api import FieldError
 from blackboard.schemas.auth import Principal, presented_key
+from blackboard.schemas.errors import RETRY_AFTER_SECONDS, ApiError, InvalidRequest, ServiceUnavailable, retryable
 from blackboard.schemas.protogen import (
     PROTO_PATH,
     QUERY_SERVICE,
@@ -58,6 +58,8 @@ log = structlog.get_logger(__name__)
 
 #: The trailing-metadata key that carries an error's machine-readable code (as the HTTP body's ``code``).
 ERROR_CODE_KEY = "blackboard-error-code"
+#: The trailing-metadata key that carries the whole problem document (JSON) the HTTP route would answer.
+PROBLEM_KEY = "blackboard-problem-bin"
 #: Longest wait, on stop, for running calls to finish before they are cancelled.
 GRACE_SECONDS = 3.0
 
@@ -243,6 +245,7 @@ def _method(rpc: Rpc, messages: dict[str, type[Message]], reads: ReadsGetter,
             auth: Authenticate) -> grpc.RpcMethodHandler:
     request_cls, response_cls = messages[rpc.request.__name__], messages[rpc.response.__name__]
     handler = HANDLERS[rpc.name]
+    path = f"/{QUERY_SERVICE.full_name}/{rpc.name}"
 
     async def call(request: Message, context: grpc.aio.ServicerContext) -> Message:
         try:
@@ -253,12 +256,14 @@ def _method(rpc: Rpc, messages: dict[str, type[Message]], reads: ReadsGetter,
             doc = await handler(service, decode_request(request, rpc.request))
             return json_format.Parse(doc if isinstance(doc, bytes) else msgspec.json.encode(doc), response_cls())
         except ApiError as exc:
-            await context.abort(status_of(exc), exc.message, trailing_metadata=error_metadata(exc))
+            await context.abort(status_of(exc), exc.message, trailing_metadata=error_metadata(exc, path))
         except Exception as exc:
             # Never leak a stack trace, SQL or a secret: log it, answer a bare code.
             log.error("grpc.unexpected", rpc=rpc.name, error=repr(exc), exc_info=exc)
-            await context.abort(grpc.StatusCode.INTERNAL, "an unexpected error occurred; it has been logged",
-                                trailing_metadata=((ERROR_CODE_KEY, "internal_error"),))
+            unexpected = ApiError("an unexpected error occurred; it has been logged", code="internal_error",
+                                  status=500)
+            await context.abort(grpc.StatusCode.INTERNAL, unexpected.message,
+                                trailing_metadata=error_metadata(unexpected, path))
         raise AssertionError("unreachable: abort raises")
 
     return grpc.unary_unary_rpc_method_handler(call, request_deserializer=request_cls.FromString,
@@ -286,10 +291,13 @@ def status_of(exc: ApiError) -> grpc.StatusCode:
     return _STATUS.get(exc.status, default)
 
 
-def error_metadata(exc: ApiError) -> tuple[tuple[str, str], ...]:
-    """The error's code, and its HTTP headers (e.g. ``retry-after``) in lower case, as trailing metadata."""
-    headers = tuple((k.lower(), v) for k, v in exc.headers.items())
-    return ((ERROR_CODE_KEY, exc.code), *headers)
+def error_metadata(exc: ApiError, instance: str | None = None) -> tuple[tuple[str, str | bytes], ...]:
+    """The error's code, its problem document (``instance``: the RPC's path) and its HTTP headers (e.g.
+    ``retry-after``, on every ``UNAVAILABLE``) in lower case, as trailing metadata."""
+    headers = {k.lower(): v for k, v in exc.headers.items()}
+    if retryable(exc.status):
+        headers.setdefault("retry-after", str(RETRY_AFTER_SECONDS))
+    return ((ERROR_CODE_KEY, exc.code), (PROBLEM_KEY, msgspec.json.encode(exc.body(instance))), *headers.items())
 
 
 def _peer_host(peer: str) -> str:

@@ -24,8 +24,8 @@ import msgspec
 from blackboard.domain.decider import Decider
 from blackboard.domain.registry import DECIDERS
 from blackboard.projector.documents import history_entry
-from blackboard.query_api.errors import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.changes import diff, under
+from blackboard.schemas.errors import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.registry import UnknownEventType, decode_event
 from blackboard.schemas.views import HistoryEntry
 

@@ -12,6 +12,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from blackboard.query_api.reads import MAX_PAGE, ReadService
 from blackboard.schemas.auth import Principal
+from blackboard.schemas.errors import ServiceUnavailable
 from blackboard.schemas.views import Page
 
 JSON = "application/json"
@@ -31,8 +32,11 @@ def token_of(request: Request[Any, Any, State], consistent_with: str | None) -> 
 
 
 def reads_of(request: Request[Any, Any, State]) -> ReadService:
-    """The runtime's read service of the moment (it is swapped when a rebuilt generation goes live)."""
-    service: ReadService = request.app.state.runtime.reads
+    """The runtime's read service of the moment (it is swapped when a rebuilt generation goes live); 503
+    ``not_started`` while the process has none yet."""
+    service: ReadService | None = request.app.state.runtime.reads
+    if service is None:
+        raise ServiceUnavailable("the read side is not started yet; retry", code="not_started")
     return service
 
 

@@ -27,8 +27,6 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from blackboard.query_api.errors import InvalidRequest
-
 # What the list machinery is used with, as this module's own names (``lists.TASKS``): the specs live apart.
 from blackboard.query_api.list_specs import ARTIFACTS as ARTIFACTS
 from blackboard.query_api.list_specs import (
@@ -50,6 +48,7 @@ from blackboard.query_api.list_specs import DynamicField as DynamicField
 from blackboard.query_api.list_specs import ListSpec as ListSpec
 from blackboard.query_api.list_specs import SortKey as SortKey
 from blackboard.schemas.api import FieldError
+from blackboard.schemas.errors import InvalidRequest
 from blackboard.schemas.types import unstorable_text
 
 

@@ -17,11 +17,11 @@ from litestar.params import PathParameter, QueryParameter
 
 from blackboard.projector.documents import artifact_view, project_summary
 from blackboard.query_api import lists
-from blackboard.query_api.errors import NotFound
 from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, consistent_reads, reads_of, token_of
 from blackboard.query_api.reads import require_project
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
+from blackboard.schemas.errors import NotFound
 from blackboard.schemas.views import BudgetView, DnaView, LeaseView, Page, SpecView
 
 JSON = "application/json"

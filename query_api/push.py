@@ -30,9 +30,9 @@ import structlog
 from litestar import Litestar
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from blackboard.query_api.errors import ApiError, InvalidRequest, ServiceUnavailable
 from blackboard.query_api.history import Replay, category_of, load_page
 from blackboard.query_api.reads import ReadService
+from blackboard.schemas.errors import ApiError, InvalidRequest, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 

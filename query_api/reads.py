@@ -25,8 +25,8 @@ from blackboard.projector.documents import (
 from blackboard.query_api import history as h
 from blackboard.query_api import metrics
 from blackboard.query_api.consistency import OffsetWatch
-from blackboard.query_api.errors import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.envelope import decode_token, stream_partition_key
+from blackboard.schemas.errors import InvalidRequest, NotFound, ServiceUnavailable
 from blackboard.schemas.types import unstorable_text
 from blackboard.schemas.views import HistoryEntry, Page, StreamState, TaskView
 
@@ -49,13 +49,19 @@ class ReadService:
         self._suspect_until = 0.0
 
     async def wait_consistent(self, token: str | None) -> dict[int, int]:
-        """Wait until the projection has passed ``token``; 503 ``consistency_timeout`` past the bound."""
+        """Wait until the projection has passed ``token``; 503 ``consistency_timeout`` past the bound, 422 at once
+        for a token that is not one or names a partition the events topic does not have."""
         if not token:
             return {}
         try:
             wanted = decode_token(token)
         except ValueError as exc:
             raise InvalidRequest(str(exc), code="invalid_consistency_token") from None
+        unknown = sorted(p for p in wanted if not 0 <= p < self.partitions)
+        if unknown:
+            # No position of a partition that does not exist will ever be reached: waiting would only time out.
+            raise InvalidRequest(f"consistency token {token[:64]!r} names partition {unknown[0]}, and the events "
+                                 f"topic has partitions 0..{self.partitions - 1}", code="unknown_partition")
         started = time.perf_counter()
         reached = await self.watch.wait_for(wanted, self.timeout)
         metrics.CONSISTENCY_WAIT.observe(time.perf_counter() - started)

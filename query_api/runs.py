@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 
 from blackboard.query_api import history as h
-from blackboard.query_api.errors import InvalidRequest, NotFound
+from blackboard.schemas.errors import InvalidRequest, NotFound
 from blackboard.schemas.runs import Effect, RunChanges, RunEffects, RunMoney, RunStream, RunSummary
 from blackboard.schemas.views import HistoryEntry
 

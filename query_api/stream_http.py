@@ -18,12 +18,12 @@ from litestar.params import HeaderParameter, PathParameter, QueryParameter
 from litestar.response import ServerSentEvent
 
 from blackboard.query_api import history as h
-from blackboard.query_api.errors import NotFound
 from blackboard.query_api.http import reads_of, token_of
 from blackboard.query_api.push import resume_point, subscribe
 from blackboard.query_api.reads import MAX_PAGE, ReadService, stream_exists_check
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.changes import escape
+from blackboard.schemas.errors import NotFound
 from blackboard.schemas.views import HistoryEntry, Page, StreamState
 
 EntityId = Annotated[str, PathParameter(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]

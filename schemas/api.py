@@ -1,7 +1,6 @@
 """The shapes of the HTTP API: the command request, its outcomes and the error bodies.
 
-Which HTTP status an error is answered with is the HTTP modules' business (``command_api.http_errors``,
-``query_api.errors``), not the language's.
+Which error is answered with which status and code is ``blackboard.schemas.errors``'s business.
 """
 
 from __future__ import annotations
@@ -99,8 +98,18 @@ class FieldError(msgspec.Struct, frozen=True):
 
 
 class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Every 4xx/5xx that is not a command outcome: a machine-readable code and what is wrong."""
+    """Every 4xx/5xx that is not a command outcome: an RFC 9457 problem document (``application/problem+json``).
 
+    ``type``, ``title``, ``status``, ``detail`` and ``instance`` are RFC 9457's members; ``code`` is the
+    machine-readable code a client branches on, ``message`` the same text as ``detail`` (kept for clients
+    that read it), ``errors`` the JSON path of each bad field, when there are some.
+    """
+
+    type: str
+    title: str
+    status: int
+    detail: str
     code: str
     message: str
+    instance: str | None = None
     errors: list[FieldError] = []

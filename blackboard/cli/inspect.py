@@ -12,7 +12,7 @@ import msgspec
 from rich.console import Console
 from rich.markup import escape
 
-from blackboard.cli.base import Format, app, console, load_settings, postgres_url, show, table
+from blackboard.cli.base import Format, app, console, load_settings, postgres_url, server_url, show, table
 from blackboard.cli.render import lag_table, topics_table
 
 
@@ -24,6 +24,8 @@ async def tail(
     partition: int | None = None,
     from_offset: Annotated[int | None, cyclopts.Parameter(help="first offset to read (every chosen partition)")] = None,
     to_offset: Annotated[int | None, cyclopts.Parameter(help="stop before this offset (exclusive)")] = None,
+    last: Annotated[int, cyclopts.Parameter(help="without --from-beginning or --from-offset: start with the last N "
+                                                 "records of each partition (0: only new ones)")] = 10,
     stream: str | None = None,
     type: str | None = None,
     actor: str | None = None,
@@ -33,7 +35,9 @@ async def tail(
     format: Literal["text", "json", "raw"] = "text",
     data_dir: Path | None = None,
 ) -> None:
-    """Print the events of the log (either engine): new ones, a range, or everything, optionally following.
+    """Print the events of the log (either engine): the last ones, a range, or everything, optionally following.
+
+    Bare, it prints the last 10 records of each partition and stops; --follow then waits for new ones.
 
     text is for reading; json is one line per event with partition, offset, every envelope field, the
     payload as stored and, for an older schema version, the upcast payload; raw is one line per record with
@@ -49,8 +53,8 @@ async def tail(
         condition = tailing.Filter(stream, type, actor, correlation_id,
                                    tailing.parse_time(since) if since else None,
                                    tailing.parse_time(until) if until else None)
-        if (from_offset or 0) < 0 or (to_offset or 0) < 0:
-            raise ValueError("--from-offset and --to-offset must not be negative")
+        if (from_offset or 0) < 0 or (to_offset or 0) < 0 or last < 0:
+            raise ValueError("--from-offset, --to-offset and --last must not be negative")
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise SystemExit(1) from exc
@@ -58,7 +62,7 @@ async def tail(
         try:
             ends = await end_offsets(log, settings.events_topic)
             spans = tailing.plan(ends, partition=partition, from_beginning=from_beginning,
-                                 from_offset=from_offset, to_offset=to_offset, follow=follow)
+                                 from_offset=from_offset, to_offset=to_offset, follow=follow, last=last)
         except (UnknownTopic, ValueError) as exc:
             console.print(f"[red]{escape(str(exc))}[/]")
             raise SystemExit(1) from exc
@@ -153,18 +157,20 @@ async def lag(*, sample_seconds: float = 1.0, format: Format = "text", data_dir:
 
 @app.command
 async def partitions(
-    *urls: str, api_key: str | None = None, format: Format = "text",
+    *urls: str, api_key: Annotated[str | None, cyclopts.Parameter(env_var="BLACKBOARD_API_KEY")] = None,
+    format: Format = "text",
 ) -> None:
     """Who decides which partition: member, writer epoch, restored-at offset, queue depth, last snapshot.
 
-    Asks GET /v1/partitions of each running command process given by URL (default http://127.0.0.1:8080).
+    Asks GET /v1/partitions of each running command process given by URL (default: BLACKBOARD_URL, else
+    http://BLACKBOARD_HOST:BLACKBOARD_PORT, which is http://127.0.0.1:8080 unless set).
     """
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     reports = []
     async with httpx.AsyncClient(headers=headers, timeout=10.0) as client:
-        for url in urls or ("http://127.0.0.1:8080",):
+        for url in urls or (server_url(),):
             response = await client.get(url.rstrip("/") + "/v1/partitions")
             if response.status_code != 200:
                 console.print(f"[red]{escape(url)}: {response.status_code} {escape(response.text[:200])}[/]")

@@ -10,17 +10,9 @@ from typing import Annotated, Literal
 
 import cyclopts
 
-from blackboard.cli.base import app, console, load_settings
+from blackboard.cli.base import ServerUrl, app, console, server_url
 
 ApiKey = Annotated[str | None, cyclopts.Parameter(env_var="BLACKBOARD_API_KEY")]
-
-
-def default_url() -> str:
-    """The service this machine's settings serve (``BLACKBOARD_HOST``/``BLACKBOARD_PORT``), from loopback when
-    it listens on every address."""
-    settings = load_settings()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    return f"http://{host}:{settings.port}"
 
 
 @app.command(name="mcp")
@@ -29,7 +21,7 @@ def mcp_server(
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
     port: int = 8765,
-    url: Annotated[str | None, cyclopts.Parameter(env_var="BLACKBOARD_URL")] = None,
+    url: ServerUrl = None,
     api_key: ApiKey = None,
     tools: str | None = None,
     run_id: str | None = None,
@@ -73,7 +65,7 @@ def mcp_server(
         raise SystemExit(2)
 
     async def serve() -> None:
-        backend = Backend(url or default_url(), api_key=api_key, agent=agent)
+        backend = Backend(server_url(url), api_key=api_key, agent=agent)
         server = build_server(backend, chosen)
         try:
             if transport == "http":

@@ -21,7 +21,7 @@ async def migrate(*, format: Format = "text", data_dir: Path | None = None) -> N
     from blackboard.startup import wait_for_dependencies
 
     settings = load_settings(data_dir=data_dir)
-    url = postgres_url(settings)
+    url = postgres_url(settings, create=True)
     # A job started with (or before) its database and broker waits for them, as the roles do.
     await wait_for_dependencies(settings, url, only=frozenset({"postgres", "kafka"}))
     show(await migrate_all(settings, url), format, _migrated_table)

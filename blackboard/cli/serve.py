@@ -47,7 +47,7 @@ def up(
     from blackboard.tracing import configure_tracing
 
     configure_tracing()
-    runtime = Runtime(settings, postgres_url(settings), roles=roles_from(role or []))
+    runtime = Runtime(settings, postgres_url(settings, create=True), roles=roles_from(role or []))
     engine = "kafka" if settings.kafka_bootstrap_servers else "postgres"
     console.print(f"[bold]blackboard {__version__}[/] log={engine} roles={','.join(sorted(runtime.roles))} "
                   f"→ http://{settings.host}:{settings.port}  (OpenAPI: /schema)"

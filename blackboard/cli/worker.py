@@ -7,13 +7,13 @@ from typing import Annotated
 
 import cyclopts
 
-from blackboard.cli.base import app, console
+from blackboard.cli.base import ServerUrl, app, console, server_url
 
 
 @app.command
 def worker(
     *,
-    url: str = "http://127.0.0.1:8080",
+    url: ServerUrl = None,
     node: str,
     skills: list[str] | None = None,
     capacity: int = 1,
@@ -33,6 +33,7 @@ def worker(
         console.print("[red]the worker loop is in the client: pip install blackboard-client (clients/python)[/red]")
         raise SystemExit(2) from None
 
+    url = server_url(url)
     w = Worker(url, node, sleeping_handler, skills=skills or [], capacity=capacity, ttl_seconds=ttl_seconds,
                hostname=socket.gethostname(), api_key=api_key)
     console.print(f"worker {node} → {url} (skills: {', '.join(w.skills) or 'none'}, capacity {capacity})")

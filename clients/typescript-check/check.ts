@@ -36,8 +36,14 @@ export function rejected(answer: Answers[409]["content"]["application/json"]): s
   return `${answer.code}: ${answer.message}`;
 }
 
-export function error(answer: Answers[422]["content"]["application/json"]): string[] {
-  return [answer.code, ...(answer.errors ?? []).map((e) => `${e.path} ${e.message}`)];
+// Every error is an RFC 9457 problem document (application/problem+json) with its machine-readable code.
+export function error(answer: Answers[422]["content"]["application/problem+json"]): string[] {
+  const problem: string[] = [answer.type, answer.title, String(answer.status), answer.detail, answer.code];
+  return [...problem, answer.instance ?? "", ...(answer.errors ?? []).map((e) => `${e.path} ${e.message}`)];
+}
+
+export function retryLater(answer: Answers[503]["content"]["application/problem+json"]): string {
+  return `${answer.code}: ${answer.detail}`;
 }
 
 export function project(answer: paths["/v1/projects/{project_id}"]["get"]["responses"][200]["content"]["application/json"]): Schemas["ProjectView"] {

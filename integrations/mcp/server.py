@@ -72,7 +72,7 @@ def answer_result(answer: Answer) -> types.CallToolResult:
     body = answer.body if isinstance(answer.body, dict) else {}
     if answer.status == 409 and body.get("outcome") == "rejected":
         return _result({"status": 409, **body}, error=True)
-    return _error(str(body.get("code", f"http_{answer.status}")), str(body.get("message", "")),
+    return _error(str(body.get("code", f"http_{answer.status}")), str(body.get("detail", body.get("message", ""))),
                   status=answer.status, **({"errors": body["errors"]} if body.get("errors") else {}))
 
 

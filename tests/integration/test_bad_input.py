@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -114,6 +115,12 @@ async def test_bad_reads(client: tuple[Any, Any, Settings]) -> None:
     assert (bad_status.status_code, bad_status.json()["code"]) == (422, "invalid_filter")
     far = await c.get("/v1/projects/p-1", params={"consistent_with": "0:999999"})
     assert (far.status_code, far.json()["code"]) == (503, "consistency_timeout")
+    assert far.headers["content-type"] == "application/problem+json" and far.headers["retry-after"] == "1"
+    # A partition the topic does not have is never reached: refused at once, not waited for (the bound is 1 s).
+    started = time.perf_counter()
+    nowhere = await c.get("/v1/projects/p-1", params={"consistent_with": "0:0,9:0"})
+    assert (nowhere.status_code, nowhere.json()["code"]) == (422, "unknown_partition"), nowhere.text
+    assert time.perf_counter() - started < 0.5
 
 
 @pytest.mark.parametrize("raw", ["%ED%A0%80", "a%00b", "%FF"])

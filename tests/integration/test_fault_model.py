@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import grpc
+import msgspec
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -17,8 +18,9 @@ from pydantic import SecretStr
 
 from blackboard.auth import Authenticator
 from blackboard.config import Settings
-from blackboard.query_api.grpc import ERROR_CODE_KEY, message_classes, start_grpc
+from blackboard.query_api.grpc import ERROR_CODE_KEY, PROBLEM_KEY, message_classes, start_grpc
 from blackboard.query_api.reads import ReadService
+from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.protogen import QUERY_SERVICE
 from tests.integration.harness import command, running, settings_for
 
@@ -143,6 +145,8 @@ async def test_grpc_errors_carry_the_status_and_the_code(kafka_settings: Setting
         await _fails(call("GetHistory", stream="nocategory"), grpc.StatusCode.INVALID_ARGUMENT, "invalid_stream")
         await _fails(call("GetTask", task_id="t-1", consistent_with="garbage"), grpc.StatusCode.INVALID_ARGUMENT,
                      "invalid_consistency_token")
+        await _fails(call("GetTask", task_id="t-1", consistent_with="99:0"), grpc.StatusCode.INVALID_ARGUMENT,
+                     "unknown_partition")
 
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", QUERY_SERVICE.full_name):
@@ -169,7 +173,14 @@ async def _fails(call: Any, status: grpc.StatusCode, code: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call
     error = raised.value
-    assert (error.code(), dict(error.trailing_metadata() or ()).get(ERROR_CODE_KEY)) == (status, code), error
+    metadata = dict(error.trailing_metadata() or ())
+    assert (error.code(), metadata.get(ERROR_CODE_KEY)) == (status, code), error
+    # The problem document the HTTP route would answer, with the same code.
+    problem = msgspec.json.decode(metadata[PROBLEM_KEY], type=ErrorBody)
+    assert (problem.code, problem.type) == (code, f"urn:blackboard:problem:{code}")
+    assert (problem.instance or "").startswith(f"/{QUERY_SERVICE.full_name}/")
+    if status == grpc.StatusCode.UNAVAILABLE:
+        assert int(metadata["retry-after"]) >= 1
     if status != grpc.StatusCode.INTERNAL:
         assert error.details()
 

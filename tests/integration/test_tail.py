@@ -118,6 +118,14 @@ async def test_the_cli_prints_json_raw_and_text(log: PartitionedLog, settings: S
     assert len(lines) == 2 and "project:p-2@1" in lines[1] and "undecodable" in lines[0]
 
 
+async def test_a_bare_tail_prints_the_last_records_and_stops(log: PartitionedLog, settings: Settings) -> None:
+    bare = await _cli(settings, "--format", "json")
+    assert bare.returncode == 0, bare.stderr
+    shown = sorted((d["partition"], d["offset"]) for d in map(msgspec.json.decode, bare.stdout.splitlines()))
+    # Fewer than the last 10 of each partition: all of them (plan's unit tests cover --last N).
+    assert shown == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+
+
 async def test_the_cli_refuses_a_bad_time_or_partition(log: PartitionedLog, settings: Settings) -> None:
     bad_time = await _cli(settings, "--since", "yesterday")
     assert bad_time.returncode == 1 and "'yesterday' is not an ISO-8601 time" in bad_time.stderr

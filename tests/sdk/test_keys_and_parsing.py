@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from blackboard_client import Accepted, ApiError, AsyncClient, Client, Spooled
-from blackboard_client._core import Session, SseParser, entries
+from blackboard_client._core import Session, SseParser, api_error, entries
 from pydantic import SecretStr
 
 from blackboard.config import Settings
@@ -25,7 +25,9 @@ async def test_keys_are_sent_and_a_refused_key_is_an_api_error(settings: Setting
                 AsyncClient(url, api_key="w") as writer:
             with pytest.raises(ApiError) as missing:
                 await anonymous.send("project.create", "project:k-1", _create())
-            assert missing.value.status == 401
+            assert (missing.value.status, missing.value.code, missing.value.instance) == (
+                401, "missing_credentials", "/v1/commands")
+            assert missing.value.type == "urn:blackboard:problem:missing_credentials" and missing.value.detail
             with pytest.raises(ApiError) as read_only:
                 await reader.send("project.create", "project:k-1", _create())
             assert (read_only.value.status, read_only.value.code) == (403, "insufficient_scope")
@@ -83,3 +85,19 @@ def test_the_session_token_keeps_the_highest_offset_per_partition() -> None:
 def test_the_event_stream_parser_skips_comments_and_joins_data_lines() -> None:
     lines = [": keep-alive", "", "id: 4", 'data: {"version":', "data: 4}", "", "id: 5", 'data: {"version": 5}', ""]
     assert list(entries(SseParser(), iter(lines))) == [(4, {"version": 4}), (5, {"version": 5})]
+
+
+def test_a_problem_document_becomes_an_api_error_and_so_does_an_older_error_body() -> None:
+    problem = (b'{"type":"urn:blackboard:problem:invalid_request","title":"Invalid request","status":422,'
+               b'"detail":"the body is not valid","code":"invalid_request","message":"the body is not valid",'
+               b'"instance":"/v1/task-graphs","errors":[{"path":"$.tasks","message":"too short"}]}')
+    error = api_error(422, problem)
+    assert (error.status, error.code, error.message, error.detail) == (
+        422, "invalid_request", "the body is not valid", "the body is not valid")
+    assert (error.type, error.title, error.instance) == (
+        "urn:blackboard:problem:invalid_request", "Invalid request", "/v1/task-graphs")
+    assert error.errors == [{"path": "$.tasks", "message": "too short"}] and not error.retryable
+    older = api_error(503, b'{"code":"log_unavailable","message":"the log did not answer"}')
+    assert (older.code, older.message, older.type, older.instance, older.retryable) == (
+        "log_unavailable", "the log did not answer", "about:blank", None, True)
+    assert api_error(502, b"<html>bad gateway</html>").code == "http_502"

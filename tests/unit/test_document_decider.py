@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from blackboard.domain import document as doc
 from blackboard.domain.decider import Context, Rejection
 from blackboard.query_api.document_http import parse_where
-from blackboard.query_api.errors import InvalidRequest
 from blackboard.schemas.document import (
     COLLECTION_RULES,
     CreateDocument,
@@ -25,6 +24,7 @@ from blackboard.schemas.document import (
     is_collection,
     split_document_id,
 )
+from blackboard.schemas.errors import InvalidRequest
 from blackboard.schemas.merge_patch import merge_patch
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blackboard.query_api import lists
-from blackboard.query_api.errors import InvalidRequest
 from blackboard.query_api.lists import SHOTS, TASKS
+from blackboard.schemas.errors import InvalidRequest
 
 
 def _code(call: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:

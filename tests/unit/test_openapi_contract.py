@@ -101,24 +101,33 @@ def test_a_shot_and_a_document_have_their_own_schemas(document: dict[str, Any]) 
     assert set(components["DocumentView"]["required"]) == fields == set(ITEM_FIELDS)
 
 
-def test_every_error_is_the_error_body(document: dict[str, Any]) -> None:
-    """4xx answers have the error body with its code (409 of a command: the rejection, with its code)."""
+def test_every_error_is_a_problem_document(document: dict[str, Any]) -> None:
+    """4xx and 5xx answers are the problem document (RFC 9457) with its code, and say so by their media type
+    (409 of a command: the rejection, an outcome with its code); every 429 and 503 names Retry-After."""
     wrong = []
     for path, item in document["paths"].items():
         for method, operation in item.items():
             for status, response in operation["responses"].items():
-                schema = response.get("content", {}).get("application/json", {}).get("schema")
-                if status.startswith("4") and schema not in ({"$ref": "#/components/schemas/ErrorBody"},
-                                                             {"$ref": "#/components/schemas/Rejected"}):
-                    wrong.append(f"{method.upper()} {path} {status}: {schema}")
+                content = response.get("content", {})
+                if not status.startswith(("4", "5")):
+                    continue
+                if content.get("application/json", {}).get("schema") == {"$ref": "#/components/schemas/Rejected"}:
+                    continue
+                if list(content) != ["application/problem+json"] or content["application/problem+json"][
+                        "schema"] != {"$ref": "#/components/schemas/ErrorBody"}:
+                    wrong.append(f"{method.upper()} {path} {status}: {content}")
+                if status in ("429", "503") and "Retry-After" not in response.get("headers", {}):
+                    wrong.append(f"{method.upper()} {path} {status}: no Retry-After")
     assert wrong == []
 
 
 def test_errors_and_rejections_are_typed(document: dict[str, Any]) -> None:
     responses = document["paths"]["/v1/commands"]["post"]["responses"]
     assert responses["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Rejected"}
-    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
-    assert "code" in document["components"]["schemas"]["ErrorBody"]["required"]
+    problem = responses["422"]["content"]["application/problem+json"]["schema"]
+    assert problem == {"$ref": "#/components/schemas/ErrorBody"}
+    required = set(document["components"]["schemas"]["ErrorBody"]["required"])
+    assert {"type", "title", "status", "detail", "code", "message"} <= required
 
 
 def test_an_api_key_is_declared_both_ways(document: dict[str, Any]) -> None:

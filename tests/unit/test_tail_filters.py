@@ -37,6 +37,13 @@ def test_by_default_only_what_is_appended_from_now_is_read() -> None:
     assert plan({0: 5, 1: 0}, follow=True) == [Span(0, 5, None), Span(1, 0, None)]
 
 
+def test_the_last_records_of_each_partition_then_what_is_appended() -> None:
+    assert plan({0: 15, 1: 3}, last=10) == [Span(0, 5, 15), Span(1, 0, 3)]
+    assert plan({0: 15}, last=10, follow=True) == [Span(0, 5, None)]
+    assert plan({0: 15}, last=10, from_beginning=True) == [Span(0, 0, 15)]
+    assert plan({0: 15}, last=10, from_offset=12) == [Span(0, 12, 15)]
+
+
 def test_from_the_beginning_to_the_ends_seen_at_the_start() -> None:
     assert plan({0: 5, 1: 2}, from_beginning=True) == [Span(0, 0, 5), Span(1, 0, 2)]
 

@@ -103,11 +103,19 @@ def refuses_the_client(error: ApiError) -> bool:
 
 
 def api_error(status: int, content: bytes) -> ApiError:
-    """The ``ApiError`` of an error answer (an ``ErrorBody`` when the server sent one)."""
+    """The ``ApiError`` of an error answer: a problem document (RFC 9457) with its ``code`` when the server
+    sent one (``detail``, or ``message`` from a server of an earlier release), else the answer's text."""
     body = _json_or_none(content)
     if isinstance(body, dict) and isinstance(body.get("code"), str):
-        return ApiError(status, body["code"], str(body.get("message", "")), list(body.get("errors") or []))
+        text = body.get("detail") if isinstance(body.get("detail"), str) else body.get("message", "")
+        return ApiError(status, body["code"], str(text), list(body.get("errors") or []),
+                        type=_text(body.get("type")), title=_text(body.get("title")),
+                        instance=_text(body.get("instance")))
     return ApiError(status, f"http_{status}", content[:500].decode(errors="replace"))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _json_or_none(content: bytes) -> Any:

@@ -19,16 +19,24 @@ class Rejected(BlackboardError):
 
 
 class ApiError(BlackboardError):
-    """An HTTP error answered with an error body: ``status``, the machine-readable ``code``, and per-field
-    ``errors`` (each ``{"path", "message"}``).
+    """An HTTP error answered with a problem document (RFC 9457, ``application/problem+json``): ``status``,
+    the machine-readable ``code``, ``message`` (the problem's ``detail``), per-field ``errors`` (each
+    ``{"path", "message"}``), and the problem's ``type``, ``title`` and ``instance`` (the request's path).
 
     Note: a retryable status (429, 502, 503, 504) is only raised once the client's deadline ran out.
     """
 
-    def __init__(self, status: int, code: str, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, errors: list[dict[str, Any]] | None = None, *,
+                 type: str | None = None, title: str | None = None, instance: str | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
         self.errors = errors or []
+        self.type, self.title, self.instance = type or "about:blank", title or "", instance
+
+    @property
+    def detail(self) -> str:
+        """The problem's ``detail``: what went wrong with this request (the same text as ``message``)."""
+        return self.message
 
     @property
     def retryable(self) -> bool:
