@@ -123,6 +123,8 @@ class Outcomes:
     statuses: Counter[int] = field(default_factory=Counter)
     #: 429s and 503s that did not say when to come back.
     without_retry_after: int = 0
+    #: The ``code`` of every 503.
+    unavailable: Counter[str] = field(default_factory=Counter)
     #: (monotonic time, status) of every answer; 0 stands for a timeout or a broken connection.
     answers: list[tuple[float, int]] = field(default_factory=list)
 
@@ -157,8 +159,10 @@ async def send_until_decided(client: httpx.AsyncClient, body: dict[str, Any], se
             continue
         seen.answers.append((time.monotonic(), answer.status_code))
         seen.statuses[answer.status_code] += 1
-        if answer.status_code in (429, 503) and "retry-after" not in answer.headers:
-            seen.without_retry_after += 1
+        if answer.status_code in (429, 503) and not answer.headers.get("retry-after", "").isdigit():
+            seen.without_retry_after += 1  # absent, or not whole seconds
+        if answer.status_code == 503:
+            seen.unavailable[answer.json().get("code", "")] += 1
         if answer.status_code == 503 or (answer.status_code == 429 and retry_429):
             await asyncio.sleep(min(float(answer.headers.get("retry-after", "0.2")), 1.0))
             continue
@@ -231,7 +235,7 @@ def report(fault: str, seen: Outcomes, healed: float, caught_up: float) -> None:
     recovered = f"{first - healed:.2f}" if first is not None else "n/a"
     print(f"\nfault={fault} unreachable_s={FAULT_SECONDS} first_ack_after_heal_s={recovered} "
           f"lag_zero_after_s={caught_up:.2f} acked={len(seen.acked)} statuses={dict(seen.statuses)} "
-          f"503_without_retry_after={seen.without_retry_after}")
+          f"503_codes={dict(seen.unavailable)} 503_without_retry_after={seen.without_retry_after}")
 
 
 def acked_between(seen: Outcomes, start: float, end: float) -> int:
@@ -242,6 +246,17 @@ def no_5xx_but_503(seen: Outcomes) -> None:
     """Nothing worse than a 503 was answered, and every 503 and 429 said when to come back."""
     assert {s for s in seen.statuses if s >= 500} <= {503}, seen.statuses
     assert seen.without_retry_after == 0, f"{seen.without_retry_after} answers of {seen.statuses} without Retry-After"
+
+
+#: The bound on a command's wait in the cut tests: below the clients' 2 s timeout, so that a command caught by a
+#: cut is answered (``503 outcome_pending``), not left to time out.
+COMMAND_TIMEOUT = 1.0
+
+
+def answered_while_away(seen: Outcomes) -> None:
+    """Commands caught by the cut were answered ``503 outcome_pending`` (with ``Retry-After``), not left hanging."""
+    assert seen.unavailable["outcome_pending"] > 0, (seen.statuses, seen.unavailable)
+    no_5xx_but_503(seen)
 
 
 # ── the invariants, once the fault has healed ─────────────────────────────────────────
