@@ -27,9 +27,11 @@ from tests.integration.faults import (
     acked_between,
     answered_while_away,
     check_invariants,
+    cost,
     create_projects,
     loaded,
     report,
+    send_until_decided,
     status,
     until,
     upstream_of,
@@ -116,3 +118,26 @@ async def test_the_broker_unreachable_under_load(broker: tuple[Tansu, int], pg_u
         assert (seen.first_success_after(healed) or healed + RECOVERY_SECONDS) - healed < RECOVERY_SECONDS
         caught_up = await check_invariants(settings, pg_url, set(seen.sent))
     report("broker", seen, healed, caught_up)
+
+
+async def test_a_command_not_decided_in_time_is_decided_once_and_its_retry_answers_it(
+        pg_url: str, topic_prefix: str) -> None:
+    """``503 outcome_pending`` while the log is away does not withdraw the command: it lands once healed, and
+    the retry with its ``command_id`` answers that outcome (replayed), one event in the log."""
+    postgres = Link(upstream_of(pg_url))
+    settings = settings_for("postgres", pg_url=with_port(pg_url, postgres.port), topic_prefix=topic_prefix,
+                            command_timeout_seconds=0.5)
+    async with links(postgres), serving(settings) as (client, _, _):
+        await create_projects(client, 1)
+        postgres.cut()
+        body = cost("pending-1", 0)
+        pending = await client.post("/v1/commands", json=body)
+        assert pending.status_code == 503 and pending.json()["code"] == "outcome_pending", pending.text
+        assert pending.headers["retry-after"].isdigit()
+        postgres.heal()
+        seen = Outcomes()
+        assert await send_until_decided(client, body, seen, time.monotonic() + RECOVERY_SECONDS) == 200
+        again = await client.post("/v1/commands", json=body)
+        assert again.status_code == 200 and again.headers.get("idempotent-replayed") == "true", again.headers
+        assert again.json()["position"] == seen.acked["pending-1"]
+        await check_invariants(settings, pg_url, {"pending-1"})
