@@ -138,6 +138,7 @@ class Runtime:
                 commands_topic=s.commands_topic, dead_letters_topic=s.commands_dead_letters_topic,
                 mode=s.decider_mode, member_id=s.member_id, group=s.deciders_group,
                 session_timeout=s.session_timeout_seconds, route_timeout=s.route_timeout_seconds,
+                command_timeout=s.command_timeout_seconds,
                 snapshots_topic=s.snapshots_topic, snapshot_every=s.snapshot_every,
                 known_max_commands=s.known_max_commands, known_max_bytes=s.known_max_bytes)
             await self.commands.start()

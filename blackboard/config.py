@@ -130,6 +130,10 @@ class Settings(LogSettings):
         default=10.0, ge=1, le=300, description="a decider silent this long loses its partitions to the others")
     route_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="how long a routed command waits for its owner's answer")
+    command_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=600,
+        description="how long a command waits for its owner's decision and the log's acknowledgement; then 503 "
+                    "outcome_pending with Retry-After (it stays queued and is decided at most once)")
     # checkpoints (large, compressed, claim-check)
     blob_schema: str = Field(
         default="blackboard_blobs", pattern=r"^[a-z_][a-z0-9_]{0,62}$",

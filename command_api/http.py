@@ -49,7 +49,8 @@ _ERRORS = {
     415: ResponseSpec(ErrorBody, description="unsupported_media_type"),
     422: ResponseSpec(ErrorBody, description="invalid_command (with the JSON path of each bad field), "
                                              "idempotency_key_reused, unknown_dependency, self_dependency"),
-    503: ResponseSpec(ErrorBody, description="log_unavailable / not_owner: retry with the same command_id"),
+    503: ResponseSpec(ErrorBody, description="log_unavailable / not_owner / outcome_pending: "
+                                             "retry with the same command_id"),
 }
 
 

@@ -24,3 +24,6 @@ DEAD_LETTERS = Counter("blackboard_command_dead_letters_total",
 FENCED_WRITES = Counter("blackboard_fenced_writes_total",
                         "Writes to the events topic refused by the fence (another writer appended first), by partition",
                         ["partition"])
+# Commands a caller stopped waiting for (BLACKBOARD_COMMAND_TIMEOUT_SECONDS): still queued, decided at most once.
+OUTCOMES_PENDING = Counter("blackboard_command_outcomes_pending_total",
+                           "Commands answered 503 outcome_pending: not decided within the command timeout")

@@ -30,7 +30,7 @@ import structlog
 from opentelemetry.context import Context as OtelContext
 
 from blackboard.command_api import metrics
-from blackboard.command_api.errors import IdempotencyKeyReused, NotOwner
+from blackboard.command_api.errors import IdempotencyKeyReused, NotOwner, Unavailable
 from blackboard.command_api.known import MAX_BYTES, MAX_COMMANDS, BoundedIndex
 from blackboard.command_api.owner import PartitionOwner, Submission, submission
 from blackboard.command_api.restore import restore_owner
@@ -55,7 +55,7 @@ class CommandService:
     def __init__(self, log_: PartitionedLog, *, events_topic: str, results_topic: str, partitions: int,
                  commands_topic: str = "commands", dead_letters_topic: str = "commands-dead-letters",
                  mode: Mode = "all", member_id: str | None = None, group: str = "blackboard-deciders",
-                 session_timeout: float = 10.0, route_timeout: float = 30.0,
+                 session_timeout: float = 10.0, route_timeout: float = 30.0, command_timeout: float = 5.0,
                  snapshots_topic: str | None = None, snapshot_every: int = 0,
                  known_max_commands: int = MAX_COMMANDS, known_max_bytes: int = MAX_BYTES) -> None:
         self.log = log_
@@ -64,6 +64,7 @@ class CommandService:
         self.partitions, self.mode = partitions, mode
         self.member_id = member_id or f"decider-{uuid.uuid4().hex[:12]}"
         self.group, self.session_timeout, self.route_timeout = group, session_timeout, route_timeout
+        self.command_timeout = command_timeout
         self.snapshots_topic, self.snapshot_every = snapshots_topic, snapshot_every
         self.known_max_commands, self.known_max_bytes = known_max_commands, known_max_bytes
         self.owners: dict[int, PartitionOwner] = {}
@@ -194,11 +195,17 @@ class CommandService:
             return known, True
         self.local += 1
         self._pending.add(sub.command_id)
+        sub.future.add_done_callback(lambda _: self._pending.discard(sub.command_id))
+        owner.submit(sub)
         try:
-            owner.submit(sub)
-            return await sub.future
-        finally:
-            self._pending.discard(sub.command_id)
+            # Shielded: the caller stops waiting, the owner does not stop deciding (nor forget the outcome).
+            return await asyncio.wait_for(asyncio.shield(sub.future), self.command_timeout)
+        except TimeoutError:
+            metrics.OUTCOMES_PENDING.inc()
+            raise Unavailable(
+                f"not decided within {self.command_timeout:g}s (the log has not acknowledged yet); the command stays "
+                "queued and is decided at most once: retry with the same command_id to learn its outcome",
+                code="outcome_pending") from None
 
     def peek(self, stream: str) -> tuple[Any, int] | None:
         """The state and version of ``stream`` as its owner holds it now, or ``None`` when it does not exist.

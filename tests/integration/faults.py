@@ -10,10 +10,11 @@ of the machine); a network namespace would need a veth pair with addresses off l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -122,6 +123,8 @@ class Outcomes:
     statuses: Counter[int] = field(default_factory=Counter)
     #: 429s and 503s that did not say when to come back.
     without_retry_after: int = 0
+    #: The ``code`` of every 503.
+    unavailable: Counter[str] = field(default_factory=Counter)
     #: (monotonic time, status) of every answer; 0 stands for a timeout or a broken connection.
     answers: list[tuple[float, int]] = field(default_factory=list)
 
@@ -156,8 +159,10 @@ async def send_until_decided(client: httpx.AsyncClient, body: dict[str, Any], se
             continue
         seen.answers.append((time.monotonic(), answer.status_code))
         seen.statuses[answer.status_code] += 1
-        if answer.status_code in (429, 503) and "retry-after" not in answer.headers:
-            seen.without_retry_after += 1
+        if answer.status_code in (429, 503) and not answer.headers.get("retry-after", "").isdigit():
+            seen.without_retry_after += 1  # absent, or not whole seconds
+        if answer.status_code == 503:
+            seen.unavailable[answer.json().get("code", "")] += 1
         if answer.status_code == 503 or (answer.status_code == 429 and retry_429):
             await asyncio.sleep(min(float(answer.headers.get("retry-after", "0.2")), 1.0))
             continue
@@ -182,6 +187,76 @@ async def cost_load(client: httpx.AsyncClient, name: str, projects: int, seen: O
         assert status == 200, status
         n += 1
         await asyncio.sleep(pause)
+
+
+# ── a command load through a fault, and what it saw ───────────────────────────────────
+
+#: Projects and clients of the load under a cut.
+PROJECTS, CLIENTS = 3, 4
+#: An answer already on its way when a link is cut may still arrive just after.
+SETTLE = 0.5
+
+
+@contextlib.asynccontextmanager
+async def loaded(client: httpx.AsyncClient, seen: Outcomes) -> AsyncIterator[None]:
+    """``CLIENTS`` clients adding costs while the body runs; they finish what they sent once it is done."""
+    stop = asyncio.Event()
+    deadline = time.monotonic() + 4 * FAULT_SECONDS + 2 * RECOVERY_SECONDS
+    load = [asyncio.create_task(cost_load(client, f"c{i}", PROJECTS, seen, stop, deadline)) for i in range(CLIENTS)]
+    try:
+        while len(seen.acked) < 2 * CLIENTS:  # flowing before the fault
+            await asyncio.sleep(0.05)
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*load)
+
+
+async def status(client: httpx.AsyncClient, path: str, timeout: float = 5.0) -> int:
+    """The status ``path`` answers, 0 for no answer within ``timeout``."""
+    try:
+        return (await asyncio.wait_for(client.get(path), timeout)).status_code
+    except (httpx.TransportError, TimeoutError):
+        return 0
+
+
+async def until(client: httpx.AsyncClient, path: str, expected: int, timeout: float) -> float:
+    """Seconds until ``path`` answers ``expected``; fails after ``timeout``."""
+    started = time.monotonic()
+    while await status(client, path) != expected:
+        assert time.monotonic() - started < timeout, f"{path} did not answer {expected} within {timeout} s"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+def report(fault: str, seen: Outcomes, healed: float, caught_up: float) -> None:
+    """One line per fault for the record: what was injected, how long recovery took, what the clients saw."""
+    first = seen.first_success_after(healed)
+    recovered = f"{first - healed:.2f}" if first is not None else "n/a"
+    print(f"\nfault={fault} unreachable_s={FAULT_SECONDS} first_ack_after_heal_s={recovered} "
+          f"lag_zero_after_s={caught_up:.2f} acked={len(seen.acked)} statuses={dict(seen.statuses)} "
+          f"503_codes={dict(seen.unavailable)} 503_without_retry_after={seen.without_retry_after}")
+
+
+def acked_between(seen: Outcomes, start: float, end: float) -> int:
+    return sum(1 for t, answered in seen.answers if start < t < end and answered == 200)
+
+
+def no_5xx_but_503(seen: Outcomes) -> None:
+    """Nothing worse than a 503 was answered, and every 503 and 429 said when to come back."""
+    assert {s for s in seen.statuses if s >= 500} <= {503}, seen.statuses
+    assert seen.without_retry_after == 0, f"{seen.without_retry_after} answers of {seen.statuses} without Retry-After"
+
+
+#: The bound on a command's wait in the cut tests: below the clients' 2 s timeout, so that a command caught by a
+#: cut is answered (``503 outcome_pending``), not left to time out.
+COMMAND_TIMEOUT = 1.0
+
+
+def answered_while_away(seen: Outcomes) -> None:
+    """Commands caught by the cut were answered ``503 outcome_pending`` (with ``Retry-After``), not left hanging."""
+    assert seen.unavailable["outcome_pending"] > 0, (seen.statuses, seen.unavailable)
+    no_5xx_but_503(seen)
 
 
 # ── the invariants, once the fault has healed ─────────────────────────────────────────

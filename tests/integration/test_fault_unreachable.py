@@ -13,28 +13,32 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from blackboard.config import Settings
 from tests.integration.faults import (
+    COMMAND_TIMEOUT,
     FAULT_SECONDS,
+    PROJECTS,
     RECOVERY_SECONDS,
+    SETTLE,
     Link,
     Outcomes,
+    acked_between,
+    answered_while_away,
     check_invariants,
-    cost_load,
+    cost,
     create_projects,
+    loaded,
+    report,
+    send_until_decided,
+    status,
+    until,
     upstream_of,
     with_port,
 )
 from tests.integration.harness import serving, settings_for
 from tests.services import Tansu, free_port
-
-PROJECTS = 3
-CLIENTS = 4
-#: An answer already on its way when a link is cut may still arrive just after.
-SETTLE = 0.5
 
 
 @contextlib.asynccontextmanager
@@ -48,83 +52,37 @@ async def links(*made: Link) -> AsyncIterator[None]:
             await link.stop()
 
 
-@contextlib.asynccontextmanager
-async def loaded(client: httpx.AsyncClient, seen: Outcomes) -> AsyncIterator[None]:
-    """``CLIENTS`` clients adding costs while the body runs; they finish what they sent once it is done."""
-    stop = asyncio.Event()
-    deadline = time.monotonic() + 4 * FAULT_SECONDS + 2 * RECOVERY_SECONDS
-    load = [asyncio.create_task(cost_load(client, f"c{i}", PROJECTS, seen, stop, deadline)) for i in range(CLIENTS)]
-    try:
-        while len(seen.acked) < 2 * CLIENTS:  # flowing before the fault
-            await asyncio.sleep(0.05)
-        yield
-    finally:
-        stop.set()
-        await asyncio.gather(*load)
-
-
-async def _status(client: httpx.AsyncClient, path: str, timeout: float = 5.0) -> int:
-    try:
-        return (await asyncio.wait_for(client.get(path), timeout)).status_code
-    except (httpx.TransportError, TimeoutError):
-        return 0
-
-
-async def _until(client: httpx.AsyncClient, path: str, status: int, timeout: float) -> float:
-    started = time.monotonic()
-    while await _status(client, path) != status:
-        assert time.monotonic() - started < timeout, f"{path} did not answer {status} within {timeout} s"
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
-
-
-def _report(fault: str, seen: Outcomes, healed: float, caught_up: float) -> None:
-    """One line per fault for the record: what was injected, how long recovery took, what the clients saw."""
-    first = seen.first_success_after(healed)
-    recovered = f"{first - healed:.2f}" if first is not None else "n/a"
-    print(f"\nfault={fault} unreachable_s={FAULT_SECONDS} first_ack_after_heal_s={recovered} "
-          f"lag_zero_after_s={caught_up:.2f} acked={len(seen.acked)} statuses={dict(seen.statuses)} "
-          f"503_without_retry_after={seen.without_retry_after}")
-
-
-def _acked_between(seen: Outcomes, start: float, end: float) -> int:
-    return sum(1 for t, status in seen.answers if start < t < end and status == 200)
-
-
-def _no_5xx_but_503(seen: Outcomes) -> None:
-    assert {s for s in seen.statuses if s >= 500} <= {503}, seen.statuses
-
-
 async def test_postgres_then_redis_unreachable_under_load(pg_url: str, topic_prefix: str, redis_url: str,
                                                           redis_prefix: str) -> None:
     postgres, redis = Link(upstream_of(pg_url)), Link(urlsplit(redis_url).port or 6379)
     settings = settings_for("postgres", pg_url=with_port(pg_url, postgres.port), topic_prefix=topic_prefix,
-                            redis_url=with_port(redis_url, redis.port), redis_prefix=redis_prefix)
+                            redis_url=with_port(redis_url, redis.port), redis_prefix=redis_prefix,
+                            command_timeout_seconds=COMMAND_TIMEOUT)
     seen = Outcomes()
     async with links(postgres, redis), serving(settings) as (client, _, _):
         await create_projects(client, PROJECTS)
         async with loaded(client, seen):
             redis.cut()  # the cache away: reads fall back to PostgreSQL, commands go on
             redis_cut = time.monotonic()
-            assert await _status(client, "/v1/projects/p-0") == 200
+            assert await status(client, "/v1/projects/p-0") == 200
             await asyncio.sleep(max(0.0, FAULT_SECONDS - (time.monotonic() - redis_cut)))
             redis.heal()
-            assert _acked_between(seen, redis_cut, time.monotonic()) > 0, "commands stopped without the cache"
+            assert acked_between(seen, redis_cut, time.monotonic()) > 0, "commands stopped without the cache"
             postgres.cut()  # the log and the read models away: nothing is acknowledged, the process stays live
             cut = time.monotonic()
             # Not ready (or too slow to say, which an orchestrator takes as not ready), and still live.
-            assert await _status(client, "/health/ready", timeout=1.0) in (503, 0)
-            assert await _status(client, "/health/live", timeout=3.0) == 200
+            assert await status(client, "/health/ready", timeout=1.0) in (503, 0)
+            assert await status(client, "/health/live", timeout=3.0) == 200
             await asyncio.sleep(max(0.0, FAULT_SECONDS - (time.monotonic() - cut)))
             postgres.heal()
             healed = time.monotonic()
-            assert _acked_between(seen, cut + SETTLE, healed) == 0, "acknowledged while the log was away"
-            await _until(client, "/health/ready", 200, RECOVERY_SECONDS)
-        _no_5xx_but_503(seen)
+            assert acked_between(seen, cut + SETTLE, healed) == 0, "acknowledged while the log was away"
+            await until(client, "/health/ready", 200, RECOVERY_SECONDS)
+        answered_while_away(seen)
         assert set(seen.acked) == set(seen.sent), "every command was decided, and accepted"
         assert (seen.first_success_after(healed) or healed + RECOVERY_SECONDS) - healed < RECOVERY_SECONDS
         caught_up = await check_invariants(settings, pg_url, set(seen.sent))
-    _report("postgres+redis", seen, healed, caught_up)
+    report("postgres+redis", seen, healed, caught_up)
 
 
 @pytest.fixture
@@ -141,21 +99,45 @@ async def test_the_broker_unreachable_under_load(broker: tuple[Tansu, int], pg_u
     tansu, port = broker
     link = Link(tansu.port, port)
     settings: Settings = settings_for("kafka", pg_url=pg_url, topic_prefix=topic_prefix, kafka=f"127.0.0.1:{port}",
-                                      redis_url=redis_url, redis_prefix=redis_prefix)
+                                      redis_url=redis_url, redis_prefix=redis_prefix,
+                            command_timeout_seconds=COMMAND_TIMEOUT)
     seen = Outcomes()
     async with links(link), serving(settings) as (client, _, _):
         await create_projects(client, PROJECTS)
         async with loaded(client, seen):
             link.cut()
             cut = time.monotonic()
-            assert await _status(client, "/health/live") == 200
+            assert await status(client, "/health/live") == 200
             await asyncio.sleep(max(0.0, FAULT_SECONDS - (time.monotonic() - cut)))
             link.heal()
             healed = time.monotonic()
-            assert _acked_between(seen, cut + SETTLE, healed) == 0, "acknowledged while the broker was away"
-            await _until(client, "/health/ready", 200, RECOVERY_SECONDS)
-        _no_5xx_but_503(seen)
+            assert acked_between(seen, cut + SETTLE, healed) == 0, "acknowledged while the broker was away"
+            await until(client, "/health/ready", 200, RECOVERY_SECONDS)
+        answered_while_away(seen)
         assert set(seen.acked) == set(seen.sent), "every command was decided, and accepted"
         assert (seen.first_success_after(healed) or healed + RECOVERY_SECONDS) - healed < RECOVERY_SECONDS
         caught_up = await check_invariants(settings, pg_url, set(seen.sent))
-    _report("broker", seen, healed, caught_up)
+    report("broker", seen, healed, caught_up)
+
+
+async def test_a_command_not_decided_in_time_is_decided_once_and_its_retry_answers_it(
+        pg_url: str, topic_prefix: str) -> None:
+    """``503 outcome_pending`` while the log is away does not withdraw the command: it lands once healed, and
+    the retry with its ``command_id`` answers that outcome (replayed), one event in the log."""
+    postgres = Link(upstream_of(pg_url))
+    settings = settings_for("postgres", pg_url=with_port(pg_url, postgres.port), topic_prefix=topic_prefix,
+                            command_timeout_seconds=0.5)
+    async with links(postgres), serving(settings) as (client, _, _):
+        await create_projects(client, 1)
+        postgres.cut()
+        body = cost("pending-1", 0)
+        pending = await client.post("/v1/commands", json=body)
+        assert pending.status_code == 503 and pending.json()["code"] == "outcome_pending", pending.text
+        assert pending.headers["retry-after"].isdigit()
+        postgres.heal()
+        seen = Outcomes()
+        assert await send_until_decided(client, body, seen, time.monotonic() + RECOVERY_SECONDS) == 200
+        again = await client.post("/v1/commands", json=body)
+        assert again.status_code == 200 and again.headers.get("idempotent-replayed") == "true", again.headers
+        assert again.json()["position"] == seen.acked["pending-1"]
+        await check_invariants(settings, pg_url, {"pending-1"})
