@@ -40,9 +40,22 @@ _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.Interfac
 _HEADERS_ENCODER = msgspec.msgpack.Encoder()
 _HEADERS_DECODER = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
 
+# One statement, so one round trip and its own transaction: move the partition's counter (its row
+# lock, held until the commit, serialises the partition's appenders as before: offsets dense and
+# visible in order), insert the records at the offsets it gave, and notify the readers on commit.
+# With $4 set the counter moves only from that offset (the fence); no row comes back otherwise.
 _APPEND = """
-INSERT INTO records (topic, partition, "offset", key, headers, value, timestamp_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+WITH moved AS (
+    UPDATE partitions SET next_offset = next_offset + $3
+    WHERE topic = $1 AND partition = $2 AND ($4::bigint IS NULL OR next_offset = $4)
+    RETURNING next_offset - $3 AS base
+), written AS (
+    INSERT INTO records (topic, partition, "offset", key, headers, value, timestamp_ms)
+    SELECT $1, $2, moved.base + r.n - 1, r.key, r.headers, r.value, r.ts
+    FROM moved, unnest($5::bytea[], $6::bytea[], $7::bytea[], $8::bigint[])
+        WITH ORDINALITY AS r(key, headers, value, ts, n)
+)
+SELECT base, pg_notify($9, $10) FROM moved
 """
 
 # Columns by position (the reader's hot loop indexes them): 0 partition, 1 offset, 2 key, 3 value,
@@ -73,6 +86,12 @@ WHERE p.topic = $1
 GROUP BY p.partition
 ORDER BY p.partition
 """
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a log connection goes back to its pool (asyncpg has already rolled back an open
+    transaction): the log never changes a session (no SET, LISTEN or lock on a pooled connection), and the
+    default reset query cost a round trip per append."""
 
 
 def _position(rec: StoredRecord) -> tuple[int, int]:
@@ -116,12 +135,19 @@ class PostgresLog:
 
     async def start(self) -> None:
         try:
+            settings = {"search_path": self.schema, "idle_in_transaction_session_timeout": "10s"}
+            # The migration takes a session lock: it runs on a connection of its own, closed after it, so
+            # that the pool's connections never hold session state (see ``_keep_session``).
+            conn = await asyncpg.connect(self.dsn, server_settings=settings)
+            try:
+                await migrate(conn, self.schema, LOG_SCHEMA)
+            finally:
+                await conn.close()
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.pool_min, max_size=self.pool_max,
-                # A process paused in the middle of an append (SIGSTOP, a long GC) must not hold the
+                self.dsn, min_size=self.pool_min, max_size=self.pool_max, reset=_keep_session,
+                # A process paused in the middle of a transaction (SIGSTOP, a long GC) must not hold a
                 # partition's row lock forever: the server ends such a transaction, nothing appended.
-                server_settings={"search_path": self.schema, "idle_in_transaction_session_timeout": "10s"})
-            await migrate(self.pool, self.schema, LOG_SCHEMA)
+                server_settings=settings)
         except _CONNECTION_ERRORS as exc:
             raise LogUnavailable(f"PostgreSQL log unreachable: {exc!r}") from exc
 
@@ -191,31 +217,29 @@ class PostgresLog:
                      expected_offset: int | None = None) -> int:
         if not records:
             raise ValueError("append needs at least one record")
-        rows = self._rows(records)
+        columns = self._columns(records)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                # The row lock serialises this partition's appenders until commit (see 0001_log.sql).
-                base = await conn.fetchval(
-                    "SELECT next_offset FROM partitions WHERE topic = $1 AND partition = $2 FOR UPDATE",
-                    topic, partition)
-                if base is None:
+            base = await self.pool.fetchval(_APPEND, topic, partition, len(records), expected_offset, *columns,
+                                            self.channel, f"{topic}:{partition}")
+            if base is None:  # the counter did not move: a fenced writer, or no such partition
+                actual = await self.pool.fetchval(
+                    "SELECT next_offset FROM partitions WHERE topic = $1 AND partition = $2", topic, partition)
+                if actual is None or expected_offset is None:
                     raise UnknownTopic(f"{topic}[{partition}] does not exist")
-                if expected_offset is not None and base != expected_offset:
-                    raise OffsetConflict(topic, partition, expected_offset, base, appended=False)
-                await conn.executemany(_APPEND, [(topic, partition, base + i, *row) for i, row in enumerate(rows)])
-                await conn.execute("UPDATE partitions SET next_offset = $3 WHERE topic = $1 AND partition = $2",
-                                   topic, partition, base + len(records))
-                await conn.execute("SELECT pg_notify($1, $2)", self.channel, f"{topic}:{partition}")
+                raise OffsetConflict(topic, partition, expected_offset, actual, appended=False)
             return int(base)
         except _CONNECTION_ERRORS as exc:
             raise LogUnavailable(f"append to {topic}[{partition}] failed; it may or may not have happened: "
                                  f"{exc!r}") from exc
 
-    def _rows(self, records: Sequence[Record]) -> list[tuple[Any, ...]]:
+    def _columns(self, records: Sequence[Record]) -> tuple[list[bytes | None], list[bytes], list[bytes | None],
+                                                           list[int]]:
+        """The records as the append's four arrays: keys, headers (msgpack), values, timestamps."""
         now_ms = int(time.time() * 1000)
         check_record_sizes(records, self.max_record_bytes)
-        return [(r.key, _HEADERS_ENCODER.encode(r.headers), r.value,
-                 r.timestamp_ms if r.timestamp_ms is not None else now_ms) for r in records]
+        return ([r.key for r in records], [_HEADERS_ENCODER.encode(r.headers) for r in records],
+                [r.value for r in records],
+                [r.timestamp_ms if r.timestamp_ms is not None else now_ms for r in records])
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         try:
