@@ -19,7 +19,6 @@ import msgspec
 
 from blackboard.events.log import (
     LogUnavailable,
-    OffsetConflict,
     Record,
     StoredRecord,
     TopicDescription,
@@ -28,6 +27,7 @@ from blackboard.events.log import (
     check_record_sizes,
 )
 from blackboard.events.postgres import compaction
+from blackboard.events.postgres.appends import AppendQueue, Batch
 from blackboard.events.postgres.membership import PostgresMembership
 from blackboard.events.postgres.schema import SchemaFiles, migrate
 
@@ -39,24 +39,6 @@ _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.Interfac
 
 _HEADERS_ENCODER = msgspec.msgpack.Encoder()
 _HEADERS_DECODER = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
-
-# One statement, so one round trip and its own transaction: move the partition's counter (its row
-# lock, held until the commit, serialises the partition's appenders as before: offsets dense and
-# visible in order), insert the records at the offsets it gave, and notify the readers on commit.
-# With $4 set the counter moves only from that offset (the fence); no row comes back otherwise.
-_APPEND = """
-WITH moved AS (
-    UPDATE partitions SET next_offset = next_offset + $3
-    WHERE topic = $1 AND partition = $2 AND ($4::bigint IS NULL OR next_offset = $4)
-    RETURNING next_offset - $3 AS base
-), written AS (
-    INSERT INTO records (topic, partition, "offset", key, headers, value, timestamp_ms)
-    SELECT $1, $2, moved.base + r.n - 1, r.key, r.headers, r.value, r.ts
-    FROM moved, unnest($5::bytea[], $6::bytea[], $7::bytea[], $8::bigint[])
-        WITH ORDINALITY AS r(key, headers, value, ts, n)
-)
-SELECT base, pg_notify($9, $10) FROM moved
-"""
 
 # Columns by position (the reader's hot loop indexes them): 0 partition, 1 offset, 2 key, 3 value,
 # 4 timestamp, 5 headers (msgpack), 6 and 7 header names and values of a record written before 0002.
@@ -126,6 +108,7 @@ class PostgresLog:
         self.pool_min, self.pool_max = pool_min, pool_max
         self.channel = f"{schema}_append"
         self._pool: asyncpg.Pool | None = None
+        self._appends = AppendQueue(lambda: self.pool, self.channel, _CONNECTION_ERRORS)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -134,6 +117,7 @@ class PostgresLog:
         return self._pool
 
     async def start(self) -> None:
+        self._appends = AppendQueue(lambda: self.pool, self.channel, _CONNECTION_ERRORS)  # a closed one refuses
         try:
             settings = {"search_path": self.schema, "idle_in_transaction_session_timeout": "10s"}
             # The migration takes a session lock: it runs on a connection of its own, closed after it, so
@@ -152,6 +136,7 @@ class PostgresLog:
             raise LogUnavailable(f"PostgreSQL log unreachable: {exc!r}") from exc
 
     async def close(self) -> None:
+        await self._appends.close()
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), 5.0)
@@ -217,20 +202,9 @@ class PostgresLog:
                      expected_offset: int | None = None) -> int:
         if not records:
             raise ValueError("append needs at least one record")
-        columns = self._columns(records)
-        try:
-            base = await self.pool.fetchval(_APPEND, topic, partition, len(records), expected_offset, *columns,
-                                            self.channel, f"{topic}:{partition}")
-            if base is None:  # the counter did not move: a fenced writer, or no such partition
-                actual = await self.pool.fetchval(
-                    "SELECT next_offset FROM partitions WHERE topic = $1 AND partition = $2", topic, partition)
-                if actual is None or expected_offset is None:
-                    raise UnknownTopic(f"{topic}[{partition}] does not exist")
-                raise OffsetConflict(topic, partition, expected_offset, actual, appended=False)
-            return int(base)
-        except _CONNECTION_ERRORS as exc:
-            raise LogUnavailable(f"append to {topic}[{partition}] failed; it may or may not have happened: "
-                                 f"{exc!r}") from exc
+        keys, headers, values, stamps = self._columns(records)
+        # Batches of other partitions appended meanwhile share the statement and its commit (appends.py).
+        return await self._appends.append(Batch(topic, partition, expected_offset, keys, headers, values, stamps))
 
     def _columns(self, records: Sequence[Record]) -> tuple[list[bytes | None], list[bytes], list[bytes | None],
                                                            list[int]]:
