@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from litestar.enums import ScopeType
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusMiddleware
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -54,7 +55,7 @@ class LeanPrometheusMiddleware(PrometheusMiddleware):
         if not self._plain:
             await super().__call__(scope, receive, send)
             return
-        method = scope["method"] if scope["type"] == "http" else scope["type"]  # type: ignore[typeddict-item]
+        method = scope["method"] if scope["type"] == ScopeType.HTTP else scope["type"]
         path = scope["path_template"] if self._config.group_path else scope["path"]
         started = time.perf_counter()
         status, ended = 200, started
