@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+from prometheus_client import Histogram
 
 from blackboard.events.log import LogUnavailable, OffsetConflict, UnknownTopic
 
@@ -44,6 +45,9 @@ WITH wanted AS (
 SELECT m.topic, m.partition, m.base, pg_notify($12, m.topic || ':' || m.partition) FROM moved AS m
 """
 
+#: Batches per statement: how many partitions' appends share one commit (and one WAL flush).
+BATCHES = Histogram("blackboard_log_statement_batches", "Batches appended by one statement of the PostgreSQL log",
+                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
 #: Statements at once. While they run, what arrives waits and goes together in the next.
 IN_FLIGHT = 2
 
@@ -126,6 +130,7 @@ class AppendQueue:
 
     async def _run(self, taken: list[Batch]) -> None:
         self.statements, self.batches = self.statements + 1, self.batches + len(taken)
+        BATCHES.observe(len(taken))
         try:
             rows = await self._pool().fetch(_APPEND_MANY, *_columns(taken), self.channel)
             bases = {(r[0], r[1]): int(r[2]) for r in rows}
