@@ -32,6 +32,7 @@ from blackboard.projector.cache import DocumentCache
 from blackboard.projector.generations import Generation, GenerationWatch
 from blackboard.projector.migrate import create_pool, migrate
 from blackboard.projector.runtime import Projector
+from blackboard.projector_process import ProjectorProcess
 from blackboard.query_api import cluster
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.query_api.reads import ReadService
@@ -112,6 +113,10 @@ class Runtime:
     processes: ProcessRuntime | None = None
     #: Notices PostgreSQL going away, restarts the embedded one, and says when the process is no longer live.
     postgres_watch: PostgresWatch | None = None
+    #: Run the projector in a child process of its own (``blackboard up``; ``settings.projector_process``),
+    #: the projector role then being left out of ``roles``.
+    projector_apart: bool = False
+    projector_process: ProjectorProcess | None = None
     _gate: Gate | None = None
 
     @property
@@ -123,6 +128,9 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
+        if self.projector_apart:  # first: the child starts (imports, connects) while this process does
+            self.projector_process = ProjectorProcess(s, self.postgres_url)
+            self.projector_process.start()
         self.log = open_log(s, self.postgres_url)
         await self.log.start()
         self.partitions = await ensure_topics(self.log, s)
@@ -170,6 +178,9 @@ class Runtime:
             self.generation_watch.start()
         self.postgres_watch = PostgresWatch(self.postgres_url, recovery_seconds=s.postgres_recovery_seconds)
         self.tasks.append(asyncio.create_task(self.postgres_watch.run(), name="postgres-watch"))
+        if self.projector_process is not None:  # ready once the child projects, as with a projector task
+            if not await self.projector_process.wait_projecting(s.startup_timeout_seconds):
+                log.warning("projector_process.not_started", seconds=s.startup_timeout_seconds)
 
     def live(self) -> bool:
         """Whether the process can still recover by itself (``/health/live``): false once PostgreSQL has been
@@ -273,6 +284,8 @@ class Runtime:
             await _bounded("grpc server", self.grpc.stop())
         if self.generation_watch is not None:
             await _bounded("generation watch", self.generation_watch.stop())
+        if self.projector_process is not None:
+            await self.projector_process.stop(STOP_SECONDS)
         if self.processes is not None:  # between two reads, so that its reader closes in order
             await self.processes.stop()
             running = [t for t in self.tasks if t.get_name() == "processes"]

@@ -109,6 +109,9 @@ class Settings(LogSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest accepted request body")
     consistency_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     projector_batch_size: int = Field(default=2000, ge=1, le=100_000)
+    projector_process: bool = Field(
+        default=True, description="'blackboard up' with the projector and another role runs the projector in a "
+                                  "child process of its own (a core of its own), not in the process that serves HTTP")
     cache_warm_projects: int = Field(
         default=1000, ge=0, le=1_000_000, description="projects put in Redis at start, most recently changed first")
     sweep_reservations: bool = Field(

@@ -12,7 +12,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 
 from blackboard import __version__
 from blackboard.app import Runtime
@@ -22,6 +22,7 @@ from blackboard.command_api.checkpoint_http import CheckpointLimits
 from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.rollback_http import ROUTES as ROLLBACK_ROUTES
+from blackboard.http_metrics import prometheus_config
 from blackboard.openapi import SECURITY, SECURITY_REQUIREMENTS, ContractJson, LocalSwagger
 from blackboard.problems import EXCEPTION_HANDLERS
 from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
@@ -55,8 +56,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
             if manage_lifecycle:
                 await runtime.stop()
 
-    prometheus = PrometheusConfig(app_name="blackboard", prefix="blackboard_http", group_path=True,
-                                  exclude=["/metrics", "/health"])
+    prometheus = prometheus_config()
     routes: list[Any] = [health_live, health_ready, PrometheusController]
     middleware: list[Any] = [*http_middleware(), prometheus.middleware]
     if runtime.settings.protect_metrics_and_schema:

@@ -29,15 +29,18 @@ class OffsetWatch:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
+        self._refreshing: asyncio.Future[None] | None = None
+        self._again = False
 
     async def start(self) -> None:
         await self.refresh()
         self._task = asyncio.create_task(self._run(), name="offset-watch")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        running = [t for t in (self._task, self._refreshing) if t is not None]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def refresh(self) -> None:
         rows = await self.pool.fetch(
@@ -105,9 +108,16 @@ class OffsetWatch:
                 await asyncio.sleep(1.0)
 
     def _on_notify(self, *_: object) -> None:
-        task = asyncio.ensure_future(self._safe_refresh())
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        # One refresh at a time: notifications that come while one runs are answered by one more after
+        # it, which reads every batch committed meanwhile (a query per projector batch cost the read
+        # path and PostgreSQL more than the reads themselves under a steady write load).
+        self._again = True
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._refresh_while_notified())
+            self._refreshing.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
-    async def _safe_refresh(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.refresh()
+    async def _refresh_while_notified(self) -> None:
+        while self._again:
+            self._again = False
+            with contextlib.suppress(Exception):
+                await self.refresh()

@@ -47,9 +47,13 @@ def up(
     from blackboard.tracing import configure_tracing
 
     configure_tracing()
-    runtime = Runtime(settings, postgres_url(settings, create=True), roles=roles_from(role or []))
+    roles = roles_from(role or [])
+    # The projector beside the other roles gets a process (and a core) of its own: the HTTP process decides.
+    apart = settings.projector_process and "projector" in roles and len(roles) > 1
+    runtime = Runtime(settings, postgres_url(settings, create=True), roles=roles - {"projector"} if apart else roles,
+                      projector_apart=apart)
     engine = "kafka" if settings.kafka_bootstrap_servers else "postgres"
-    console.print(f"[bold]blackboard {__version__}[/] log={engine} roles={','.join(sorted(runtime.roles))} "
+    console.print(f"[bold]blackboard {__version__}[/] log={engine} roles={','.join(sorted(roles))} "
                   f"→ http://{settings.host}:{settings.port}  (OpenAPI: /schema)"
                   + (f", gRPC {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""))
     # A stopping process lets its requests finish; a routed command may wait for a partition that is

@@ -19,7 +19,6 @@ import msgspec
 
 from blackboard.events.log import (
     LogUnavailable,
-    OffsetConflict,
     Record,
     StoredRecord,
     TopicDescription,
@@ -28,6 +27,7 @@ from blackboard.events.log import (
     check_record_sizes,
 )
 from blackboard.events.postgres import compaction
+from blackboard.events.postgres.appends import AppendQueue, Batch
 from blackboard.events.postgres.membership import PostgresMembership
 from blackboard.events.postgres.schema import SchemaFiles, migrate
 
@@ -39,11 +39,6 @@ _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.Interfac
 
 _HEADERS_ENCODER = msgspec.msgpack.Encoder()
 _HEADERS_DECODER = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
-
-_APPEND = """
-INSERT INTO records (topic, partition, "offset", key, headers, value, timestamp_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-"""
 
 # Columns by position (the reader's hot loop indexes them): 0 partition, 1 offset, 2 key, 3 value,
 # 4 timestamp, 5 headers (msgpack), 6 and 7 header names and values of a record written before 0002.
@@ -73,6 +68,12 @@ WHERE p.topic = $1
 GROUP BY p.partition
 ORDER BY p.partition
 """
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a log connection goes back to its pool (asyncpg has already rolled back an open
+    transaction): the log never changes a session (no SET, LISTEN or lock on a pooled connection), and the
+    default reset query cost a round trip per append."""
 
 
 def _position(rec: StoredRecord) -> tuple[int, int]:
@@ -107,6 +108,7 @@ class PostgresLog:
         self.pool_min, self.pool_max = pool_min, pool_max
         self.channel = f"{schema}_append"
         self._pool: asyncpg.Pool | None = None
+        self._appends = AppendQueue(lambda: self.pool, self.channel, _CONNECTION_ERRORS)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -115,17 +117,26 @@ class PostgresLog:
         return self._pool
 
     async def start(self) -> None:
+        self._appends = AppendQueue(lambda: self.pool, self.channel, _CONNECTION_ERRORS)  # a closed one refuses
         try:
+            settings = {"search_path": self.schema, "idle_in_transaction_session_timeout": "10s"}
+            # The migration takes a session lock: it runs on a connection of its own, closed after it, so
+            # that the pool's connections never hold session state (see ``_keep_session``).
+            conn = await asyncpg.connect(self.dsn, server_settings=settings)
+            try:
+                await migrate(conn, self.schema, LOG_SCHEMA)
+            finally:
+                await conn.close()
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.pool_min, max_size=self.pool_max,
-                # A process paused in the middle of an append (SIGSTOP, a long GC) must not hold the
+                self.dsn, min_size=self.pool_min, max_size=self.pool_max, reset=_keep_session,
+                # A process paused in the middle of a transaction (SIGSTOP, a long GC) must not hold a
                 # partition's row lock forever: the server ends such a transaction, nothing appended.
-                server_settings={"search_path": self.schema, "idle_in_transaction_session_timeout": "10s"})
-            await migrate(self.pool, self.schema, LOG_SCHEMA)
+                server_settings=settings)
         except _CONNECTION_ERRORS as exc:
             raise LogUnavailable(f"PostgreSQL log unreachable: {exc!r}") from exc
 
     async def close(self) -> None:
+        await self._appends.close()
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), 5.0)
@@ -191,31 +202,18 @@ class PostgresLog:
                      expected_offset: int | None = None) -> int:
         if not records:
             raise ValueError("append needs at least one record")
-        rows = self._rows(records)
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                # The row lock serialises this partition's appenders until commit (see 0001_log.sql).
-                base = await conn.fetchval(
-                    "SELECT next_offset FROM partitions WHERE topic = $1 AND partition = $2 FOR UPDATE",
-                    topic, partition)
-                if base is None:
-                    raise UnknownTopic(f"{topic}[{partition}] does not exist")
-                if expected_offset is not None and base != expected_offset:
-                    raise OffsetConflict(topic, partition, expected_offset, base, appended=False)
-                await conn.executemany(_APPEND, [(topic, partition, base + i, *row) for i, row in enumerate(rows)])
-                await conn.execute("UPDATE partitions SET next_offset = $3 WHERE topic = $1 AND partition = $2",
-                                   topic, partition, base + len(records))
-                await conn.execute("SELECT pg_notify($1, $2)", self.channel, f"{topic}:{partition}")
-            return int(base)
-        except _CONNECTION_ERRORS as exc:
-            raise LogUnavailable(f"append to {topic}[{partition}] failed; it may or may not have happened: "
-                                 f"{exc!r}") from exc
+        keys, headers, values, stamps = self._columns(records)
+        # Batches of other partitions appended meanwhile share the statement and its commit (appends.py).
+        return await self._appends.append(Batch(topic, partition, expected_offset, keys, headers, values, stamps))
 
-    def _rows(self, records: Sequence[Record]) -> list[tuple[Any, ...]]:
+    def _columns(self, records: Sequence[Record]) -> tuple[list[bytes | None], list[bytes], list[bytes | None],
+                                                           list[int]]:
+        """The records as the append's four arrays: keys, headers (msgpack), values, timestamps."""
         now_ms = int(time.time() * 1000)
         check_record_sizes(records, self.max_record_bytes)
-        return [(r.key, _HEADERS_ENCODER.encode(r.headers), r.value,
-                 r.timestamp_ms if r.timestamp_ms is not None else now_ms) for r in records]
+        return ([r.key for r in records], [_HEADERS_ENCODER.encode(r.headers) for r in records],
+                [r.value for r in records],
+                [r.timestamp_ms if r.timestamp_ms is not None else now_ms for r in records])
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         try:
