@@ -143,7 +143,9 @@ class PartitionMemory:
 
     def _fold_skip(self, skip: Skip) -> None:
         """Give up on the unreadable record ``skip`` names, as every fold does: the stream takes its version
-        when exactly one behind, and the records held behind it are folded again, in log order.
+        when exactly one behind (a stream not yet begun is at version 0: the skip of its first record
+        begins it at version 1 with its decider's initial state), and the records held behind it are
+        folded again, in log order.
 
         Note: a skip of a record that left no hole here (another build could read it) changes nothing.
         """
@@ -154,8 +156,10 @@ class PartitionMemory:
                  operator=skip.operator, reason=skip.reason)
         del self.unreadable[stream]
         current = self.streams.get(stream)
-        if current is not None and takes_version(current.version, skip):
-            self.streams[stream] = Held(current.state, current.version + 1)
+        category = stream.partition(":")[0]
+        if takes_version(current.version if current else None, skip) and (current is not None or category in DECIDERS):
+            state = current.state if current else DECIDERS[category].initial_state
+            self.streams[stream] = Held(state, skip.stream_version or 0)
         for rec in self.held.pop(stream, []):
             self._fold_record(rec)
 

@@ -69,6 +69,9 @@ def takes_version(current: int | None, skip: Skip) -> bool:
     """Whether a stream at version ``current`` (``None``: it does not exist) takes the skipped record's version.
 
     Note: only a stream exactly one behind does: the skipped record was then its next version, and
-    the versions after it follow on. A stream that does not exist is not created by a skip.
+    the versions after it follow on. A stream that does not exist is at version 0, so the skip of
+    its first record leaves it at version 1 with its decider's initial state (the event that opens
+    it may then be version 2); the projector keeps that version of a stream without a row in the
+    skipped dead letters (``projector.fold.BatchFold.floors``).
     """
-    return current is not None and skip.stream_version is not None and current == skip.stream_version - 1
+    return skip.stream_version is not None and (current or 0) == skip.stream_version - 1

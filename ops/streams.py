@@ -99,7 +99,7 @@ def replay(stream: str, records: Iterable[StoredRecord]) -> list[Step]:
     for rec in records:
         skip = skip_of(rec)
         if skip is not None and skip.stream == stream:
-            if takes_version(version or None, skip):
+            if takes_version(version, skip):
                 version += 1
             steps.append(_skip_step(rec, skip, version, state))
             continue

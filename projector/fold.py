@@ -121,6 +121,8 @@ class BatchFold:
     states: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: Insert-only rows the state tables' events add beside their rows: ``(table, row)``.
     extra_rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: The version of streams without a row whose first records an operator skipped (``skip``), by stream.
+    floors: dict[str, int] = field(default_factory=dict)
     #: Streams with a dead letter not yet resolved: their later events are held behind it.
     blocked: set[str] = field(default_factory=set)
     applied: list[Decoded] = field(default_factory=list)
@@ -183,7 +185,11 @@ class BatchFold:
 
         Note: so the events after it are the next versions again and can be released. It needs the
         envelope (a payload that does not decode is fine); when the row is not exactly one version
-        behind, or the envelope is unreadable, there is nothing to move.
+        behind, or the envelope is unreadable, there is nothing to move. A stream without a row has
+        no row to stamp: skipping its first record (or the next after those skipped) moves its
+        ``floors`` entry instead, so the record that opens it may be version 2. That entry is never
+        written: every fold rebuilds it from the letters marked ``skipped`` (``rows.load``), which
+        the live projector and a rebuild record alike, so both apply the next version identically.
         """
         try:
             env = item.env if isinstance(item, Decoded) else from_record(item.rec).envelope
@@ -192,6 +198,8 @@ class BatchFold:
         category, _, ident = env.stream.partition(":")
         rows = self.rows(category)
         row = rows.get(ident) if rows is not None else None
+        if row is None and rows is not None and self.floors.get(env.stream, 0) == env.stream_version - 1:
+            self.floors[env.stream] = env.stream_version
         if row is not None and row["version"] == env.stream_version - 1:
             row |= {"version": env.stream_version, "partition": item.rec.partition, "last_offset": item.rec.offset,
                     "updated_at": occurred_at(env)}
@@ -212,7 +220,7 @@ class BatchFold:
             return f"{item.category} {item.ident!r} does not exist; {env.type} cannot apply"
         if row is not None and creation:
             return f"{item.category} {item.ident!r} already exists at version {row['version']}"
-        current = row["version"] if row else 0
+        current = row["version"] if row else self.floors.get(env.stream, 0)
         if env.stream_version != current + 1:
             return f"{env.stream} is at version {current}; version {env.stream_version} is not the next"
         return None

@@ -77,7 +77,7 @@ async def resolve(conn: asyncpg.Connection, log: PartitionedLog, *, projection: 
         raise DeadLetterError(f"the log no longer holds the records of dead letters {missing}")
     items = [decode(records[(r["partition"], r["offset"])]) for r in letters]
     fold = await rows.load(conn, [i for i in items if isinstance(i, Decoded)],
-                           [letter["stream"]] if letter["stream"] else [])
+                           [letter["stream"]] if letter["stream"] else [], projection=projection)
     if skip:
         fold.skip(items[0])
     else:

@@ -62,7 +62,7 @@ async def apply(conn: asyncpg.Connection, items: Sequence[Item], positions: dict
     """Fold ``items`` (records not yet applied) into the rows they touch, inside the caller's transaction: the
     rows loaded (``load``), the events folded in log order (``BatchFold.fold``), everything written (``write``)
     with the offsets ``positions``. The fold, and the documents ``write`` returns."""
-    fold = await load(conn, [i for i in items if isinstance(i, Decoded)])
+    fold = await load(conn, [i for i in items if isinstance(i, Decoded)], projection=projection)
     streams = {s for s in map(stream_of, items) if s is not None}
     fold.blocked = await dead_letters.blocked(conn, projection, list(streams))
     for item in items:
@@ -75,8 +75,10 @@ async def apply(conn: asyncpg.Connection, items: Sequence[Item], positions: dict
 # ── loading ─────────────────────────────────────────────────────────────────────────────
 
 
-async def load(conn: asyncpg.Connection, events: list[Decoded], streams: Sequence[str] = ()) -> BatchFold:
-    """The current rows of everything ``events`` (and ``streams``) touch, one query per table.
+async def load(conn: asyncpg.Connection, events: list[Decoded], streams: Sequence[str] = (), *,
+               projection: str) -> BatchFold:
+    """The current rows of everything ``events`` (and ``streams``) touch, one query per table, and the
+    ``floors`` of those without a row (``_floors``).
 
     Note: the rows are read without a row lock. The offset rows locked before are enough:
     every event of an entity is in its key's partition, so one batch at a time touches it.
@@ -91,7 +93,38 @@ async def load(conn: asyncpg.Connection, events: list[Decoded], streams: Sequenc
               for category, table in STATE_TABLES.items() if ids.get(category)}
     fold = BatchFold(projects, recorded={}, states=states)
     fold.recorded = await _recorded(conn, fold, events)
+    fold.floors = await _floors(conn, fold, events, streams, projection)
     return fold
+
+
+async def _floors(conn: asyncpg.Connection, fold: BatchFold, events: list[Decoded], streams: Sequence[str],
+                  projection: str) -> dict[str, int]:
+    """The version of each stream without a row whose first records were skipped: the run of versions
+    1, 2, … of its ``skipped`` letters (``BatchFold.skip`` moved it one at a time, so it has no gap).
+
+    Note: only a stream a skip resolves here (``streams``) or one whose event without a row is not
+    version 1 can have one, so the common batch asks nothing.
+    """
+    def rowless(stream: str) -> bool:
+        category, _, ident = stream.partition(":")
+        rows = fold.rows(category)
+        return rows is not None and ident not in rows
+
+    wanted = {s for s in streams if rowless(s)}
+    wanted |= {e.env.stream for e in events if e.env.stream_version > 1 and rowless(e.env.stream)}
+    if not wanted:
+        return {}
+    versions: dict[str, set[int]] = defaultdict(set)
+    for r in await conn.fetch(statement("skipped_versions"), projection, list(wanted)):
+        versions[r["stream"]].add(r["version"])
+    floors = {}
+    for stream, skipped in versions.items():
+        floor = 0
+        while floor + 1 in skipped:
+            floor += 1
+        if floor:
+            floors[stream] = floor
+    return floors
 
 
 async def _recorded(conn: asyncpg.Connection, fold: BatchFold, events: list[Decoded]) -> dict[tuple[str, int], str]:

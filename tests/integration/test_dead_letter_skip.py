@@ -108,14 +108,7 @@ def _history(poisoned: int) -> tuple[list[Envelope], Decimal]:
     return records, spent
 
 
-#: A skip does not create a stream (``events.skips.takes_version``): once a stream's first record is skipped, every
-#: fold finds its next record "not the next version" and sets it aside in turn, and a stream whose every record
-#: was skipped starts again at version 1, after them in the log.
-FIRST_RECORD_SKIPPED = pytest.mark.xfail(strict=True, reason="a skipped first record leaves its stream at version 0")
-
-
-@pytest.mark.parametrize("poisoned", [pytest.param(1, marks=FIRST_RECORD_SKIPPED), 2, 3],
-                         ids=["first", "middle", "last"])
+@pytest.mark.parametrize("poisoned", [1, 2, 3], ids=["first", "middle", "last"])
 async def test_a_poison_record_anywhere_in_a_stream_is_skipped_and_the_stream_written_again(
         settings: Settings, poisoned: int) -> None:
     """The stream's history written by another producer, one record garbage: first, in the middle, last. Once

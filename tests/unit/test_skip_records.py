@@ -13,6 +13,7 @@ from blackboard.events.codec import PassedOver, from_record, passed_over, to_rec
 from blackboard.events.log import StoredRecord
 from blackboard.events.skips import skip_of, skip_of_record, skip_record, takes_version
 from blackboard.ops import streams
+from blackboard.projector.fold import BatchFold, decode
 from blackboard.schemas.project import CostAdded, ProjectCreated
 from tests.factories import Partition, envelope
 
@@ -89,6 +90,47 @@ def test_a_snapshot_taken_before_the_skip_keeps_what_is_held() -> None:
 def test_a_stream_takes_the_version_only_when_exactly_one_behind() -> None:
     skip = skip_of_record(history_with_garbage()[1], operator="ops", reason="r", at=AT)
     assert [takes_version(v, skip) for v in (None, 1, 2, 3)] == [False, False, True, False]
+
+
+def first_record_garbage() -> tuple[Partition, StoredRecord]:
+    """p-1's first record a creation no build reads, then a readable creation as version 2 and a cost."""
+    part = Partition("events", 0)
+    garbage = part.add(to_record(msgspec.structs.replace(
+        envelope(ProjectCreated("p-1", "EUR", Decimal(0), {}), stream=STREAM, version=1), payload=b'{"title": 5}')))
+    part.event(ProjectCreated("p-1", "EUR", Decimal(100), {}), stream=STREAM, version=2)
+    part.event(CostAdded(Decimal(7), "render"), stream=STREAM, version=3)
+    return part, garbage
+
+
+def test_a_skip_of_a_stream_s_first_record_begins_it_at_version_1() -> None:
+    part, garbage = first_record_garbage()
+    skip = skip_of_record(garbage, operator="ops", reason="garbage", at=AT)
+    assert [takes_version(v, skip) for v in (None, 0, 1)] == [True, True, False]
+    before = folded(part)
+    assert STREAM in before.unreadable and STREAM not in before.streams
+    part.add(skip_record(skip))
+    memory = folded(part)
+    assert memory.unreadable == {} and memory.held == {}
+    held = memory.streams[STREAM]
+    assert held.version == 3 and held.state.budget.total == Decimal(100) and held.state.budget.spent == Decimal(7)
+
+
+def test_the_projector_s_fold_begins_a_stream_without_a_row_at_the_skipped_version() -> None:
+    items = [decode(rec) for rec in first_record_garbage()[0].records]
+    fold = BatchFold({}, recorded={})  # as a resolve loads it: the letter's stream not blocked there
+    fold.skip(items[0])
+    assert fold.floors == {STREAM: 1} and fold.projects == {}
+    for item in items[1:]:
+        fold.fold(item)
+    assert fold.poison == []
+    assert fold.projects["p-1"]["version"] == 3 and fold.projects["p-1"]["state"].budget.spent == Decimal(7)
+
+
+def test_without_the_skip_the_projector_s_fold_refuses_a_creation_at_version_2() -> None:
+    items = [decode(rec) for rec in first_record_garbage()[0].records[1:]]
+    fold = BatchFold({}, recorded={})
+    fold.fold(items[0])
+    assert [p.reason for p in fold.poison] == [f"{STREAM} is at version 0; version 2 is not the next"]
 
 
 def test_the_stream_replay_of_an_operator_shows_the_skip_and_goes_on() -> None:
