@@ -92,16 +92,20 @@ def replay(stream: str, records: Iterable[StoredRecord]) -> list[Step]:
     """The steps of ``stream`` among ``records`` (one partition, in offset order), folded with ``evolve``.
 
     Note: like the command side's restore, it skips a record of the stream that does not decode
-    or is not the next version; unlike it, it shows that record with the reason.
+    or is not the next version; unlike it, it shows that record with the reason. A record ahead
+    of the next version is held, as every fold holds it: once an operator's skip gives the stream
+    the version before it, it is folded and shown again, at the skip, without an error.
     """
     decider = DECIDERS[stream.partition(":")[0]]
     state, version, steps = decider.initial_state, 0, []
+    held: list[tuple[Step, Any]] = []  # records ahead of the next version, with their events
     for rec in records:
         skip = skip_of(rec)
         if skip is not None and skip.stream == stream:
             if takes_version(version, skip):
                 version += 1
             steps.append(_skip_step(rec, skip, version, state))
+            state, version = _release(decider, held, state, version, steps)
             continue
         try:
             env = from_record(rec).envelope
@@ -120,12 +124,26 @@ def replay(stream: str, records: Iterable[StoredRecord]) -> list[Step]:
             error = f"version {env.stream_version} is not the next version ({version + 1})"
         if error is None:
             state, version = decider.evolve(state, event), env.stream_version
-        steps.append(Step(
+        step = Step(
             position=Position(rec.partition, rec.offset), version=env.stream_version, type=env.type,
             schema_version=env.schema_version, actor=env.actor, command_id=env.command_id,
             occurred_at=env.occurred_at, payload=payload, state=msgspec.to_builtins(state), error=error,
-        ))
+        )
+        steps.append(step)
+        if error is not None and payload is not None and env.stream_version > version + 1:
+            held.append((step, event))
     return steps
+
+
+def _release(decider: Any, held: list[tuple[Step, Any]], state: Any, version: int,
+             steps: list[Step]) -> tuple[Any, int]:
+    """Fold the held records that now come next, in version order, each shown again as a step."""
+    while (found := next((h for h in held if h[0].version == version + 1), None)) is not None:
+        held.remove(found)
+        step, event = found
+        state, version = decider.evolve(state, event), step.version
+        steps.append(msgspec.structs.replace(step, state=msgspec.to_builtins(state), error=None))
+    return state, version
 
 
 def _skip_step(rec: StoredRecord, skip: Skip, version: int, state: Any) -> Step:

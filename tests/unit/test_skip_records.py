@@ -144,3 +144,16 @@ def test_the_stream_replay_of_an_operator_shows_the_skip_and_goes_on() -> None:
         (1, "project.created", True), (2, "project.cost_added", True), (3, "project.cost_added", False),
         (3, "dead_letter.skipped", True), (4, "project.cost_added", True)]
     assert streams.last_version(steps) == 4 and steps[-1].state["budget"]["spent"] == "3"
+
+
+def test_the_stream_replay_folds_what_was_held_once_the_skip_gives_the_version_before_it() -> None:
+    from blackboard.ops import streams
+
+    part, garbage = history_with_garbage()
+    part.add(skip_record(skip_of_record(garbage, operator="ops", reason="garbage", at=AT)))
+    steps = streams.replay(STREAM, part.records)
+    assert [(s.version, s.type, s.error is None) for s in steps] == [
+        (1, "project.created", True), (2, "project.cost_added", True), (3, "project.cost_added", False),
+        (4, "project.cost_added", False), (3, "dead_letter.skipped", True), (4, "project.cost_added", True)]
+    assert streams.last_version(steps) == 4
+    assert steps[-1].state["budget"]["spent"] == "9"
