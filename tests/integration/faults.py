@@ -259,6 +259,14 @@ def answered_while_away(seen: Outcomes) -> None:
     no_5xx_but_503(seen)
 
 
+def answered_and_recovered(seen: Outcomes, healed: float) -> None:
+    """After a cut: answered while away, every command sent decided and accepted, the first acknowledgement
+    after healing within ``RECOVERY_SECONDS``."""
+    answered_while_away(seen)
+    assert set(seen.acked) == set(seen.sent), "every command was decided, and accepted"
+    assert (seen.first_success_after(healed) or healed + RECOVERY_SECONDS) - healed < RECOVERY_SECONDS
+
+
 # ── the invariants, once the fault has healed ─────────────────────────────────────────
 
 
