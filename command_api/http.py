@@ -21,14 +21,13 @@ from blackboard.command_api.http_errors import (
     HttpError,
     InvalidRequest,
     NotFound,
-    UnsupportedMediaType,
     http_error,
     invalid_command,
     missing_scope,
 )
 from blackboard.command_api.owner import submission
 from blackboard.command_api.service import CommandService
-from blackboard.domain.decoding import InvalidCommand, validate_command
+from blackboard.domain.decoding import InvalidCommand, require_json, validate_command
 from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import Accepted, DryRun, ErrorBody, Outcome, Rejected
 from blackboard.schemas.auth import WRITE, WRITES, Principal
@@ -114,7 +113,7 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
     Raises an ``HttpError`` for a request that is refused before it reaches the owner, and a
     ``CommandError`` when the owner did not decide it.
     """
-    _require_json(request)
+    require_json(request.headers.get("content-type"))
     body = await request.body()
     _require_scope(principal, _type_of(body))
     try:
@@ -163,17 +162,6 @@ def _require_scope(principal: Principal, command_type: str) -> None:
             raise missing_scope(lacking, command_type)
     elif not principal.can_write:
         raise missing_scope(WRITE, "sending a command")
-
-
-def _require_json(request: Request[None, None, State]) -> None:
-    media_type, _, params = request.headers.get("content-type", "").partition(";")
-    media_type = media_type.strip().lower()
-    if media_type != JSON:
-        raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {media_type or 'nothing'!r}")
-    # JSON is UTF-8 (RFC 8259): a body that says it is another charset would be read wrongly.
-    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset=" in params.lower() else "utf-8"
-    if charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(f"a JSON body is UTF-8, not charset={charset!r}")
 
 
 def _answer(outcome: Outcome | DryRun, replayed: bool) -> Response[bytes]:

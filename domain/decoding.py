@@ -335,11 +335,8 @@ def _is_identifier(text: str) -> bool:
     return True
 
 
-def json_body(content_type: str | None, body: bytes, *, required: bool = True) -> Any:
-    """``body`` parsed, once it says it is UTF-8 JSON (else 415) and is JSON within our limits (else 400
-    ``malformed_json``, 422 ``invalid_request``); with ``required=False`` an empty body is ``None``."""
-    if not body and not required:
-        return None
+def require_json(content_type: str | None) -> None:
+    """Refuse (415) a body whose ``Content-Type`` is not JSON in UTF-8."""
     media_type, _, params = (content_type or "").partition(";")
     media_type = media_type.strip().lower()
     if media_type != JSON:
@@ -352,6 +349,14 @@ def json_body(content_type: str | None, body: bytes, *, required: bool = True) -
             charset = value.strip().strip('"').lower()
     if charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType(f"a JSON body is UTF-8, not charset={charset!r}")
+
+
+def json_body(content_type: str | None, body: bytes, *, required: bool = True) -> Any:
+    """``body`` parsed, once it says it is UTF-8 JSON (else 415) and is JSON within our limits (else 400
+    ``malformed_json``, 422 ``invalid_request``); with ``required=False`` an empty body is ``None``."""
+    if not body and not required:
+        return None
+    require_json(content_type)
     try:
         return check(body)
     except BadInput as exc:
