@@ -37,6 +37,7 @@ from blackboard.query_api import cluster
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.query_api.reads import ReadService
 from blackboard.recovery import PostgresWatch
+from blackboard.schemas.tenancy import is_default, unscope_command
 
 if TYPE_CHECKING:
     from blackboard.query_api.grpc import GrpcServer
@@ -202,8 +203,11 @@ class Runtime:
         assert commands is not None and log_ is not None
 
         async def send(i: Intent) -> Any:
-            return await submit_json(commands, stream=i.stream, type_=i.type, payload=i.payload,
+            # A manager derives its commands from stored ids; they are sent as their tenant would name them.
+            tenant, stream, payload = unscope_command(i.stream, i.type, i.payload)
+            return await submit_json(commands, stream=stream, type_=i.type, payload=payload,
                                      command_id=i.command_id, actor=f"process:{i.manager}",
+                                     tenant=None if is_default(tenant) else tenant,
                                      correlation_id=i.correlation_id, causation_id=i.cause_event_id)
 
         managers = [*cluster_managers(), BudgetAlerts(), ArtifactSaga()]

@@ -20,6 +20,7 @@ from blackboard.jwt_tokens import JwtVerifier, looks_like_jwt
 from blackboard.limits import Limits, RateLimiter
 from blackboard.schemas.auth import ANONYMOUS, READ, WRITES, Principal, key_digest, parse_api_keys, presented_key
 from blackboard.schemas.errors import Forbidden, Unauthorized
+from blackboard.tenant_answers import remember_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,9 @@ class Gate:
         """The ``principal`` dependency of every HTTP route."""
         writes = bool(request.route_handler.opt.get(WRITES))
         client = request.client
-        return await self.admit(_presented_key(request), client.host if client else "unknown", reads=not writes)
+        principal = await self.admit(_presented_key(request), client.host if client else "unknown", reads=not writes)
+        remember_tenant(request.scope, principal.tenant)
+        return principal
 
     async def admit(self, presented: str | None, address: str, *, reads: bool) -> Principal:
         """The principal of a call that presents ``presented`` from ``address`` (``reads``: it needs the read

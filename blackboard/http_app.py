@@ -35,6 +35,7 @@ from blackboard.query_api.runs_http import ROUTES as RUN_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
 from blackboard.schemas.errors import RETRY_AFTER_SECONDS
 from blackboard.startup import started
+from blackboard.tenant_answers import tenant_answers
 from blackboard.tracing import http_middleware
 
 #: Where the OpenAPI document (``openapi.json``) and its docs UI are served.
@@ -58,7 +59,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
 
     prometheus = prometheus_config()
     routes: list[Any] = [health_live, health_ready, PrometheusController]
-    middleware: list[Any] = [*http_middleware(), prometheus.middleware]
+    middleware: list[Any] = [*http_middleware(), prometheus.middleware, tenant_answers]
     if runtime.settings.protect_metrics_and_schema:
         middleware.append(guarded_paths(gate, ("/metrics", SCHEMA_PATH)))
     if "command" in runtime.roles:

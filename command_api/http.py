@@ -33,6 +33,7 @@ from blackboard.schemas.api import Accepted, DryRun, ErrorBody, Outcome, Rejecte
 from blackboard.schemas.auth import WRITE, WRITES, Principal
 from blackboard.schemas.registry import COMMAND_TYPES, SYSTEM_COMMANDS
 from blackboard.schemas.task import CreateTask
+from blackboard.schemas.tenancy import scope_id
 
 JSON = "application/json"
 ROUTE = "/v1/commands"
@@ -124,17 +125,17 @@ async def _decide(request: Request[None, None, State], principal: Principal) -> 
     # Again on the type the validation decoded: the first look must never be what lets a command through.
     _require_scope(principal, req.type)
     service: CommandService = request.app.state.runtime.commands
-    if isinstance(valid.payload, CreateTask) and valid.payload.depends_on:
-        missing = unknown_dependencies(service, valid.payload)
-        if missing:
-            raise InvalidRequest("; ".join(e.message for e in missing), code="unknown_dependency", errors=missing)
     sub = submission(req, valid.payload, actor=principal.name, tenant=principal.tenant,
                      fingerprint=valid.fingerprint, trace=otel_context.get_current())
+    if isinstance(sub.payload, CreateTask) and sub.payload.depends_on:
+        missing = unknown_dependencies(service, sub.payload)
+        if missing:
+            raise InvalidRequest("; ".join(e.message for e in missing), code="unknown_dependency", errors=missing)
     # Every log line while this command is handled names it.
     structlog.contextvars.bind_contextvars(command_id=sub.command_id, correlation_id=sub.correlation_id,
-                                           stream=req.stream, actor=principal.name)
+                                           stream=sub.stream, actor=principal.name, tenant=principal.tenant)
     trace.get_current_span().set_attributes({"blackboard.command.id": sub.command_id,
-                                             "blackboard.stream": req.stream})
+                                             "blackboard.stream": sub.stream})
     return await service.submit(sub)
 
 
@@ -178,7 +179,7 @@ async def get_command(
     """The first outcome of ``command_id`` (accepted with its position, or rejected with its code),
     ``{"outcome": "pending"}`` while it is being decided, or 404 ``unknown_command``."""
     service: CommandService = request.app.state.runtime.commands
-    outcome = service.outcome_of(command_id)
+    outcome = service.outcome_of(scope_id(principal.tenant, command_id))
     if outcome is None:
         raise NotFound(f"no command {command_id!r} has been decided", code="unknown_command")
     if outcome == "pending":

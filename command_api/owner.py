@@ -32,6 +32,7 @@ from blackboard.events.codec import fenced, ownership_marker
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog
 from blackboard.schemas.api import AgentMetadata, CommandRequest, DryRun, Outcome
 from blackboard.schemas.registry import COMMAND_TYPES
+from blackboard.schemas.tenancy import scope_id, scope_payload, scope_stream
 
 log = structlog.get_logger(__name__)
 
@@ -83,9 +84,14 @@ def submission(request: CommandRequest, payload: msgspec.Struct, *, actor: str, 
     command_id = request.command_id or uuid.uuid4().hex
     if request.command_id is None:
         request = msgspec.structs.replace(request, command_id=command_id)
+    # The ids the sender named are its tenant's: the stream, the command id (idempotency is per tenant) and the
+    # entities it refers to become their stored form here, the one place every command passes
+    # (schemas/tenancy.py). ``request`` stays as sent: it is what a routed command carries on the commands topic,
+    # with the tenant in a header. Correlation and causation ids only link; reads of them are confined by stream.
     return Submission(
-        category=COMMAND_TYPES[request.type][0], stream=request.stream, command_type=request.type, payload=payload,
-        command_id=command_id, fingerprint=fingerprint or command_fingerprint(request), actor=actor,
+        category=COMMAND_TYPES[request.type][0], stream=scope_stream(tenant, request.stream),
+        command_type=request.type, payload=scope_payload(tenant, request.type, payload),
+        command_id=scope_id(tenant, command_id), fingerprint=fingerprint or command_fingerprint(request), actor=actor,
         tenant=tenant,
         correlation_id=request.correlation_id or command_id, causation_id=request.causation_id or command_id,
         expected_version=request.expected_version, request=request, trace=trace, dry_run=request.dry_run,

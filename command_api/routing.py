@@ -36,6 +36,7 @@ from blackboard.events.log import PartitionedLog, Record, StoredRecord
 from blackboard.events.partitioner import partition_for
 from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import DryRun, Outcome, Rejected
+from blackboard.schemas.auth import TENANT_PATTERN
 from blackboard.schemas.envelope import stream_partition_key
 
 if TYPE_CHECKING:
@@ -248,20 +249,26 @@ class CommandIntake:
             details: dict[str, object] = {"errors": [msgspec.to_builtins(e) for e in exc.errors]}
             await self._set_aside(owner, rec, command_id, exc.code, str(exc), details)
             return None
-        right = partition_for(stream_partition_key(valid.request.stream), self.partitions)
-        if right != rec.partition:
-            await self._set_aside(owner, rec, command_id, "wrong_partition",
-                                  f"{valid.request.stream} belongs on partition {right} of {self.topic}, "
-                                  f"not {rec.partition} (partition by the murmur2 of the record key)",
-                                  {"partition": right})
-            return None
         req = valid.request
         if req.command_id is None:
             req = msgspec.structs.replace(req, command_id=command_id)
         # Trusted as far as the broker's authentication and ACLs on the commands topic allow (docs/security.md).
-        return submission(req, valid.payload, actor=headers.get("actor") or TOPIC_ACTOR,
-                          tenant=headers.get("tenant") or None, fingerprint=valid.fingerprint,
-                          source_offset=rec.offset)
+        # The body names its ids as its tenant does; the submission scopes them (schemas/tenancy.py).
+        tenant = headers.get("tenant") or None
+        if tenant is not None and not TENANT_PATTERN.match(tenant):
+            await self._set_aside(owner, rec, command_id, "invalid_tenant",
+                                  f"the tenant header {tenant[:64]!r} is not a tenant name", {})
+            return None
+        sub = submission(req, valid.payload, actor=headers.get("actor") or TOPIC_ACTOR, tenant=tenant,
+                         fingerprint=valid.fingerprint, source_offset=rec.offset)
+        right = partition_for(stream_partition_key(sub.stream), self.partitions)
+        if right != rec.partition:
+            await self._set_aside(owner, rec, command_id, "wrong_partition",
+                                  f"{sub.stream} belongs on partition {right} of {self.topic}, "
+                                  f"not {rec.partition} (partition by the murmur2 of the record key)",
+                                  {"partition": right})
+            return None
+        return sub
 
     async def _set_aside(self, owner: PartitionOwner, rec: StoredRecord, command_id: str, code: str, message: str,
                          details: dict[str, object]) -> None:

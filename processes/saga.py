@@ -24,6 +24,7 @@ from blackboard.schemas import project as p
 from blackboard.schemas import saga as s
 from blackboard.schemas import task as t
 from blackboard.schemas.clock import Ticked
+from blackboard.schemas.tenancy import scope_id, split_id, tenant_of_stream
 
 #: Seconds a saga's reservation outlives its deadline.
 RESERVATION_MARGIN = 300
@@ -63,11 +64,12 @@ class ArtifactSaga:
                 return state, []
             case p.BudgetReserved(reservation_id=rid) | p.ReservationReleased(reservation_id=rid) \
                     | p.ReservationCommitted(reservation_id=rid) if rid.startswith(_PREFIX):
-                sid = rid.removeprefix(_PREFIX)
+                sid = scope_id(tenant_of_stream(seen.stream), rid.removeprefix(_PREFIX))
                 if sid in state.runs:
                     self._reservation(state.runs[sid], e)
-            case _ if seen.stream.startswith(f"task:{_PREFIX}"):
-                sid = seen.ident.removeprefix(_PREFIX)
+            case _ if seen.stream.startswith("task:") and split_id(seen.ident)[1].startswith(_PREFIX):
+                tenant, local = split_id(seen.ident)
+                sid = scope_id(tenant, local.removeprefix(_PREFIX))
                 if sid in state.runs:
                     self._task(state.runs[sid], e)
             case Ticked(at=at):
@@ -107,7 +109,11 @@ class ArtifactSaga:
         if run is None or run.stage == "done":
             return []
         st, saga_stream = run.started, f"saga:{sid}"
-        project, reservation, task_id = f"project:{st.project_id}", f"{_PREFIX}{sid}", f"{_PREFIX}{sid}"
+        # ``sid`` is a stored id (``acme~s-1``): the reservation is named inside the project, the task inside the
+        # saga's tenant (schemas/tenancy.py).
+        tenant, local = split_id(sid)
+        project, reservation = f"project:{st.project_id}", f"{_PREFIX}{local}"
+        task_id = scope_id(tenant, f"{_PREFIX}{local}")
         late = state.last_tick is not None and state.last_tick >= st.deadline
         out: list[Intent] = []
 
@@ -122,7 +128,7 @@ class ArtifactSaga:
                                                                                      "was reserved"})
                 else:
                     send(project, "project.reserve_budget", {"reservation_id": reservation, "amount": st.amount,
-                                                             "reason": f"saga {sid}", "ttl_seconds": ttl})
+                                                             "reason": f"saga {local}", "ttl_seconds": ttl})
             case "running":
                 send(saga_stream, "saga.record_step", {"step": "budget_reserved", "detail": {"amount": st.amount}})
                 task = st.task
@@ -161,7 +167,7 @@ class ArtifactSaga:
         """A reservation refused (not enough budget, project archived…) ends the saga ``failed``."""
         if sent.type != "project.reserve_budget":
             return []
-        sid = str(sent.payload["reservation_id"]).removeprefix(_PREFIX)
+        sid = scope_id(tenant_of_stream(sent.stream), str(sent.payload["reservation_id"]).removeprefix(_PREFIX))
         run = state.runs.get(sid)
         if run is None or run.stage != "reserving":
             return []

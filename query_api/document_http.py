@@ -105,7 +105,7 @@ async def list_documents(
     query = lists.parse_list_query(DOCUMENTS, sort=sort, filters=filters, page_size=limit, cursor=cursor,
                                    fields=fields, scope=scope)
     reads = await consistent_reads(request, consistent_with)
-    rows, next_cursor = await lists.fetch_page(reads.pool, DOCUMENTS, query, scope)
+    rows, next_cursor = await lists.fetch_page(reads.pool, DOCUMENTS, query, scope, tenant=principal.tenant)
     return Page(items=[lists.select_fields(document_view(r), query.fields) for r in rows], next_cursor=next_cursor)
 
 

@@ -32,7 +32,7 @@ from blackboard.query_api import lists, runs
 from blackboard.query_api.list_http import check_ids
 from blackboard.query_api.reads import ReadService, stream_exists_check
 from blackboard.schemas.api import FieldError
-from blackboard.schemas.auth import Principal, presented_key
+from blackboard.schemas.auth import DEFAULT_TENANT, Principal, presented_key
 from blackboard.schemas.errors import RETRY_AFTER_SECONDS, ApiError, InvalidRequest, ServiceUnavailable, retryable
 from blackboard.schemas.protogen import (
     PROTO_PATH,
@@ -53,6 +53,7 @@ from blackboard.schemas.protogen import (
     Service,
     ShotBatch,
 )
+from blackboard.schemas.tenancy import scope_id, scope_stream, unscope_json, unscope_text
 
 log = structlog.get_logger(__name__)
 
@@ -73,67 +74,71 @@ ReadsGetter = Callable[[], ReadService | None]
 #: The principal of a call that presents a credential (``None``: none) from a peer: raises the ``ApiError`` it is
 #: refused with (401, 403 without the read scope, 429 over a rate limit). The wiring gives it.
 Authenticate = Callable[[str | None, str], Awaitable[Principal]]
-#: An RPC's work: the typed request → the JSON document the HTTP API would answer (bytes or a Struct).
-Handler = Callable[[ReadService, Any], Awaitable[bytes | msgspec.Struct]]
+#: An RPC's work: the typed request and the caller's tenant → the JSON document the HTTP API would answer (bytes or
+#: a Struct), in stored ids (the caller's are given back by ``call``, as over HTTP).
+Handler = Callable[[ReadService, Any, str], Awaitable[bytes | msgspec.Struct]]
 
 
 # ── Handlers: one per RPC of ``QUERY_SERVICE``, keyed by its name ─────────────────────────────────
 
 
-async def _get_project(reads: ReadService, req: GetProjectRequest) -> bytes:
-    return await reads.project(req.project_id, req.consistent_with)
+async def _get_project(reads: ReadService, req: GetProjectRequest, tenant: str) -> bytes:
+    return await reads.project(scope_id(tenant, req.project_id), req.consistent_with)
 
 
-async def _get_task(reads: ReadService, req: GetTaskRequest) -> bytes:
-    return await reads.task(req.task_id, req.consistent_with)
+async def _get_task(reads: ReadService, req: GetTaskRequest, tenant: str) -> bytes:
+    return await reads.task(scope_id(tenant, req.task_id), req.consistent_with)
 
 
-async def _list_tasks(reads: ReadService, req: ListTasksRequest) -> msgspec.Struct:
+async def _list_tasks(reads: ReadService, req: ListTasksRequest, tenant: str) -> msgspec.Struct:
     filters: dict[str, str] = {"status": req.status} if req.status else {}
     return await reads.tasks(sort=req.sort, filters=filters, page_size=req.page_size, cursor=req.cursor, fields=None,
-                             token=req.consistent_with)
+                             token=req.consistent_with, tenant=tenant)
 
 
-async def _get_history(reads: ReadService, req: GetHistoryRequest) -> msgspec.Struct:
+async def _get_history(reads: ReadService, req: GetHistoryRequest, tenant: str) -> msgspec.Struct:
     stream_exists_check(req.stream)
-    return await reads.history(req.stream, req.after_version, req.page_size, req.consistent_with)
+    return await reads.history(scope_stream(tenant, req.stream), req.after_version, req.page_size,
+                               req.consistent_with)
 
 
-async def _get_budget(reads: ReadService, req: GetBudgetRequest) -> bytes:
-    return await reads.project_part(req.project_id, "budget", req.consistent_with)
+async def _get_budget(reads: ReadService, req: GetBudgetRequest, tenant: str) -> bytes:
+    return await reads.project_part(scope_id(tenant, req.project_id), "budget", req.consistent_with)
 
 
-async def _batch_get_shots(reads: ReadService, req: BatchGetShotsRequest) -> msgspec.Struct:
+async def _batch_get_shots(reads: ReadService, req: BatchGetShotsRequest, tenant: str) -> msgspec.Struct:
     check_ids(req.ids)
-    items, missing = await reads.shots_by_id(req.project_id, req.ids, req.consistent_with)
+    items, missing = await reads.shots_by_id(scope_id(tenant, req.project_id), req.ids, req.consistent_with)
     return ShotBatch(items, missing)
 
 
-async def _list_artifacts(reads: ReadService, req: ListArtifactsRequest) -> msgspec.Struct:
-    filters = {k: v for k, v in (("kind", req.kind), ("shot_id", req.shot_id), ("task_id", req.task_id)) if v}
+async def _list_artifacts(reads: ReadService, req: ListArtifactsRequest, tenant: str) -> msgspec.Struct:
+    filters = {k: v for k, v in (("kind", req.kind), ("shot_id", req.shot_id),
+                                 ("task_id", req.task_id and scope_id(tenant, req.task_id))) if v}
     query = lists.parse_list_query(lists.ARTIFACTS, sort=req.sort, filters=filters, page_size=req.page_size,
                                    cursor=req.cursor, fields=None, scope=(req.project_id,))
     await reads.wait_consistent(req.consistent_with)
-    rows, next_cursor = await lists.fetch_page(reads.pool, lists.ARTIFACTS, query, (req.project_id,))
+    rows, next_cursor = await lists.fetch_page(reads.pool, lists.ARTIFACTS, query, (scope_id(tenant, req.project_id),),
+                                               tenant=tenant)
     return ArtifactPage([artifact_view(r) for r in rows], next_cursor)
 
 
-async def _get_state_at(reads: ReadService, req: GetStateAtRequest) -> msgspec.Struct:
+async def _get_state_at(reads: ReadService, req: GetStateAtRequest, tenant: str) -> msgspec.Struct:
     stream_exists_check(req.stream)
-    return await reads.state_at(req.stream, req.version, req.at, req.consistent_with)
+    return await reads.state_at(scope_stream(tenant, req.stream), req.version, req.at, req.consistent_with)
 
 
-async def _get_run(reads: ReadService, req: GetRunRequest) -> msgspec.Struct:
+async def _get_run(reads: ReadService, req: GetRunRequest, tenant: str) -> msgspec.Struct:
     await reads.wait_consistent(req.consistent_with)
     return await runs.run_summary(reads.pool, req.run_id)
 
 
-async def _get_run_changes(reads: ReadService, req: GetRunChangesRequest) -> msgspec.Struct:
+async def _get_run_changes(reads: ReadService, req: GetRunChangesRequest, tenant: str) -> msgspec.Struct:
     await reads.wait_consistent(req.consistent_with)
     return await runs.run_changes(reads.pool, req.run_id, cursor=req.cursor, limit=req.page_size)
 
 
-async def _get_run_effects(reads: ReadService, req: GetRunEffectsRequest) -> msgspec.Struct:
+async def _get_run_effects(reads: ReadService, req: GetRunEffectsRequest, tenant: str) -> msgspec.Struct:
     await reads.wait_consistent(req.consistent_with)
     return await runs.run_effects(reads.pool, req.run_id)
 
@@ -248,15 +253,19 @@ def _method(rpc: Rpc, messages: dict[str, type[Message]], reads: ReadsGetter,
     path = f"/{QUERY_SERVICE.full_name}/{rpc.name}"
 
     async def call(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        tenant = DEFAULT_TENANT
         try:
-            await auth(_presented(context.invocation_metadata() or ()), _peer_host(context.peer() or ""))
+            principal = await auth(_presented(context.invocation_metadata() or ()), _peer_host(context.peer() or ""))
+            tenant = principal.tenant
             service = reads()
             if service is None:
                 raise ServiceUnavailable("the read side is not started", code="not_started")
-            doc = await handler(service, decode_request(request, rpc.request))
-            return json_format.Parse(doc if isinstance(doc, bytes) else msgspec.json.encode(doc), response_cls())
+            doc = await handler(service, decode_request(request, rpc.request), tenant)
+            body = unscope_json(tenant, doc if isinstance(doc, bytes) else msgspec.json.encode(doc))
+            return json_format.Parse(body, response_cls())
         except ApiError as exc:
-            await context.abort(status_of(exc), exc.message, trailing_metadata=error_metadata(exc, path))
+            await context.abort(status_of(exc), unscope_text(tenant, exc.message),
+                                trailing_metadata=error_metadata(exc, path, tenant))
         except Exception as exc:
             # Never leak a stack trace, SQL or a secret: log it, answer a bare code.
             log.error("grpc.unexpected", rpc=rpc.name, error=repr(exc), exc_info=exc)
@@ -291,13 +300,15 @@ def status_of(exc: ApiError) -> grpc.StatusCode:
     return _STATUS.get(exc.status, default)
 
 
-def error_metadata(exc: ApiError, instance: str | None = None) -> tuple[tuple[str, str | bytes], ...]:
-    """The error's code, its problem document (``instance``: the RPC's path) and its HTTP headers (e.g.
-    ``retry-after``, on every ``UNAVAILABLE``) in lower case, as trailing metadata."""
+def error_metadata(exc: ApiError, instance: str | None = None, tenant: str = DEFAULT_TENANT
+                   ) -> tuple[tuple[str, str | bytes], ...]:
+    """The error's code, its problem document (``instance``: the RPC's path; ids as ``tenant`` names them) and its
+    HTTP headers (e.g. ``retry-after``, on every ``UNAVAILABLE``) in lower case, as trailing metadata."""
     headers = {k.lower(): v for k, v in exc.headers.items()}
     if retryable(exc.status):
         headers.setdefault("retry-after", str(RETRY_AFTER_SECONDS))
-    return ((ERROR_CODE_KEY, exc.code), (PROBLEM_KEY, msgspec.json.encode(exc.body(instance))), *headers.items())
+    problem = unscope_json(tenant, msgspec.json.encode(exc.body(instance)))
+    return ((ERROR_CODE_KEY, exc.code), (PROBLEM_KEY, problem), *headers.items())
 
 
 def _peer_host(peer: str) -> str:

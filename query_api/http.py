@@ -13,6 +13,7 @@ from litestar.params import PathParameter, QueryParameter
 from blackboard.query_api.reads import MAX_PAGE, ReadService
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.errors import ServiceUnavailable
+from blackboard.schemas.tenancy import scope_id
 from blackboard.schemas.views import Page
 
 JSON = "application/json"
@@ -50,14 +51,14 @@ async def consistent_reads(request: Request[Any, Any, State], consistent_with: s
 @get("/v1/projects/{project_id:str}", summary="A project with its budget and shots", tags=["projects"])
 async def get_project(request: Request[None, None, State], principal: NamedDependency[Principal], project_id: EntityId,
                       consistent_with: Token = None) -> Response[bytes]:
-    doc = await reads_of(request).project(project_id, token_of(request, consistent_with))
+    doc = await reads_of(request).project(scope_id(principal.tenant, project_id), token_of(request, consistent_with))
     return Response(doc, media_type=JSON)
 
 
 @get("/v1/tasks/{task_id:str}", summary="A task", tags=["tasks"])
 async def get_task(request: Request[None, None, State], principal: NamedDependency[Principal], task_id: EntityId,
                    consistent_with: Token = None) -> Response[bytes]:
-    doc = await reads_of(request).task(task_id, token_of(request, consistent_with))
+    doc = await reads_of(request).task(scope_id(principal.tenant, task_id), token_of(request, consistent_with))
     return Response(doc, media_type=JSON)
 
 
@@ -84,10 +85,13 @@ async def list_tasks(
     """422 ``invalid_sort``, ``invalid_filter``, ``invalid_cursor`` or ``unknown_field`` name the parameter at fault."""
     given = {"status": status, "name": name, "priority_min": priority_min, "priority_max": priority_max,
              "created_after": created_after, "created_before": created_before, "updated_after": updated_after,
-             "type": type, "user": user, "parent": parent, "node": node}
+             "type": type, "user": user,
+             # Another task and a node are named as the caller's tenant names them; the rows hold stored ids.
+             "parent": None if parent is None else scope_id(principal.tenant, parent),
+             "node": None if node is None else scope_id(principal.tenant, node)}
     return await reads_of(request).tasks(sort=sort, filters={k: v for k, v in given.items() if v is not None},
                                        page_size=page_size, cursor=cursor, fields=fields,
-                                       token=token_of(request, consistent_with))
+                                       token=token_of(request, consistent_with), tenant=principal.tenant)
 
 
 ROUTES = [get_project, get_task, list_tasks]

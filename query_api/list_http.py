@@ -23,6 +23,7 @@ from blackboard.query_api.http import Cursor, EntityId, PageSize, Token, consist
 from blackboard.query_api.reads import require_project
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
+from blackboard.schemas.tenancy import scope_id
 from blackboard.schemas.views import Page
 
 MAX_BATCH = 500
@@ -66,10 +67,11 @@ async def list_shots(
     query = lists.parse_list_query(lists.SHOTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields, scope=(project_id,))
     reads = await consistent_reads(request, consistent_with)
+    stored = scope_id(principal.tenant, project_id)
     async with reads.pool.acquire() as conn:
-        rows, next_cursor = await lists.fetch_page(conn, lists.SHOTS, query, (project_id,))
+        rows, next_cursor = await lists.fetch_page(conn, lists.SHOTS, query, (stored,), tenant=principal.tenant)
         if not rows:
-            await require_project(conn, project_id)
+            await require_project(conn, stored)
     items = [lists.select_fields(shot_document(r), query.fields, strict=False) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 

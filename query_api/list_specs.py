@@ -71,6 +71,10 @@ class ListSpec(msgspec.Struct, frozen=True):
     default_sort: str
     fields: frozenset[str] | None
     dynamic: DynamicField | None = None
+    #: The column holding each row's stored id, whose prefix names its tenant (``schemas/tenancy.py``): every page
+    #: is confined to the caller's tenant by it. ``None`` where ``scope`` already names a stored id (a project's
+    #: shots), which confines it as well.
+    tenant_key: str | None = None
 
 
 class Key(msgspec.Struct, frozen=True):
@@ -107,6 +111,7 @@ class ListQuery(msgspec.Struct, frozen=True):
 TASKS = ListSpec(
     resource="tasks",
     source="tasks",
+    tenant_key="id",
     scope="TRUE",
     scope_params=0,
     sort_keys={
@@ -161,6 +166,7 @@ SHOTS = ListSpec(
 
 PROJECTS = ListSpec(
     resource="projects",
+    tenant_key="id",
     # Every column but the decider's ``state``: a list never needs it, and it is the largest.
     source=f"(SELECT {PROJECT_VIEW_COLUMNS} FROM projects) AS projects",
     scope="TRUE",

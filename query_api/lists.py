@@ -48,7 +48,9 @@ from blackboard.query_api.list_specs import DynamicField as DynamicField
 from blackboard.query_api.list_specs import ListSpec as ListSpec
 from blackboard.query_api.list_specs import SortKey as SortKey
 from blackboard.schemas.api import FieldError
+from blackboard.schemas.auth import DEFAULT_TENANT
 from blackboard.schemas.errors import InvalidRequest
+from blackboard.schemas.tenancy import SEPARATOR, id_prefix, is_default
 from blackboard.schemas.types import unstorable_text
 
 
@@ -251,8 +253,10 @@ def _keyset(exprs: Sequence[str], sort: Sequence[SortTerm], after: Sequence[Any]
     return "(" + " OR ".join(ors) + ")"
 
 
-def build_select(spec: ListSpec, query: ListQuery, scope: Sequence[Any] = ()) -> tuple[str, list[Any]]:
-    """The statement of one page (``page_size + 1`` rows, the extra one saying whether more follow) and its parameters.
+def build_select(spec: ListSpec, query: ListQuery, scope: Sequence[Any] = (), *, tenant: str = DEFAULT_TENANT
+                 ) -> tuple[str, list[Any]]:
+    """The statement of one page (``page_size + 1`` rows, the extra one saying whether more follow) of ``tenant``'s
+    rows, and its parameters.
 
     Each sort value comes back as column ``_sort_<i>``, from which the next cursor is made.
     """
@@ -261,6 +265,10 @@ def build_select(spec: ListSpec, query: ListQuery, scope: Sequence[Any] = ()) ->
     params = _Params(scope)
     exprs = [_expression(t.key, params) for t in query.sort]
     where = [spec.scope]
+    if spec.tenant_key is not None:
+        # The default tenant's ids have no prefix; every other tenant's start with "<tenant>~".
+        where.append(f"strpos({spec.tenant_key}, '{SEPARATOR}') = 0" if is_default(tenant)
+                     else f"starts_with({spec.tenant_key}, {params.add(id_prefix(tenant), 'text')})")
     for f in query.filters:
         where.append(f"{_expression(f.key, params)} {f.op} {params.add(f.value, f.key.type)}")
     if query.after is not None:
@@ -273,9 +281,9 @@ def build_select(spec: ListSpec, query: ListQuery, scope: Sequence[Any] = ()) ->
 
 
 async def fetch_page(db: asyncpg.Pool | asyncpg.Connection, spec: ListSpec, query: ListQuery,
-                     scope: Sequence[Any] = ()) -> tuple[list[asyncpg.Record], str | None]:
-    """One page of rows and the cursor of the next page (``None`` on the last)."""
-    sql, args = build_select(spec, query, scope)
+                     scope: Sequence[Any] = (), *, tenant: str) -> tuple[list[asyncpg.Record], str | None]:
+    """One page of ``tenant``'s rows and the cursor of the next page (``None`` on the last)."""
+    sql, args = build_select(spec, query, scope, tenant=tenant)
     rows = await db.fetch(sql, *args)
     page = rows[: query.page_size]
     if len(rows) <= query.page_size:

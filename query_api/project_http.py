@@ -22,6 +22,7 @@ from blackboard.query_api.reads import require_project
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.errors import NotFound
+from blackboard.schemas.tenancy import scope_id
 from blackboard.schemas.views import BudgetView, DnaView, LeaseView, Page, SpecView
 
 JSON = "application/json"
@@ -29,8 +30,9 @@ LeaseName = Annotated[str, PathParameter(min_length=1, max_length=128, pattern=r
 _MISSING = {404: ResponseSpec(ErrorBody, description="project_not_found")}
 
 
-async def _part(request: Request[None, None, State], project_id: str, part: str, token: str | None) -> Response[bytes]:
-    doc = await reads_of(request).project_part(project_id, part, token_of(request, token))
+async def _part(request: Request[None, None, State], principal: Principal, project_id: str, part: str,
+                token: str | None) -> Response[bytes]:
+    doc = await reads_of(request).project_part(scope_id(principal.tenant, project_id), part, token_of(request, token))
     return Response(doc, media_type=JSON)
 
 
@@ -39,7 +41,7 @@ async def _part(request: Request[None, None, State], project_id: str, part: str,
 async def get_budget(request: Request[None, None, State], principal: NamedDependency[Principal],
                      project_id: EntityId, consistent_with: Token = None) -> Response[bytes]:
     """Total, spent, reserved, remaining (= total - spent - reserved) and the reservations holding money."""
-    return await _part(request, project_id, "budget", consistent_with)
+    return await _part(request, principal, project_id, "budget", consistent_with)
 
 
 @get("/v1/projects/{project_id:str}/spec", summary="A project's global spec and its version", tags=["projects"],
@@ -47,7 +49,7 @@ async def get_budget(request: Request[None, None, State], principal: NamedDepend
 async def get_spec(request: Request[None, None, State], principal: NamedDependency[Principal],
                    project_id: EntityId, consistent_with: Token = None) -> Response[bytes]:
     """The global spec; its ``version`` is what ``project.patch_spec`` takes as ``expected_version``."""
-    return await _part(request, project_id, "spec", consistent_with)
+    return await _part(request, principal, project_id, "spec", consistent_with)
 
 
 @get("/v1/projects/{project_id:str}/dna", summary="A project's DNA bank", tags=["projects"],
@@ -55,7 +57,7 @@ async def get_spec(request: Request[None, None, State], principal: NamedDependen
 async def get_dna(request: Request[None, None, State], principal: NamedDependency[Principal],
                   project_id: EntityId, consistent_with: Token = None) -> Response[bytes]:
     """Every entry by key, with its own version (what ``project.put_dna`` takes as ``expected_version``)."""
-    return await _part(request, project_id, "dna", consistent_with)
+    return await _part(request, principal, project_id, "dna", consistent_with)
 
 
 @get("/v1/leases/{name:str}", summary="A lease: who holds it, until when, its fencing token", tags=["leases"],
@@ -63,7 +65,7 @@ async def get_dna(request: Request[None, None, State], principal: NamedDependenc
 async def get_lease(request: Request[None, None, State], principal: NamedDependency[Principal], name: LeaseName,
                     consistent_with: Token = None) -> Response[bytes]:
     """``held`` is false once ``expires_at`` has passed, even before anyone acquires the lease again."""
-    doc = await reads_of(request).lease(name, token_of(request, consistent_with))
+    doc = await reads_of(request).lease(scope_id(principal.tenant, name), token_of(request, consistent_with))
     return Response(doc, media_type=JSON)
 
 
@@ -72,7 +74,8 @@ async def get_lease(request: Request[None, None, State], principal: NamedDepende
 async def get_shot(request: Request[None, None, State], principal: NamedDependency[Principal], project_id: EntityId,
                    shot_id: EntityId, consistent_with: Token = None) -> dict[str, Any]:
     """The shot's ``version`` is what ``project.update_shot`` takes as ``expected_version``."""
-    shots, _ = await reads_of(request).shots_by_id(project_id, [shot_id], token_of(request, consistent_with))
+    shots, _ = await reads_of(request).shots_by_id(scope_id(principal.tenant, project_id), [shot_id],
+                                                   token_of(request, consistent_with))
     if not shots:
         raise NotFound(f"project {project_id!r} has no shot {shot_id!r}", code="shot_not_found")
     return shots[0]
@@ -96,7 +99,7 @@ async def list_projects(
     query = lists.parse_list_query(lists.PROJECTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields)
     reads = await consistent_reads(request, consistent_with)
-    rows, next_cursor = await lists.fetch_page(reads.pool, lists.PROJECTS, query)
+    rows, next_cursor = await lists.fetch_page(reads.pool, lists.PROJECTS, query, tenant=principal.tenant)
     items = [lists.select_fields(msgspec.to_builtins(project_summary(r)), query.fields) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 
@@ -116,10 +119,11 @@ async def list_artifacts(
     query = lists.parse_list_query(lists.ARTIFACTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields, scope=(project_id,))
     reads = await consistent_reads(request, consistent_with)
+    stored = scope_id(principal.tenant, project_id)
     async with reads.pool.acquire() as conn:
-        rows, next_cursor = await lists.fetch_page(conn, lists.ARTIFACTS, query, (project_id,))
+        rows, next_cursor = await lists.fetch_page(conn, lists.ARTIFACTS, query, (stored,), tenant=principal.tenant)
         if not rows:
-            await require_project(conn, project_id)
+            await require_project(conn, stored)
     items = [lists.select_fields(msgspec.to_builtins(artifact_view(r)), query.fields) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 

@@ -156,14 +156,15 @@ class ReadService:
         return doc
 
     async def tasks(self, *, sort: str | None, filters: dict[str, str], page_size: int, cursor: str | None,
-                    fields: str | None, token: str | None) -> Page:
-        """Tasks sorted, filtered, keyset-paged and trimmed to ``fields`` as ``query_api/lists.py`` reads them."""
+                    fields: str | None, token: str | None, tenant: str) -> Page:
+        """``tenant``'s tasks sorted, filtered, keyset-paged and trimmed to ``fields`` as ``query_api/lists.py`` reads
+        them."""
         from blackboard.query_api import lists
 
         query = lists.parse_list_query(lists.TASKS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                        fields=fields)
         await self.wait_consistent(token)
-        rows, next_cursor = await lists.fetch_page(self.pool, lists.TASKS, query)
+        rows, next_cursor = await lists.fetch_page(self.pool, lists.TASKS, query, tenant=tenant)
         views: list[TaskView] = [task_view(r) for r in rows]
         if query.fields is None:
             return Page(items=views, next_cursor=next_cursor)

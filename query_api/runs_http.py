@@ -52,7 +52,7 @@ async def list_runs(
     query = lists.parse_list_query(RUNS, sort=sort, filters={k: v for k, v in given.items() if v is not None},
                                    page_size=page_size, cursor=cursor, fields=fields)
     reads = await consistent_reads(request, consistent_with)
-    rows, next_cursor = await lists.fetch_page(reads.pool, RUNS, query)
+    rows, next_cursor = await lists.fetch_page(reads.pool, RUNS, query, tenant=principal.tenant)
     items = [lists.select_fields({k: r[k] for k in RUNS.fields or ()}, query.fields) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 

@@ -24,6 +24,7 @@ from blackboard.query_api.reads import MAX_PAGE, ReadService, stream_exists_chec
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.changes import escape
 from blackboard.schemas.errors import NotFound
+from blackboard.schemas.tenancy import scope_id, scope_stream
 from blackboard.schemas.views import HistoryEntry, Page, StreamState
 
 EntityId = Annotated[str, PathParameter(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
@@ -65,7 +66,8 @@ async def _consistent(request: Request[None, None, State], token: str | None) ->
 async def get_history(request: Request[None, None, State], principal: NamedDependency[Principal], stream: Stream,
                       cursor: AfterVersion = 0, page_size: PageSize = 100, consistent_with: Token = None) -> Page:
     stream_exists_check(stream)
-    return await reads_of(request).history(stream, cursor, page_size, token_of(request, consistent_with))
+    return await reads_of(request).history(scope_stream(principal.tenant, stream), cursor, page_size,
+                                           token_of(request, consistent_with))
 
 
 def _page(entries: list[HistoryEntry], page_size: int) -> Page:
@@ -74,10 +76,10 @@ def _page(entries: list[HistoryEntry], page_size: int) -> Page:
     return Page(items=items, next_cursor=str(items[-1].version) if more else None)
 
 
-async def _sub_history(request: Request[None, None, State], project_id: str, collection: str, ident: str,
-                       cursor: int, page_size: int, token: str | None) -> Page:
+async def _sub_history(request: Request[None, None, State], principal: Principal, project_id: str, collection: str,
+                       ident: str, cursor: int, page_size: int, token: str | None) -> Page:
     reads = await _consistent(request, token)
-    stream = f"{PROJECT}:{project_id}"
+    stream = f"{PROJECT}:{scope_id(principal.tenant, project_id)}"
     rows = await h.load_rows(reads.pool, stream)
     if not rows:
         raise NotFound(f"stream {stream!r} has no events", code="stream_not_found")
@@ -93,7 +95,7 @@ async def _sub_history(request: Request[None, None, State], project_id: str, col
 async def get_shot_history(request: Request[None, None, State], principal: NamedDependency[Principal],
                            project_id: EntityId, shot_id: EntityId, cursor: AfterVersion = 0,
                            page_size: PageSize = 100, consistent_with: Token = None) -> Page:
-    return await _sub_history(request, project_id, "shots", shot_id, cursor, page_size, consistent_with)
+    return await _sub_history(request, principal, project_id, "shots", shot_id, cursor, page_size, consistent_with)
 
 
 @get("/v1/projects/{project_id:str}/artifacts/{artifact_id:str}/history", tags=["history"],
@@ -101,7 +103,8 @@ async def get_shot_history(request: Request[None, None, State], principal: Named
 async def get_artifact_history(request: Request[None, None, State], principal: NamedDependency[Principal],
                                project_id: EntityId, artifact_id: EntityId, cursor: AfterVersion = 0,
                                page_size: PageSize = 100, consistent_with: Token = None) -> Page:
-    return await _sub_history(request, project_id, "artifacts", artifact_id, cursor, page_size, consistent_with)
+    return await _sub_history(request, principal, project_id, "artifacts", artifact_id, cursor, page_size,
+                              consistent_with)
 
 
 # ── time travel ────────────────────────────────────────────────────────────────────────
@@ -113,7 +116,8 @@ async def get_stream_state(request: Request[None, None, State], principal: Named
                            stream: Stream, version: Version = None, at: At = None,
                            consistent_with: Token = None) -> StreamState:
     stream_exists_check(stream)
-    return await reads_of(request).state_at(stream, version, at, token_of(request, consistent_with))
+    return await reads_of(request).state_at(scope_stream(principal.tenant, stream), version, at,
+                                            token_of(request, consistent_with))
 
 
 @get("/v1/projects/{project_id:str}/shots/{shot_id:str}/state", tags=["history"],
@@ -123,7 +127,7 @@ async def get_shot_state(request: Request[None, None, State], principal: NamedDe
                          consistent_with: Token = None) -> SubEntityState:
     h.one_bound(version, at)
     reads = await _consistent(request, consistent_with)
-    stream = f"{PROJECT}:{project_id}"
+    stream = f"{PROJECT}:{scope_id(principal.tenant, project_id)}"
     rows = await h.load_rows(reads.pool, stream, at=at)
     if not rows:
         await h.missing_version(reads.pool, stream, None, at)
@@ -164,7 +168,7 @@ async def stream_changes(request: Request[None, None, State], principal: NamedDe
     stream_exists_check(stream)
     start = resume_point(last_event_id, after)
     await _consistent(request, consistent_with)
-    return await subscribe(request.app, stream, start)
+    return await subscribe(request.app, scope_stream(principal.tenant, stream), start)
 
 
 @get("/v1/projects/{project_id:str}/changes", tags=["push"],
@@ -174,7 +178,7 @@ async def project_changes(request: Request[None, None, State], principal: NamedD
                           consistent_with: Token = None) -> ServerSentEvent:
     start = resume_point(last_event_id, after)
     await _consistent(request, consistent_with)
-    return await subscribe(request.app, f"{PROJECT}:{project_id}", start)
+    return await subscribe(request.app, f"{PROJECT}:{scope_id(principal.tenant, project_id)}", start)
 
 
 ROUTES = [get_history, get_shot_history, get_artifact_history, get_stream_state, get_shot_state, stream_changes,

@@ -141,7 +141,8 @@ async def test_the_actor_and_tenant_of_every_event_are_the_credentials(jwt_serve
         assert by_key.status_code == 200, by_key.text
         events = await read_events(runtime.log, jwt_server.events_topic)  # type: ignore[arg-type]
         stored = {e.envelope.stream: (e.envelope.actor, e.envelope.tenant) for e in events}
-        assert stored == {"project:p-1": ("alice", "acme"), "project:p-2": ("ops", "beta")}
+        # Stored in their tenants' streams (schemas/tenancy.py); each caller names them without the prefix.
+        assert stored == {"project:acme~p-1": ("alice", "acme"), "project:beta~p-2": ("ops", "beta")}
         history = await client.get("/v1/streams/project:p-1/history", headers=alice,
                                    params={"consistent_with": ok.json()["position"]})
         assert [e["actor"] for e in history.json()["items"]] == ["alice"]

@@ -62,7 +62,7 @@ async def _walk(pool: asyncpg.Pool, spec: lists.ListSpec, sort: str, page_size: 
     while True:
         query = lists.parse_list_query(spec, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                        scope=scope)
-        rows, cursor = await lists.fetch_page(pool, spec, query, scope)
+        rows, cursor = await lists.fetch_page(pool, spec, query, scope, tenant="default")
         seen += [r["shot_id" if spec is lists.SHOTS else "id"] for r in rows]
         if cursor is None:
             return seen
