@@ -49,6 +49,7 @@ from blackboard.schemas.api import Accepted, AgentMetadata, CheckView, DryRun, E
 from blackboard.schemas.changes import diff
 from blackboard.schemas.envelope import Envelope, encode_token, stream_partition_key
 from blackboard.schemas.registry import VOLATILE_COMMANDS, encode_payload, event_name, schema_version_of
+from blackboard.schemas.tenancy import tenant_of_stream
 
 if TYPE_CHECKING:
     # The owner hands its group on to this module: its types only, for the annotations.
@@ -365,13 +366,13 @@ def answer(memory: PartitionMemory, decision: Decision) -> None:
             # Its caller went away (a cancelled request): the decision stands, nobody waits for the answer.
             continue
         if isinstance(found, IdempotencyKeyReused | StreamUnreadable):
-            metrics.COMMANDS.labels(sub.command_type, found.code).inc()
+            metrics.COMMANDS.labels(sub.command_type, found.code, tenant_of_stream(sub.stream)).inc()
             sub.future.set_exception(found)
         elif isinstance(found, DryRun):
-            metrics.COMMANDS.labels(sub.command_type, "dry_run").inc()
+            metrics.COMMANDS.labels(sub.command_type, "dry_run", tenant_of_stream(sub.stream)).inc()
             sub.future.set_result((found, False))
         else:
             final = memory.known[sub.command_id].outcome if sub.command_id in memory.known else found
             label = "replayed" if replayed else "accepted" if isinstance(final, Accepted) else "rejected"
-            metrics.COMMANDS.labels(sub.command_type, label).inc()
+            metrics.COMMANDS.labels(sub.command_type, label, tenant_of_stream(sub.stream)).inc()
             sub.future.set_result((final, replayed))

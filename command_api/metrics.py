@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-COMMANDS = Counter("blackboard_commands_total", "Commands decided, by type and outcome",
-                   ["type", "outcome"])
+COMMANDS = Counter("blackboard_commands_total", "Commands decided, by type, outcome and tenant",
+                   ["type", "outcome", "tenant"])
 GROUP_SIZE = Histogram("blackboard_command_group_size", "Commands decided and appended together",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 DECIDE_SECONDS = Histogram("blackboard_decide_seconds", "Time to decide one group of commands",

@@ -40,8 +40,8 @@ async def test_counters_move_with_commands(pg_url: str, topic_prefix: str) -> No
     def moved(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before, name, **labels)
 
-    assert moved("blackboard_commands_total", type="project.create", outcome="accepted") == 1
-    assert moved("blackboard_commands_total", type="project.add_cost", outcome="rejected") == 1
+    assert moved("blackboard_commands_total", type="project.create", outcome="accepted", tenant="default") == 1
+    assert moved("blackboard_commands_total", type="project.add_cost", outcome="rejected", tenant="default") == 1
     assert moved("blackboard_append_seconds_count") >= 1
     assert moved("blackboard_projector_events_total", result="applied") >= 1
     assert moved("blackboard_http_requests_total", method="POST", path="/v1/commands", status_code="409") == 1
