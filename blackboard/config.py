@@ -170,6 +170,10 @@ class Settings(LogSettings):
     read_statement_timeout_seconds: float = Field(
         default=10.0, gt=0, le=3600,
         description="longest statement of a read (PostgreSQL statement_timeout); then 503 statement_timeout")
+    read_row_security: bool = Field(
+        default=False,
+        description="run each read of a request as the role blackboard_tenant_reader with the caller's tenant, so "
+                    "that PostgreSQL's row-level security shows it that tenant's rows only (docs/security.md)")
     # recovery (the embedded or external PostgreSQL going away)
     postgres_recovery_seconds: float = Field(
         default=30.0, gt=0, le=3600,

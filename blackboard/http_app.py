@@ -24,6 +24,7 @@ from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.rollback_http import ROUTES as ROLLBACK_ROUTES
 from blackboard.http_metrics import prometheus_config
 from blackboard.openapi import SECURITY, SECURITY_REQUIREMENTS, ContractJson, LocalSwagger
+from blackboard.pools import request_reads
 from blackboard.problems import EXCEPTION_HANDLERS
 from blackboard.query_api.checkpoint_http import ROUTES as CHECKPOINT_ROUTES
 from blackboard.query_api.cluster_http import ROUTES as CLUSTER_ROUTES
@@ -62,6 +63,8 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     middleware: list[Any] = [*http_middleware(), prometheus.middleware, tenant_answers]
     if runtime.settings.protect_metrics_and_schema:
         middleware.append(guarded_paths(gate, ("/metrics", SCHEMA_PATH)))
+    if runtime.settings.read_row_security:
+        middleware.append(request_reads)
     if "command" in runtime.roles:
         routes += [*COMMAND_ROUTES, *CHECKPOINT_COMMAND_ROUTES, *CLUSTER_COMMAND_ROUTES, *ROLLBACK_ROUTES]
     if "query" in runtime.roles:

@@ -25,6 +25,7 @@ from litestar.params import PathParameter, QueryParameter
 from blackboard.events.postgres.blobs import BlobStore
 from blackboard.query_api.http import Token, consistent_reads
 from blackboard.query_api.reads import MAX_PAGE
+from blackboard.query_api.tenant_reads import unconfined
 from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.checkpoint import CheckpointCorrupt, CheckpointEntryView, decode
@@ -125,7 +126,8 @@ async def _bytes_of(request: Request[Any, Any, State], pool: asyncpg.Pool, threa
     try:
         if entry["blob"]:
             blob_schema: str = request.app.state.runtime.settings.blob_schema
-            found = await BlobStore(pool, blob_schema).get(entry["sha256"])
+            with unconfined():  # the blob store holds no tenant's rows; the confined entry named the hash
+                found = await BlobStore(pool, blob_schema).get(entry["sha256"])
             if found is None:
                 raise CheckpointCorrupt(f"blob {entry['sha256']} is missing from the blob store")
             return await asyncio.to_thread(decode, found.data, found.encoding, found.size, found.sha256)

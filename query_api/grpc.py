@@ -31,6 +31,7 @@ from blackboard.projector.documents import artifact_view
 from blackboard.query_api import lists, runs
 from blackboard.query_api.list_http import check_ids
 from blackboard.query_api.reads import ReadService, stream_exists_check
+from blackboard.query_api.tenant_reads import reading_as
 from blackboard.schemas.api import FieldError
 from blackboard.schemas.auth import DEFAULT_TENANT, Principal, presented_key
 from blackboard.schemas.errors import RETRY_AFTER_SECONDS, ApiError, InvalidRequest, ServiceUnavailable, retryable
@@ -260,7 +261,8 @@ def _method(rpc: Rpc, messages: dict[str, type[Message]], reads: ReadsGetter,
             service = reads()
             if service is None:
                 raise ServiceUnavailable("the read side is not started", code="not_started")
-            doc = await handler(service, decode_request(request, rpc.request), tenant)
+            with reading_as(tenant):  # under row security, its reads see the caller's tenant's rows only
+                doc = await handler(service, decode_request(request, rpc.request), tenant)
             body = unscope_json(tenant, doc if isinstance(doc, bytes) else msgspec.json.encode(doc))
             return json_format.Parse(body, response_cls())
         except ApiError as exc:
