@@ -242,3 +242,31 @@ async def test_with_row_security_each_tenant_reads_its_own_through_the_server(pg
         # The request's role ended with its read: the pool's connections read as the owner again.
         assert await reads.pool.fetchval("SELECT current_user <> $1", READER_ROLE)
         assert await reads.pool.fetchval("SELECT count(*) FROM projects") == 3
+
+
+async def test_a_user_that_may_not_grant_the_role_migrates_and_is_told(pg_url: str) -> None:
+    """A user that neither is a superuser nor may grant the (existing) role: its migration goes on, and once an
+    administrator grants it the role, its reads may switch to it."""
+    user = f"t_user_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_url)
+    database = await admin.fetchval("SELECT current_database()")
+    await migrate(admin, "theirs")  # the role exists: made by a superuser
+    await admin.execute(f"CREATE ROLE {user} LOGIN")
+    try:
+        await admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO {user}')
+        conn = await asyncpg.connect(pg_url, user=user)
+        try:
+            notices: list[str] = []
+            conn.add_log_listener(lambda _, message: notices.append(str(message)))
+            assert (await migrate(conn, "mine"))[-1] == "0010_tenant_rows"
+            assert not await conn.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", READER_ROLE)
+            assert any("is not granted" in n for n in notices), notices
+            await admin.execute(f"GRANT {READER_ROLE} TO {user}")
+            await conn.execute(f"SET ROLE {READER_ROLE}")
+            assert await conn.fetchval("SELECT count(*) FROM mine.projects") == 0
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f"DROP OWNED BY {user}")
+        await admin.execute(f"DROP ROLE {user}")
+        await admin.close()
