@@ -19,6 +19,8 @@ from blackboard.schemas.errors import NotFound
 from blackboard.schemas.tenancy import sql_tenant_of
 from tests.integration.harness import running, settings_for
 from tests.integration.test_grpc import Client, channel_to
+from tests.integration.test_push import listen
+from tests.integration.test_push import serving as push_serving
 
 #: Every read-model table of a tenant's rows, and the column holding the stored id its tenant is read from.
 TENANT_TABLES = {
@@ -270,3 +272,16 @@ async def test_a_user_that_may_not_grant_the_role_migrates_and_is_told(pg_url: s
         await admin.execute(f"DROP OWNED BY {user}")
         await admin.execute(f"DROP ROLE {user}")
         await admin.close()
+
+
+async def test_with_row_security_a_push_stream_shows_its_tenants_changes(pg_url: str, topic_prefix: str) -> None:
+    """A push stream reads while its response streams: still inside its request, so still confined."""
+    settings = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix, api_keys=KEYS,
+                            read_row_security=True)
+    async with push_serving(settings) as (client, _):
+        for who, tenant in ((ACME, "acme"), (BETA, "beta")):
+            await _write(client, who, {"type": "project.create", "stream": "project:p-1", "payload": {
+                "title": tenant, "currency": "EUR", "budget_total": "1.00"}})
+        for who, tenant in ((ACME, "acme"), (BETA, "beta")):
+            [(version, entry)] = await listen(client, "/v1/projects/p-1/changes", count=1, headers=who)
+            assert (version, entry["type"], entry["payload"]["title"]) == (1, "project.created", tenant), entry
