@@ -34,7 +34,10 @@ REFERENCES: dict[str, tuple[str, ...]] = {
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9._\-]*"
 _TENANT = r"[A-Za-z0-9][A-Za-z0-9._\-]{0,62}"
-_SCOPED = re.compile(rf"^(?:(?P<category>[a-z][a-z_]*):)?(?P<tenant>{_TENANT}){SEPARATOR}(?P<ident>{_ID})$")
+#: A stored stream (``project:acme~p-1``), and a stored entity or command id (``acme~p-1``, ``acme~pm.saga:1f2e``:
+#: command, correlation and causation ids may hold ``:`` and begin with any of their characters).
+_SCOPED_STREAM = re.compile(rf"^(?P<category>[a-z][a-z_]*):(?P<tenant>{_TENANT}){SEPARATOR}(?P<ident>{_ID})$")
+_SCOPED_ID = re.compile(rf"^(?P<tenant>{_TENANT}){SEPARATOR}(?P<ident>[A-Za-z0-9._:\-]+)$")
 
 
 class TenantMismatch(ValueError):
@@ -74,6 +77,13 @@ def unscope_stream(stream: str) -> tuple[str, str]:
     category, _, ident = stream.partition(":")
     tenant, local = split_id(ident)
     return tenant, f"{category}:{local}"
+
+
+def is_tenants_stream(tenant: str | None, stream: str) -> bool:
+    """Whether stored ``stream`` is one ``tenant`` can name: of that tenant, its id without the prefix a valid id
+    (no other ``~`` in it). ``project:acme~p-1`` is acme's and no one else's, not the default tenant's."""
+    owner, local = unscope_stream(stream)
+    return owner == (DEFAULT_TENANT if tenant is None else tenant) and SEPARATOR not in local
 
 
 def id_prefix(tenant: str | None) -> str:
@@ -131,10 +141,11 @@ def _local(tenant: str, ident: str) -> str:
 
 def unscope_value(tenant: str, value: str) -> str:
     """``value`` as ``tenant`` names it, when it is exactly a stored id or stream of ``tenant``; else unchanged."""
-    m = _SCOPED.match(value)
-    if m is None or m["tenant"] != tenant:
-        return value
-    return f"{m['category']}:{m['ident']}" if m["category"] else m["ident"]
+    m = _SCOPED_STREAM.match(value)
+    if m is not None:
+        return f"{m['category']}:{m['ident']}" if m["tenant"] == tenant else value
+    m = _SCOPED_ID.match(value)
+    return m["ident"] if m is not None and m["tenant"] == tenant else value
 
 
 def unscope_text(tenant: str, text: str) -> str:
