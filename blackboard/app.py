@@ -158,8 +158,8 @@ class Runtime:
             self._start_projector(self.pool, self.cache)
         if "command" in self.roles:
             assert self.commands is not None
-            self.claims = ClaimService(self.commands, lambda skills, limit, exclude: cluster.claim_candidates(
-                self._current_pool(), skills, limit, exclude))
+            self.claims = ClaimService(self.commands, lambda skills, limit, exclude, tenant: cluster.claim_candidates(
+                self._current_pool(), skills, limit, exclude, tenant=tenant))
             if s.process_managers:
                 self.processes = self._process_runtime()
                 self.tasks.append(asyncio.create_task(self.processes.run(), name="processes"))

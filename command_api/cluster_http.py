@@ -22,6 +22,7 @@ from blackboard.schemas.errors import ApiError, InvalidRequest
 from blackboard.schemas.node import Load, ReportedStatus
 from blackboard.schemas.project import TtlSeconds
 from blackboard.schemas.task import CreateTask
+from blackboard.schemas.tenancy import scope_stream
 from blackboard.schemas.types import Identifier, Skill
 
 JSON = "application/json"
@@ -112,6 +113,7 @@ async def claim_next(
 ) -> Response[bytes]:
     """The pending task of highest priority (oldest first within one) whose skills the node offers, claimed
     with a lease and a fencing token; 204 when there is none. 404 ``node_not_found``, 409 ``node_offline``.
+    The node and its tasks are the caller's tenant's: no other tenant's task is ever given to it.
 
     Note: candidates come from the read model; a task created a moment ago may not be in it yet,
     unless ``consistent_with`` names the position of its creation."""
@@ -158,7 +160,9 @@ async def create_graph(request: Request[None, None, State], principal: NamedDepe
     require_write(principal, "task", "task.create")
     graph: TaskGraph = _decode(request, await request.body(), TaskGraph, required=True)
     service: CommandService = request.app.state.runtime.commands
-    order = topological_order(graph.tasks, exists=lambda t: _may_exist(service, f"task:{t}"))
+    # Dependencies outside the graph are the caller's tenant's tasks, as every id it names.
+    order = topological_order(graph.tasks,
+                              exists=lambda t: _may_exist(service, scope_stream(principal.tenant, f"task:{t}")))
     correlation = graph.correlation_id or uuid.uuid4().hex
     outcomes: list[GraphTaskOutcome] = []
     for level in order:
@@ -229,7 +233,11 @@ def _invalid(code: str, path: str, message: str, details: list[str] | None = Non
 
 def unknown_dependencies(service: CommandService, payload: CreateTask) -> list[FieldError]:
     """The dependencies of a ``task.create`` that do not exist (a dependency must exist before its dependant,
-    which is why no cycle can form: ``depends_on`` never changes)."""
+    which is why no cycle can form: ``depends_on`` never changes).
+
+    Note: ``payload`` is a submission's, its dependencies scoped to the sender's tenant (``owner.submission``): a
+    task of another tenant is looked for in the sender's, where it does not exist, and the message names the stored
+    id, which the answer shows as the sender named it."""
     return [FieldError(f"$.payload.depends_on[{i}]", f"task {dep!r} does not exist")
             for i, dep in enumerate(payload.depends_on) if not _may_exist(service, f"task:{dep}")]
 

@@ -7,11 +7,14 @@ from typing import Any
 import asyncpg
 
 from blackboard.schemas.cluster_views import NodeView, SagaView, TaskStats, Throughput
+from blackboard.schemas.tenancy import SEPARATOR, id_prefix
 
-# Pending, due, and asking only for skills the node offers; in claim order (the partial index's order).
-_CANDIDATES = """
+# Pending, due, of the node's tenant ($4: its ids' prefix, "" for the default tenant, whose ids have none) and
+# asking only for skills the node offers; in claim order (the partial index's order).
+_CANDIDATES = f"""
 SELECT id, version FROM tasks
 WHERE status = 'pending' AND (not_before IS NULL OR not_before <= now())
+  AND CASE WHEN $4::text = '' THEN strpos(id, '{SEPARATOR}') = 0 ELSE starts_with(id, $4) END
   AND required_skills <@ $1::text[] AND NOT (id = ANY($3::text[]))
 ORDER BY priority DESC, created_at, id
 LIMIT $2"""
@@ -34,8 +37,9 @@ WHERE finished_at > now() - make_interval(secs => $1) GROUP BY status"""
 
 
 async def claim_candidates(pool: asyncpg.Pool, skills: list[str], limit: int,
-                           exclude: list[str]) -> list[tuple[str, int]]:
-    rows = await pool.fetch(_CANDIDATES, skills, limit, exclude)
+                           exclude: list[str], *, tenant: str) -> list[tuple[str, int]]:
+    """(stored id, version) of ``tenant``'s tasks a node offering ``skills`` may claim, in the order to try them."""
+    rows = await pool.fetch(_CANDIDATES, skills, limit, exclude, id_prefix(tenant))
     return [(r["id"], r["version"]) for r in rows]
 
 
