@@ -46,7 +46,8 @@ async def rollback_run(request: Request[RollbackRequest, None, State], principal
     ``overwrite``; and what no command can take back. Without ``dry_run`` each command is sent, as the
     caller, correlated to the plan's ``rollback_id``, and answered with its status. With
     ``consistent_with`` (or the ``Blackboard-Consistency`` header) the plan waits until the audit trail
-    has passed that position.
+    has passed that position. Only the caller's tenant's streams are planned for: a run that touched none of them
+    answers 404 ``run_not_found``, as a run that sent nothing.
     """
     asked = data or RollbackRequest()
     if asked.dry_run:
@@ -60,7 +61,7 @@ async def rollback_run(request: Request[RollbackRequest, None, State], principal
         # has none, and plans from what is there (each command is guarded all the same).
         await runtime.reads.wait_consistent(token)
     made = await rollback.plan(runtime.pool, run_id, overwrite=asked.on_conflict == "overwrite",
-                               dry_run=asked.dry_run)
+                               dry_run=asked.dry_run, tenant=principal.tenant)
     if made is None:
         raise NotFound(f"no event was sent by agent run {run_id!r}", code="run_not_found")
     if asked.dry_run:
