@@ -15,6 +15,11 @@ Note: the stream's versions arrive in order because one projector applies a part
 events in log order, one transaction per batch; the changes of each entry need the state before
 it, so a subscription folds the stream from version 1 once when it starts (then one event at a
 time), and the entries up to the resume point are folded but not sent.
+
+A subscription is its caller's tenant's: the route names the stream as stored (scoped to the tenant), and every
+entry is sent in the tenant's own ids (``schemas/tenancy.unscope_json``; the middleware that does it for JSON
+answers lets a stream pass). A stream that is not the tenant's is served as one that does not exist: an open
+subscription that never sends an entry.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from blackboard.query_api.history import Replay, category_of, load_page
 from blackboard.query_api.reads import ReadService
 from blackboard.schemas.errors import ApiError, InvalidRequest, ServiceUnavailable
+from blackboard.schemas.tenancy import is_tenants_stream, unscope_json
 
 log = structlog.get_logger(__name__)
 
@@ -97,17 +103,29 @@ def resume_point(last_event_id: str | None, after: int | None) -> int:
     return int(text)
 
 
-async def subscribe(app: Litestar, stream: str, after: int) -> ServerSentEvent:
-    """The SSE response of ``stream``'s entries after version ``after``; 503 past the subscriber limit."""
+async def subscribe(app: Litestar, stream: str, after: int, *, tenant: str) -> ServerSentEvent:
+    """The SSE response of stored ``stream``'s entries after version ``after``, as ``tenant`` (the caller's) names
+    them; 503 past the subscriber limit."""
     slot = subscriptions_of(app).acquire()
-    events = _events(app, stream, after, slot)
+    events = _events(app, stream, after, slot, tenant) if is_tenants_stream(tenant, stream) else _nothing(slot)
     # A generator that never starts (the client left before the first byte) never runs its
     # ``finally``: its collection frees the slot instead.
     weakref.finalize(events, slot.release)
     return ServerSentEvent(events)
 
 
-async def _events(app: Litestar, stream: str, after: int, slot: Slot) -> AsyncIterator[ServerSentEventMessage]:
+async def _nothing(slot: Slot) -> AsyncIterator[ServerSentEventMessage]:
+    """The subscription of a stream that is not the caller's: what one of a stream nobody writes sends."""
+    try:
+        while True:
+            await asyncio.sleep(KEEPALIVE_SECONDS)
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
+    finally:
+        slot.release()
+
+
+async def _events(app: Litestar, stream: str, after: int, slot: Slot,
+                  tenant: str) -> AsyncIterator[ServerSentEventMessage]:
     replay = Replay(category_of(stream))
     if replay.decider is None:
         replay.version = after  # no state to rebuild: start at the resume point
@@ -121,7 +139,8 @@ async def _events(app: Litestar, stream: str, after: int, slot: Slot) -> AsyncIt
             for row in rows:
                 entry = replay.feed(row)
                 if entry.version > after:
-                    yield ServerSentEventMessage(data=msgspec.json.encode(entry).decode(), id=entry.version)
+                    data = unscope_json(tenant, msgspec.json.encode(entry)).decode()
+                    yield ServerSentEventMessage(data=data, id=entry.version)
                     keepalive_at = loop.time() + KEEPALIVE_SECONDS
             if len(rows) == BATCH:
                 continue

@@ -168,7 +168,7 @@ async def stream_changes(request: Request[None, None, State], principal: NamedDe
     stream_exists_check(stream)
     start = resume_point(last_event_id, after)
     await _consistent(request, consistent_with)
-    return await subscribe(request.app, scope_stream(principal.tenant, stream), start)
+    return await subscribe(request.app, scope_stream(principal.tenant, stream), start, tenant=principal.tenant)
 
 
 @get("/v1/projects/{project_id:str}/changes", tags=["push"],
@@ -178,7 +178,8 @@ async def project_changes(request: Request[None, None, State], principal: NamedD
                           consistent_with: Token = None) -> ServerSentEvent:
     start = resume_point(last_event_id, after)
     await _consistent(request, consistent_with)
-    return await subscribe(request.app, f"{PROJECT}:{scope_id(principal.tenant, project_id)}", start)
+    return await subscribe(request.app, f"{PROJECT}:{scope_id(principal.tenant, project_id)}", start,
+                           tenant=principal.tenant)
 
 
 ROUTES = [get_history, get_shot_history, get_artifact_history, get_stream_state, get_shot_state, stream_changes,
