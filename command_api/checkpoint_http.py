@@ -187,12 +187,14 @@ async def _submit(request: Request[None, None, State], principal: Principal, com
 
     Note: the fingerprint is the one ``POST /v1/commands`` computes for the same payload (inline
     bytes as base64, fields at their defaults left out), so a retry through either route with the
-    same id is recognised as the same command.
+    same id is recognised as the same command. The thread and the id are the caller's tenant's: the
+    submission scopes them (``schemas/tenancy.py``), and the answer shows them as the caller named them.
     """
     stream = f"checkpoint:{thread_id}"
     command = CommandRequest(command_type, stream, msgspec.to_builtins(payload), command_id=command_id)
     service: CommandService = request.app.state.runtime.commands
-    structlog.contextvars.bind_contextvars(command_id=command_id, stream=stream, actor=principal.name)
+    structlog.contextvars.bind_contextvars(command_id=command_id, stream=stream, actor=principal.name,
+                                           tenant=principal.tenant)
     outcome, replayed = await submit(service, command, payload, actor=principal.name, tenant=principal.tenant,
                                      trace=otel_context.get_current())
     headers = {"Idempotent-Replayed": "true"} if replayed else {}

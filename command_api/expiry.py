@@ -23,6 +23,7 @@ import structlog
 from blackboard.command_api.service import CommandService, submit
 from blackboard.schemas.api import CommandRequest
 from blackboard.schemas.project import ExpireReservations
+from blackboard.schemas.tenancy import is_default, split_id
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +44,12 @@ async def sweep_once(pool: asyncpg.Pool, commands: CommandService, now: datetime
     """Send one expiry command per project holding an expired reservation; how many were sent."""
     rows = await pool.fetch(_EXPIRED, now or datetime.now(UTC), SWEEP_BATCH)
     for row in rows:
-        stream = f"project:{row['id']}"
-        request = CommandRequest(type="project.expire_reservations", stream=stream, payload={},
-                                 command_id=f"expire-reservations:{row['id']}:{row['version']}")
-        await submit(commands, request, ExpireReservations(), actor=ACTOR)
+        # The row names the stored project: the command is sent as its tenant names it, under that tenant.
+        tenant, local = split_id(row["id"])
+        request = CommandRequest(type="project.expire_reservations", stream=f"project:{local}", payload={},
+                                 command_id=f"expire-reservations:{local}:{row['version']}")
+        await submit(commands, request, ExpireReservations(), actor=ACTOR,
+                     tenant=None if is_default(tenant) else tenant)
     return len(rows)
 
 

@@ -38,6 +38,7 @@ from blackboard.events.tracing import current_trace_headers
 from blackboard.schemas.api import DryRun, Outcome, Rejected
 from blackboard.schemas.auth import TENANT_PATTERN
 from blackboard.schemas.envelope import stream_partition_key
+from blackboard.schemas.tenancy import scope_id
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -243,15 +244,6 @@ class CommandIntake:
         """The command ``rec`` carries, or ``None`` when it is not one (then it is answered and set aside here)."""
         headers = {name: value.decode("utf-8", "replace") for name, value in rec.headers}
         command_id = _command_id_of(rec.value) or f"commands-{rec.partition}-{rec.offset}"
-        try:
-            valid = validate_command(rec.value or b"")
-        except InvalidCommand as exc:
-            details: dict[str, object] = {"errors": [msgspec.to_builtins(e) for e in exc.errors]}
-            await self._set_aside(owner, rec, command_id, exc.code, str(exc), details)
-            return None
-        req = valid.request
-        if req.command_id is None:
-            req = msgspec.structs.replace(req, command_id=command_id)
         # Trusted as far as the broker's authentication and ACLs on the commands topic allow (docs/security.md).
         # The body names its ids as its tenant does; the submission scopes them (schemas/tenancy.py).
         tenant = headers.get("tenant") or None
@@ -259,11 +251,21 @@ class CommandIntake:
             await self._set_aside(owner, rec, command_id, "invalid_tenant",
                                   f"the tenant header {tenant[:64]!r} is not a tenant name", {})
             return None
+        try:
+            valid = validate_command(rec.value or b"")
+        except InvalidCommand as exc:
+            # Answered under the id as its tenant's commands are known (``GET /v1/commands/{id}`` of that tenant).
+            details: dict[str, object] = {"errors": [msgspec.to_builtins(e) for e in exc.errors]}
+            await self._set_aside(owner, rec, scope_id(tenant, command_id), exc.code, str(exc), details)
+            return None
+        req = valid.request
+        if req.command_id is None:
+            req = msgspec.structs.replace(req, command_id=command_id)
         sub = submission(req, valid.payload, actor=headers.get("actor") or TOPIC_ACTOR, tenant=tenant,
                          fingerprint=valid.fingerprint, source_offset=rec.offset)
         right = partition_for(stream_partition_key(sub.stream), self.partitions)
         if right != rec.partition:
-            await self._set_aside(owner, rec, command_id, "wrong_partition",
+            await self._set_aside(owner, rec, sub.command_id, "wrong_partition",
                                   f"{sub.stream} belongs on partition {right} of {self.topic}, "
                                   f"not {rec.partition} (partition by the murmur2 of the record key)",
                                   {"partition": right})
