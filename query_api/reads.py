@@ -27,6 +27,7 @@ from blackboard.query_api import metrics
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.schemas.envelope import decode_token, stream_partition_key
 from blackboard.schemas.errors import InvalidRequest, NotFound, ServiceUnavailable
+from blackboard.schemas.tenancy import SEPARATOR
 from blackboard.schemas.types import unstorable_text
 from blackboard.schemas.views import HistoryEntry, Page, StreamState, TaskView
 
@@ -254,3 +255,6 @@ def stream_exists_check(stream: str) -> None:
     problem = unstorable_text(stream)
     if problem:
         raise InvalidRequest(f"stream {stream!r}: {problem}", code="invalid_stream")
+    if SEPARATOR in stream:
+        # The form of a stored id (schemas/tenancy.py): no caller may name one, so no tenant can reach another's.
+        raise InvalidRequest(f"stream {stream[:64]!r}: an id may not hold {SEPARATOR!r}", code="invalid_stream")

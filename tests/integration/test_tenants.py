@@ -73,4 +73,7 @@ async def test_no_caller_can_name_a_stored_id(pg_url: str, topic_prefix: str) ->
             assert (sent.status_code, sent.json()["code"]) == (422, "invalid_command")
             assert sent.json()["errors"][0]["path"] == "$.stream"
             read = await client.get("/v1/projects/acme~p-1/budget", headers=who)
-            assert read.status_code in (404, 422) and read.json()["code"] != "ok"
+            assert read.status_code == 422
+            for path in ("history", "state"):
+                read = await client.get(f"/v1/streams/project:acme~p-1/{path}", headers=who)
+                assert (read.status_code, read.json()["code"]) == (422, "invalid_stream"), read.text
