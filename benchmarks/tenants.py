@@ -12,8 +12,10 @@ Both loads come from the lean generator (``benchmarks/lean_http.py``) in worker 
 each request has its scheduled time and its latency is counted from it, so a server that stalls cannot hide it by
 slowing the generator down. The two loads start at the same wall-clock time, their connections already open.
 Each round's ratio (B's p99 under the flood / B's p99 alone) is taken within the round; the table shows the
-medians. The generators' and the server's CPU shares are printed beside them: on a small machine the flood and
-its generator take CPU from the server that B waits for, and the figures say how much.
+medians. The generators' and the server's CPU shares are printed beside them, with the server's CPU per answered
+request, the time its event loop spent waiting for a CPU and how busy the whole machine was: on a small or shared
+machine the flood, its generator and other work take CPU from the server that B waits for, and the figures say
+how much.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ console = Console(width=150)
 
 #: One round's figures by name.
 Round = dict[str, float]
+
+#: Keep-alive connections of each load: enough that neither waits for a free one while the server keeps up
+#: (open loop: a request's latency counts from its scheduled time either way).
+STEADY_CONNECTIONS, FLOOD_CONNECTIONS = 16, 32
 
 #: Seconds between asking for a load and its start: the generators' processes start and connect meanwhile.
 LEAD_SECONDS = 3.0
@@ -69,6 +75,15 @@ def _machine_busy() -> tuple[float, float]:
     return total - ticks[3] - ticks[4], total
 
 
+def _waited(pid: int) -> float:
+    """Seconds the main thread of ``pid`` (the server's event loop) has spent ready to run but waiting for a CPU
+    (Linux ``/proc/<pid>/schedstat``; NaN elsewhere)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 async def _create_project(url: str, tenant: Tenant) -> None:
     """Create the tenant's project and wait until it can be read (the projector runs apart from the request)."""
     async with httpx.AsyncClient(timeout=30, headers=tenant.headers) as client:
@@ -86,30 +101,33 @@ async def _phase(server: Server, redis_pid: int, a: Tenant, b: Tenant, *, second
                  flood_rate: float) -> Round:
     """B's steady load for ``seconds``, with A's flood at ``flood_rate`` beside it unless that is 0."""
     start_at = time.time() + LEAD_SECONDS
-    steady = lean_http.Load("127.0.0.1", server.port, "get_project", [b.project], connections=16, rate=steady_rate,
-                            seconds=seconds, key=b.key, start_at=start_at)
-    flood = lean_http.Load("127.0.0.1", server.port, "get_project", [a.project], connections=32, rate=flood_rate,
+    steady = lean_http.Load("127.0.0.1", server.port, "get_project", [b.project], STEADY_CONNECTIONS,
+                            rate=steady_rate, seconds=seconds, key=b.key, start_at=start_at)
+    flood = lean_http.Load("127.0.0.1", server.port, "get_project", [a.project], FLOOD_CONNECTIONS, rate=flood_rate,
                            seconds=seconds, key=a.key, start_at=start_at)
 
-    async def usage() -> tuple[float, float, float]:
-        """Over the load's ``seconds``: the server's and Redis's CPU (shares of one core), and the share of the
-        whole machine that was busy (everything on it: these, the generators, PostgreSQL, other work)."""
+    async def usage() -> tuple[float, float, float, float]:
+        """Over the load's ``seconds``: the server's and Redis's CPU (shares of one core), the share of the time
+        the server's event loop waited for a CPU, and the share of the whole machine that was busy (everything
+        on it: these, the generators, PostgreSQL, other work)."""
+        pid = server.proc.pid
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        server0, redis0, t0 = cpu_seconds(server.proc.pid), cpu_seconds(redis_pid), time.perf_counter()
+        server0, redis0, waited0, t0 = cpu_seconds(pid), cpu_seconds(redis_pid), _waited(pid), time.perf_counter()
         busy0, total0 = _machine_busy()
         await asyncio.sleep(seconds)
         wall = time.perf_counter() - t0
         busy1, total1 = _machine_busy()
-        return ((cpu_seconds(server.proc.pid) - server0) / wall, (cpu_seconds(redis_pid) - redis0) / wall,
-                (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan"))
+        machine = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
+        return ((cpu_seconds(pid) - server0) / wall, (cpu_seconds(redis_pid) - redis0) / wall,
+                (_waited(pid) - waited0) / wall, machine)
 
     load_before = os.getloadavg()[0]
     flooded: lean_http.Result | None = None
     if flood_rate:
-        steady_result, (server_cpu, redis_cpu, machine), flooded = await asyncio.gather(
+        steady_result, (server_cpu, redis_cpu, waited, machine), flooded = await asyncio.gather(
             asyncio.to_thread(lean_http.run, steady, 1), usage(), asyncio.to_thread(lean_http.run, flood, 2))
     else:
-        steady_result, (server_cpu, redis_cpu, machine) = await asyncio.gather(
+        steady_result, (server_cpu, redis_cpu, waited, machine) = await asyncio.gather(
             asyncio.to_thread(lean_http.run, steady, 1), usage())
     cores = os.cpu_count() or 1
     figures: Round = {
@@ -117,7 +135,7 @@ async def _phase(server: Server, redis_pid: int, a: Tenant, b: Tenant, *, second
         "b_p99_ms": steady_result.percentile(0.99) * 1000,
         "b_not_ok": sum(n for status, n in steady_result.statuses.items() if status != 200),
         "b_429": steady_result.statuses.get(429, 0),
-        "server_cpu": server_cpu, "redis_cpu": redis_cpu, "machine_busy": machine,
+        "server_cpu": server_cpu, "redis_cpu": redis_cpu, "loop_waited": waited, "machine_busy": machine,
         "generator_cpu": steady_result.cpu_seconds / (steady_result.elapsed * cores),
         "load_avg": max(load_before, os.getloadavg()[0]),
     }
@@ -130,6 +148,8 @@ async def _phase(server: Server, redis_pid: int, a: Tenant, b: Tenant, *, second
             "a_429_p50_ms": result.percentile(0.5, 429) * 1000, "a_429_p99_ms": result.percentile(0.99, 429) * 1000,
         })
         figures["generator_cpu"] += result.cpu_seconds / (result.elapsed * cores)
+    answered = figures["b_rate"] + figures.get("a_rate", 0.0)
+    figures["server_us_per_request"] = server_cpu / answered * 1e6 if answered else float("nan")
     return figures
 
 
@@ -192,7 +212,8 @@ def _table(results: list[tuple[Round, Round]], *, seconds: float, limit: int, st
 
     ratios = [f["b_p99_ms"] / a["b_p99_ms"] for a, f in results]
     table = Table(title=f"blackboard bench --suite tenants — {len(results)} interleaved rounds of {seconds:g} s, "
-                        f"tenant limit {limit}/s, B at {steady_rate:g}/s, A at {flood:g}× the limit "
+                        f"tenant limit {limit}/s, B at {steady_rate:g}/s on {STEADY_CONNECTIONS} connections, "
+                        f"A at {flood:g}× the limit on {FLOOD_CONNECTIONS} "
                         f"({os.cpu_count()} cores)")
     for col in ("measure", "median", "target", "rounds"):
         table.add_column(col)
@@ -218,6 +239,12 @@ def _table(results: list[tuple[Round, Round]], *, seconds: float, limit: int, st
     table.add_row("server CPU (share of one core, projector child included), alone / flooded",
                   f"{med(alone, 'server_cpu'):.0%} / {med(flooded, 'server_cpu'):.0%}", "",
                   each(flooded, "server_cpu", ".0%"))
+    table.add_row("server CPU per answered request (µs), alone / flooded",
+                  f"{med(alone, 'server_us_per_request'):.0f} / {med(flooded, 'server_us_per_request'):.0f}", "",
+                  each(flooded, "server_us_per_request", ".0f"))
+    table.add_row("time the server's event loop waited for a CPU (share of the wall time), alone / flooded",
+                  f"{med(alone, 'loop_waited'):.0%} / {med(flooded, 'loop_waited'):.0%}", "",
+                  each(flooded, "loop_waited", ".0%"))
     table.add_row("Redis CPU (of one core), alone / flooded",
                   f"{med(alone, 'redis_cpu'):.0%} / {med(flooded, 'redis_cpu'):.0%}", "", "")
     table.add_row("generators' CPU (share of the machine), alone / flooded",
