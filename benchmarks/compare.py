@@ -34,22 +34,10 @@ from rich.table import Table
 
 from benchmarks import lean_http
 from benchmarks.crud_baseline import CrudBlackboard, drive
-from benchmarks.server import Server, redis_binary, start_redis
+from benchmarks.server import Server, cpu_seconds, redis_binary, start_redis
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 console = Console(width=150)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds so far of process ``pid`` and its live descendants (the projector runs in a
-    child of ``blackboard up``; PostgreSQL is not among them). Linux ``/proc``; NaN elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return float("nan")
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(c for c in (_cpu_seconds(int(child)) for child in children) if c == c)
 
 
 def _ms(seconds: float) -> float:
@@ -119,9 +107,9 @@ async def _http_round(server: Server, projects: list[str], clients: int, command
                       seconds: float) -> Round:
     figures: Round = {}
     load = lean_http.Load("127.0.0.1", server.port, "add_cost", projects, clients, requests=commands)
-    before = _cpu_seconds(server.proc.pid)
+    before = cpu_seconds(server.proc.pid)
     writes = await asyncio.to_thread(lean_http.run, load)
-    figures.update(_http_figures("w1_http", writes, _cpu_seconds(server.proc.pid) - before))
+    figures.update(_http_figures("w1_http", writes, cpu_seconds(server.proc.pid) - before))
     peak = await asyncio.to_thread(lean_http.run, msgspec.structs.replace(load, kind="get_project", requests=reads))
     figures.update(_http_figures("read_peak", peak, float("nan")))
     # Reads at 1,000/s while writes run at half their peak; freshness probed meanwhile.

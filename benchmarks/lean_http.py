@@ -37,22 +37,32 @@ class Load(msgspec.Struct, frozen=True):
     #: Open loop: requests per second in all (0: closed loop).
     rate: float = 0.0
     seconds: float = 0.0
+    #: An API key sent as ``Authorization: Bearer <key>`` (none: no credential).
+    key: str = ""
+    #: A wall-clock time (``time.time()``) at which every worker starts, its connections already open, so that
+    #: loads run from separate calls begin together (0: each worker starts when it is ready).
+    start_at: float = 0.0
 
 
 class Result(msgspec.Struct):
-    """What the workers saw: latencies in seconds, answers by status, wall time, and their CPU seconds."""
+    """What the workers saw: latencies in seconds, answers by status, wall time, and their CPU seconds;
+    ``codes``: the status of each answer, in the order of ``latencies``."""
 
     latencies: list[float]
     statuses: dict[int, int]
     elapsed: float
     cpu_seconds: float
+    codes: list[int] = msgspec.field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
+    def percentile(self, q: float, status: int | None = None) -> float:
+        """The ``q`` quantile of the latencies (of the answers of ``status`` only, when given)."""
+        chosen = self.latencies if status is None else [x for x, c in zip(self.latencies, self.codes, strict=True)
+                                                        if c == status]
+        ordered = sorted(chosen)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
@@ -66,7 +76,7 @@ def run(load: Load, processes: int = 2) -> Result:
     for r in results:
         statuses.update(r.statuses)
     return Result([x for r in results for x in r.latencies], dict(statuses), max(r.elapsed for r in results),
-                  sum(r.cpu_seconds for r in results))
+                  sum(r.cpu_seconds for r in results), [c for r in results for c in r.codes])
 
 
 def _share(load: Load, processes: int, index: int) -> Load:
@@ -95,18 +105,22 @@ def _work(encoded: bytes) -> bytes:
 def request_bytes(load: Load, rng: random.Random) -> bytes:
     """One prepared HTTP/1.1 request of ``load.kind`` for a random project."""
     project = rng.choice(load.projects)
+    auth = f"Authorization: Bearer {load.key}\r\n" if load.key else ""
     if load.kind == "get_project":
-        return f"GET /v1/projects/{project} HTTP/1.1\r\nHost: {load.host}\r\n\r\n".encode()
+        return f"GET /v1/projects/{project} HTTP/1.1\r\nHost: {load.host}\r\n{auth}\r\n".encode()
     body = msgspec.json.encode({"type": "project.add_cost", "stream": f"project:{project}",
                                 "payload": {"amount": "0.01", "reason": "bench"}})
-    head = (f"POST /v1/commands HTTP/1.1\r\nHost: {load.host}\r\nContent-Type: application/json\r\n"
+    head = (f"POST /v1/commands HTTP/1.1\r\nHost: {load.host}\r\n{auth}Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
 
 async def _drive(load: Load) -> Result:
     latencies: list[float] = []
-    statuses: Counter[int] = Counter()
+    codes: list[int] = []
+    connections = [await asyncio.open_connection(load.host, load.port) for _ in range(load.connections)]
+    if load.start_at and (wait := load.start_at - time.time()) > 0:
+        await asyncio.sleep(wait)
     start = time.perf_counter()
     slots: Iterator[float | None]
     if load.rate:
@@ -114,21 +128,21 @@ async def _drive(load: Load) -> Result:
         slots = iter([start + i * interval for i in range(int(load.rate * load.seconds))])
     else:
         slots = iter([None] * load.requests)
-    await asyncio.gather(*(_connection(load, slots, latencies, statuses) for _ in range(load.connections)))
-    return Result(latencies, dict(statuses), time.perf_counter() - start, 0.0)
+    await asyncio.gather(*(_connection(load, streams, slots, latencies, codes) for streams in connections))
+    return Result(latencies, dict(Counter(codes)), time.perf_counter() - start, 0.0, codes)
 
 
-async def _connection(load: Load, slots: Iterator[float | None], latencies: list[float],
-                      statuses: Counter[int]) -> None:
+async def _connection(load: Load, streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                      slots: Iterator[float | None], latencies: list[float], codes: list[int]) -> None:
     rng = random.Random()
-    reader, writer = await asyncio.open_connection(load.host, load.port)
+    reader, writer = streams
     try:
         for due in slots:
             if due is not None and (wait := due - time.perf_counter()) > 0:
                 await asyncio.sleep(wait)
             sent = due if due is not None else time.perf_counter()
             writer.write(request_bytes(load, rng))
-            statuses[await _answer(reader)] += 1
+            codes.append(await _answer(reader))
             latencies.append(time.perf_counter() - sent)
     finally:
         writer.close()

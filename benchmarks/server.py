@@ -78,6 +78,18 @@ class Server:
         self.log.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds so far of process ``pid`` and its live descendants (the projector runs in a
+    child of ``blackboard up``; PostgreSQL is not among them). Linux ``/proc``; NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return float("nan")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(c for c in (cpu_seconds(int(child)) for child in children) if c == c)
+
+
 def pct(values: list[float], q: float) -> float:
     """The ``q`` quantile of ``values`` (the value at that rank, no interpolation)."""
     ordered = sorted(values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-Suite = Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare"]
+Suite = Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare", "tenants"]
 
 
 def run_suite(*, suite: Suite, clients: int, commands: int, projects: int, backlog: int, runs: int, events: int,
@@ -32,6 +32,11 @@ def run_suite(*, suite: Suite, clients: int, commands: int, projects: int, backl
 
         # Its own sizes (projects, commands, reads) suit a comparison; the rounds and clients are the caller's.
         run_compare_bench(rounds=runs, clients=clients)
+    elif suite == "tenants":
+        from benchmarks.tenants import run_tenants_bench
+
+        # Its own sizes (10 s loads, a limit of 200/s, B at 100/s, A at 10× the limit); the rounds are the caller's.
+        run_tenants_bench(rounds=runs)
     elif suite == "replay":
         from benchmarks.replay import run_replay_bench
 

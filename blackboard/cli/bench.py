@@ -19,7 +19,7 @@ def bench(
     projects: int = 20,
     backlog: int = 20000,
     runs: int = 3,
-    suite: Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare"] = "commands",
+    suite: Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare", "tenants"] = "commands",
     events: int = 1_000_000,
     batch_size: int = 10_000,
     reads: int = 5000,
@@ -45,6 +45,8 @@ def bench(
     BLACKBOARD_KAFKA_BOOTSTRAP_SERVERS is set.
     --suite compare: Blackboard beside the CRUD blackboard it replaces, in --runs interleaved rounds from
     --clients clients (commands in process and over HTTP, cached reads, freshness; ratios to the CRUD baseline).
+    --suite tenants: tenant B's steady reads (100/s) alone and while tenant A floods at 10x its limit (200/s per
+    tenant), in --runs interleaved rounds of 10 s (B's p50/p99 and their ratio, B's 429s, A's answers, CPU shares).
 
     The benchmarks live in the source checkout (benchmarks/), not in the installed package: run this
     from the checkout's top folder, or `python -m benchmarks` there.

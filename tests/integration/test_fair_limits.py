@@ -41,6 +41,31 @@ async def test_processes_share_their_counts_through_redis(redis_url: str, redis_
         await client.aclose()
 
 
+async def test_a_full_tenant_window_is_refused_without_asking_redis_until_the_next_window(
+        redis_url: str, redis_prefix: str) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        one, two = (RateLimiter(Limits(None, 3), lambda: client, redis_prefix) for _ in range(2))
+        acme, beta = Principal("a", MODE_SCOPES["rw"], "acme"), Principal("b", MODE_SCOPES["rw"], "beta")
+        await _window_start()
+        window = int(time.time())
+        for _ in range(3):
+            await one.check(acme, "a")
+        for _ in range(5):  # the first refusal counts; the others are refused by what this process has seen
+            with pytest.raises(RateLimited):
+                await one.check(acme, "a")
+        key = f"{redis_prefix}rl:t:acme:{window}"
+        assert int(await client.get(key) or 0) == 4
+        with pytest.raises(RateLimited):  # another process learns it from the shared count
+            await two.check(acme, "a")
+        assert int(await client.get(key) or 0) == 5
+        await one.check(beta, "b")  # another tenant's window is its own
+        await _window_start()
+        await one.check(acme, "a")  # a new window: the tenant is admitted again
+    finally:
+        await client.aclose()
+
+
 async def test_without_redis_each_process_counts_for_itself() -> None:
     limiter = RateLimiter(Limits(2, None), lambda: None, "bb:")
     alice, bob = Principal("alice", MODE_SCOPES["ro"]), Principal("bob", MODE_SCOPES["ro"])
