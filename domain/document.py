@@ -3,6 +3,10 @@
 The stream's version is the document's version, so the envelope's ``expected_version`` is the
 optimistic lock of a patch (checked by the owner before ``decide``). The collection, read from
 the stream id, chooses the rules of ``schemas.document.COLLECTION_RULES``.
+
+A tenant's document is on ``doc:<tenant>~<collection>.<doc_id>``: its events and state name the collection as
+stored (``acme~reviews``, as every id inside Blackboard is), and the rules are those of the collection its tenant
+named (``reviews``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from blackboard.schemas.document import (
     DocumentPatched,
     PatchDocument,
     check_document,
+    local_collection,
     split_document_id,
     with_defaults,
 )
@@ -84,7 +89,7 @@ def decide(state: Document | None, command: DocumentCommand, ctx: Context) -> li
 def _create(state: Document | None, named: tuple[str, str], command: CreateDocument,
             ctx: Context) -> list[DocumentEvent] | Rejection:
     collection, doc_id = named
-    body = with_defaults(collection, command.body)
+    body = with_defaults(local_collection(collection), command.body)
     if state is not None:
         same = not state.deleted and state.body == body and state.links == command.links
         if not ctx.require("the document does not exist, or is this very document", same):
@@ -92,8 +97,8 @@ def _create(state: Document | None, named: tuple[str, str], command: CreateDocum
             return Rejection(code, f"{collection}.{doc_id} already exists with another body or links",
                              {"document": f"{collection}.{doc_id}"})
         return []  # creating it again as it is changes nothing
-    broken = check_document(collection, None, body)
-    if not ctx.require(f"the body keeps the rules of {collection}", broken is None):
+    broken = check_document(local_collection(collection), None, body)
+    if not ctx.require(f"the body keeps the rules of {local_collection(collection)}", broken is None):
         assert broken is not None
         return Rejection(broken.code, broken.message, broken.details)
     return [DocumentCreated(collection, doc_id, body, dict(command.links), ctx.actor)]
@@ -103,8 +108,8 @@ def _patch(state: Document, command: PatchDocument, ctx: Context) -> list[Docume
     after = merge_patch(state.body, command.patch)
     if after == state.body:
         return []  # the patch is already in the body: nothing to record
-    broken = check_document(state.collection, state.body, after)
-    if not ctx.require(f"the patched body keeps the rules of {state.collection}", broken is None):
+    broken = check_document(local_collection(state.collection), state.body, after)
+    if not ctx.require(f"the patched body keeps the rules of {local_collection(state.collection)}", broken is None):
         assert broken is not None
         return Rejection(broken.code, broken.message, broken.details)
     return [DocumentPatched(command.patch, ctx.actor)]

@@ -25,6 +25,7 @@ from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.document import COLLECTION_PATTERN
 from blackboard.schemas.errors import NotFound
+from blackboard.schemas.tenancy import scope_id
 from blackboard.schemas.types import unstorable_text
 from blackboard.schemas.views import Page
 
@@ -54,6 +55,10 @@ DOCUMENTS = lists.ListSpec(
     id_key="id",
     default_sort="created_at",
     fields=ITEM_FIELDS,
+    # ``id`` is the stream's stored id (``acme~reviews.r-1`` for tenant acme, whose collection is stored as
+    # ``acme~reviews``): the scope's collection confines a page already, and this says so again. Links are kept as
+    # their writer named them, so a ``link.<name>`` filter takes the value as given.
+    tenant_key="id",
     dynamic=lists.DynamicField("link.", sort_sql="coalesce(links->>{name}, '')", filter_sql="links->>{name}"),
 )
 
@@ -61,7 +66,8 @@ _ERRORS = {422: ResponseSpec(ErrorBody, description="invalid_filter, invalid_sor
 
 
 def document_view(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``documents`` row as clients see it; ``id`` is the doc id within its collection."""
+    """A ``documents`` row as clients see it; ``id`` is the doc id within its collection (the collection as stored:
+    the way out shows a tenant's as it named it)."""
     return {
         "collection": row["collection"], "id": row["doc_id"], "body": row["body"], "links": row["links"],
         "version": row["version"], "created_at": row["created_at"], "updated_at": row["updated_at"],
@@ -79,7 +85,9 @@ async def get_document(request: Request[None, None, State], principal: NamedDepe
     A deleted document is 404 ``document_not_found`` unless ``include_deleted=true``.
     """
     reads = await consistent_reads(request, consistent_with)
-    row = await reads.pool.fetchrow("SELECT * FROM documents WHERE id = $1", f"{collection}.{doc_id}")
+    # The row's id is the stream's: ``<collection>.<doc_id>`` scoped to the caller's tenant (``acme~notes.d-1``).
+    stored = scope_id(principal.tenant, f"{collection}.{doc_id}")
+    row = await reads.pool.fetchrow("SELECT * FROM documents WHERE id = $1", stored)
     if row is None or (row["deleted"] and not include_deleted):
         raise NotFound(f"collection {collection!r} has no document {doc_id!r}", code="document_not_found")
     return document_view(row)
@@ -100,7 +108,8 @@ async def list_documents(
     """Filters: ``where=<JSON object>`` on the body and ``link.<name>=<value>`` on the links (any number)."""
     if sort is not None and sort not in SORTS:
         raise lists.refuse("invalid_sort", "sort", f"sort={sort[:64]!r} is not one of {', '.join(SORTS)}")
-    scope = (collection, parse_where(where), include_deleted)
+    # A tenant's documents are in its own collections (``acme~reviews``: see ``schemas/document.py``).
+    scope = (scope_id(principal.tenant, collection), parse_where(where), include_deleted)
     filters = lists.filter_params(DOCUMENTS, dict(request.query_params.items()))
     query = lists.parse_list_query(DOCUMENTS, sort=sort, filters=filters, page_size=limit, cursor=cursor,
                                    fields=fields, scope=scope)

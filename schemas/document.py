@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from blackboard.schemas.tenancy import split_id
 from blackboard.schemas.types import Identifier, ShortText
 
 #: A collection name: lower case, starting with a letter, no '.' (the '.' ends it in the stream id).
@@ -81,15 +82,25 @@ DocumentEvent = DocumentCreated | DocumentPatched | DocumentDeleted
 # ── stream ids ─────────────────────────────────────────────────────────────────────────
 
 
+def local_collection(stored: str) -> str:
+    """A stored collection as its tenant named it: ``acme~reviews`` → ``reviews`` (``reviews`` unchanged)."""
+    return split_id(stored)[1]
+
+
 def is_collection(name: str) -> bool:
     """Whether ``name`` is a well-formed collection name."""
     return _COLLECTION.match(name) is not None
 
 
 def split_document_id(ident: str) -> tuple[str, str] | None:
-    """``reviews.r-1`` → ``("reviews", "r-1")``; ``None`` when the collection or the doc id is malformed."""
+    """``reviews.r-1`` → ``("reviews", "r-1")``; ``None`` when the collection or the doc id is malformed.
+
+    A tenant's stored id (``acme~reviews.r-1``, see ``schemas/tenancy.py``) gives its collection as stored,
+    ``("acme~reviews", "r-1")``: the documents of a tenant are in its own collections, and the id stays
+    ``<collection>.<doc_id>``. ``local_collection`` is the name its tenant gave (whose rules apply).
+    """
     collection, sep, doc_id = ident.partition(".")
-    if not sep or not doc_id or not is_collection(collection):
+    if not sep or not doc_id or not is_collection(local_collection(collection)):
         return None
     try:
         msgspec.convert(doc_id, Identifier)

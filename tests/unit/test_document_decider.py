@@ -66,6 +66,8 @@ REVIEW = DocumentCreated("reviews", "r-1", {"status": "awaiting_review"}, {"task
     ("reviews.r-1", ("reviews", "r-1")), ("my_kind-2.a.b", ("my_kind-2", "a.b")),
     ("Reviews.r-1", None), ("1x.r", None), ("reviews", None), ("reviews.", None), (".r-1", None),
     ("x" * 65 + ".r", None), ("reviews.-r", None),
+    # A tenant's stored id: its collection as stored, checked as its tenant named it.
+    ("acme~reviews.r-1", ("acme~reviews", "r-1")), ("acme~Reviews.r-1", None), ("acme~.r-1", None),
 ])
 def test_split_document_id(ident: str, expected: tuple[str, str] | None) -> None:
     assert split_document_id(ident) == expected
@@ -87,6 +89,15 @@ def test_create_records_body_links_and_actor() -> None:
 def test_a_bad_collection_is_refused() -> None:
     result, _ = run(None, CreateDocument({}), ident="Bad.n-1")
     assert code(result) == "invalid_collection"
+
+
+def test_a_tenants_document_keeps_its_collections_rules_in_its_own_collection() -> None:
+    result, state = run(None, CreateDocument({}), ident="acme~reviews.r-1")
+    assert result == [DocumentCreated("acme~reviews", "r-1", {"status": "awaiting_review"}, {}, "alice")]
+    assert state is not None and (state.collection, state.doc_id) == ("acme~reviews", "r-1")
+    assert code(run(state, PatchDocument({"status": "maybe"}), ident="acme~reviews.r-1")[0]) == "invalid_document"
+    assert code(run(None, CreateDocument({"scores": {"x": "high"}}), ident="acme~evaluations.e-1")[0]) == \
+        "invalid_document"
 
 
 def test_create_again_the_same_is_nothing_and_another_is_already_exists() -> None:
