@@ -1,4 +1,7 @@
-"""HTTP reads of the agent cluster: nodes (online, available, by skill), task statistics, sagas."""
+"""HTTP reads of the agent cluster: nodes (online, available, by skill), task statistics, sagas.
+
+Each is of the caller's tenant only: ids it names are scoped to it, and lists and counts hold its rows alone.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from blackboard.query_api.http import EntityId, Token, consistent_reads
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.cluster_views import NodeList, NodeView, SagaView, TaskStats
 from blackboard.schemas.errors import NotFound
+from blackboard.schemas.tenancy import scope_id
 
 
 @get("/v1/nodes", summary="Nodes: online, available (capacity left), by skill", tags=["nodes"])
@@ -28,16 +32,18 @@ async def list_nodes(
     consistent_with: Token = None,
 ) -> NodeList:
     reads = await consistent_reads(request, consistent_with)
-    return NodeList(await cluster.nodes(reads.pool, status=status, skill=skill, available=available))
+    return NodeList(await cluster.nodes(reads.pool, status=status, skill=skill, available=available,
+                                        tenant=principal.tenant))
 
 
 @get("/v1/nodes/{node_id:str}", summary="A node, with the tasks it holds and its capacity left", tags=["nodes"])
 async def get_node(request: Request[None, None, State], principal: NamedDependency[Principal], node_id: EntityId,
                    consistent_with: Token = None) -> NodeView:
     reads = await consistent_reads(request, consistent_with)
-    found = await cluster.nodes(reads.pool, node_id=node_id, limit=1)
+    stored = scope_id(principal.tenant, node_id)
+    found = await cluster.nodes(reads.pool, node_id=stored, limit=1, tenant=principal.tenant)
     if not found:
-        raise NotFound(f"node {node_id!r} is not registered", code="node_not_found")
+        raise NotFound(f"node {stored!r} is not registered", code="node_not_found")
     return found[0]
 
 
@@ -49,16 +55,17 @@ async def get_task_stats(
     consistent_with: Token = None,
 ) -> TaskStats:
     reads = await consistent_reads(request, consistent_with)
-    return await cluster.task_stats(reads.pool, window_seconds)
+    return await cluster.task_stats(reads.pool, window_seconds, tenant=principal.tenant)
 
 
 @get("/v1/sagas/{saga_id:str}", summary="A saga: where it stands and the steps it took", tags=["sagas"])
 async def get_saga(request: Request[None, None, State], principal: NamedDependency[Principal], saga_id: EntityId,
                    consistent_with: Token = None) -> SagaView:
     reads = await consistent_reads(request, consistent_with)
-    found = await cluster.saga(reads.pool, saga_id)
+    stored = scope_id(principal.tenant, saga_id)
+    found = await cluster.saga(reads.pool, stored)
     if found is None:
-        raise NotFound(f"saga {saga_id!r} does not exist", code="saga_not_found")
+        raise NotFound(f"saga {stored!r} does not exist", code="saga_not_found")
     return found
 
 
