@@ -30,6 +30,7 @@ from blackboard.schemas.api import ErrorBody
 from blackboard.schemas.auth import Principal
 from blackboard.schemas.checkpoint import CheckpointCorrupt, CheckpointEntryView, decode
 from blackboard.schemas.errors import ApiError, NotFound
+from blackboard.schemas.tenancy import scope_id
 from blackboard.schemas.views import Page
 
 JSON = "application/json"
@@ -67,7 +68,7 @@ class CheckpointCorruptError(ApiError):
 async def get_latest(request: Request[None, None, State], principal: NamedDependency[Principal],
                      thread_id: ThreadId, consistent_with: Token = None) -> Response[bytes]:
     """The bytes of the thread's last checkpoint (a restore is a checkpoint too). ``If-None-Match`` → 304."""
-    return await _answer(request, thread_id, None, consistent_with)
+    return await _answer(request, scope_id(principal.tenant, thread_id), None, consistent_with)
 
 
 @get("/v1/checkpoints/{thread_id:str}/{seq:int}", summary="One checkpoint's bytes", tags=["checkpoints"],
@@ -75,7 +76,7 @@ async def get_latest(request: Request[None, None, State], principal: NamedDepend
 async def get_checkpoint(request: Request[None, None, State], principal: NamedDependency[Principal],
                          thread_id: ThreadId, seq: SeqParam, consistent_with: Token = None) -> Response[bytes]:
     """The bytes of checkpoint ``seq`` of the thread. ``If-None-Match`` → 304."""
-    return await _answer(request, thread_id, seq, consistent_with)
+    return await _answer(request, scope_id(principal.tenant, thread_id), seq, consistent_with)
 
 
 @get("/v1/checkpoints/{thread_id:str}/history", summary="A thread's checkpoints (no bytes)", tags=["checkpoints"],
@@ -87,9 +88,10 @@ async def get_history(request: Request[None, None, State], principal: NamedDepen
     """Every checkpoint after ``after_seq``, oldest first: seq, sha256, sizes, label, metadata, who and when.
     ``next_cursor`` is the ``after_seq`` of the next page."""
     reads = await consistent_reads(request, consistent_with)
-    rows = await reads.pool.fetch(_HISTORY, thread_id, after_seq, limit)
+    stored = scope_id(principal.tenant, thread_id)
+    rows = await reads.pool.fetch(_HISTORY, stored, after_seq, limit)
     if not rows and after_seq == 0:
-        raise _no_thread(thread_id)
+        raise _no_thread(stored)
     items = [entry_view(r) for r in rows]
     return Page(items=items, next_cursor=str(items[-1].seq) if len(items) == limit else None)
 
@@ -104,6 +106,8 @@ def entry_view(row: asyncpg.Record) -> CheckpointEntryView:
 
 async def _answer(request: Request[None, None, State], thread_id: str, seq: int | None,
                   consistent_with: str | None) -> Response[bytes]:
+    """The checkpoint's bytes; ``thread_id`` is the stored one (the caller's scoped to its tenant), which error
+    texts name and the way out shows as the caller named it."""
     reads = await consistent_reads(request, consistent_with)
     entry = await (reads.pool.fetchrow(_LATEST, thread_id) if seq is None
                    else reads.pool.fetchrow(_AT, thread_id, seq))
