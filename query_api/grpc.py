@@ -131,17 +131,17 @@ async def _get_state_at(reads: ReadService, req: GetStateAtRequest, tenant: str)
 
 async def _get_run(reads: ReadService, req: GetRunRequest, tenant: str) -> msgspec.Struct:
     await reads.wait_consistent(req.consistent_with)
-    return await runs.run_summary(reads.pool, req.run_id)
+    return await runs.run_summary(reads.pool, req.run_id, tenant=tenant)
 
 
 async def _get_run_changes(reads: ReadService, req: GetRunChangesRequest, tenant: str) -> msgspec.Struct:
     await reads.wait_consistent(req.consistent_with)
-    return await runs.run_changes(reads.pool, req.run_id, cursor=req.cursor, limit=req.page_size)
+    return await runs.run_changes(reads.pool, req.run_id, cursor=req.cursor, limit=req.page_size, tenant=tenant)
 
 
 async def _get_run_effects(reads: ReadService, req: GetRunEffectsRequest, tenant: str) -> msgspec.Struct:
     await reads.wait_consistent(req.consistent_with)
-    return await runs.run_effects(reads.pool, req.run_id)
+    return await runs.run_effects(reads.pool, req.run_id, tenant=tenant)
 
 
 HANDLERS: dict[str, Handler] = {

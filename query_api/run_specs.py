@@ -3,6 +3,9 @@
 Note: a run is not a row of its own: the list groups the change log's events by their agent run id,
 reading only the partial ``change_log_agent_run_idx`` (events no run sent are not in it). The grouping
 costs time linear in the runs' events per page; a filter on time narrows what is grouped.
+
+A run is its tenant's: the events grouped are those of the caller's tenant's streams only (the scope value is
+the tenant), so two tenants using one run id see two runs.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ RUNS = ListSpec(
     source="""(SELECT agent_run_id AS id, min(agent_model) AS model, min(prompt_hash) AS prompt_hash,
                       min(actor) AS principal, min(occurred_at) AS first_at, max(occurred_at) AS last_at,
                       count(*) AS events, count(DISTINCT command_id) AS commands
-               FROM change_log WHERE agent_run_id IS NOT NULL GROUP BY agent_run_id) AS runs""",
+               FROM change_log WHERE agent_run_id IS NOT NULL AND tenant = $1
+               GROUP BY agent_run_id) AS runs""",
+    # $1: the caller's tenant, in ``source`` (``change_log.tenant``: the tenant of each event's stream).
     scope="TRUE",
-    scope_params=0,
+    scope_params=1,
     sort_keys={
         "id": SortKey("id", "text"),
         "first_at": SortKey("first_at", "timestamp"),

@@ -1,7 +1,7 @@
 """HTTP reads of agent runs: ``GET /v1/runs``, a run's summary, its changes and its effects.
 
-Every route honours a consistency token like the other reads, so a client that just sent a run's
-last command reads the run with it.
+Every route reads the caller's tenant's runs only (``query_api/runs.py``), and honours a consistency token like
+the other reads, so a client that just sent a run's last command reads the run with it.
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ async def list_runs(
 ) -> Page:
     """Each run with its model, prompt hash, principal, first and last time, events and commands."""
     given = {"model": model, "principal": run_principal, "prompt_hash": prompt_hash, "since": since, "until": until}
+    scope = (principal.tenant,)
     query = lists.parse_list_query(RUNS, sort=sort, filters={k: v for k, v in given.items() if v is not None},
-                                   page_size=page_size, cursor=cursor, fields=fields)
+                                   page_size=page_size, cursor=cursor, fields=fields, scope=scope)
     reads = await consistent_reads(request, consistent_with)
-    rows, next_cursor = await lists.fetch_page(reads.pool, RUNS, query, tenant=principal.tenant)
+    rows, next_cursor = await lists.fetch_page(reads.pool, RUNS, query, scope, tenant=principal.tenant)
     items = [lists.select_fields({k: r[k] for k in RUNS.fields or ()}, query.fields) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 
@@ -62,7 +63,7 @@ async def list_runs(
 async def get_run(request: Request[None, None, State], principal: NamedDependency[Principal], run_id: RunId,
                   consistent_with: Token = None) -> RunSummary:
     reads = await consistent_reads(request, consistent_with)
-    return await runs.run_summary(reads.pool, run_id)
+    return await runs.run_summary(reads.pool, run_id, tenant=principal.tenant)
 
 
 @get("/v1/runs/{run_id:str}/changes", summary="Every event of an agent run in log order, with its field diffs",
@@ -71,7 +72,7 @@ async def get_run_changes(request: Request[None, None, State], principal: NamedD
                           page_size: PageSize = 100, cursor: Cursor = None,
                           consistent_with: Token = None) -> RunChanges:
     reads = await consistent_reads(request, consistent_with)
-    return await runs.run_changes(reads.pool, run_id, cursor=cursor, limit=page_size)
+    return await runs.run_changes(reads.pool, run_id, cursor=cursor, limit=page_size, tenant=principal.tenant)
 
 
 @get("/v1/runs/{run_id:str}/effects", summary="Events that followed from an agent run's events, with their chains",
@@ -79,7 +80,7 @@ async def get_run_changes(request: Request[None, None, State], principal: NamedD
 async def get_run_effects(request: Request[None, None, State], principal: NamedDependency[Principal], run_id: RunId,
                           max_depth: Depth = runs.MAX_DEPTH, consistent_with: Token = None) -> RunEffects:
     reads = await consistent_reads(request, consistent_with)
-    return await runs.run_effects(reads.pool, run_id, max_depth=max_depth)
+    return await runs.run_effects(reads.pool, run_id, max_depth=max_depth, tenant=principal.tenant)
 
 
 ROUTES = [list_runs, get_run, get_run_changes, get_run_effects]

@@ -121,12 +121,12 @@ async def test_a_runs_events_are_read_through_its_index(settings: Settings) -> N
         assert runtime.reads is not None
         async with runtime.reads.pool.acquire() as conn:
             await conn.execute("SET enable_seqscan = off")  # a tiny table: ask whether an index can answer at all
-            # The statements the routes run, as they run them.
+            # The statements the routes run, as they run them (for the default tenant).
             first = (datetime.fromisoformat("0001-01-01T00:00:00+00:00"), -1, -1)
             plans = [
-                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._CHANGES, "run-a", *first, 100),
-                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._CAUSED, ["e-1"], "run-a", 100),
-                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._SUMMARY, "run-a"),
+                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._CHANGES, "run-a", *first, 100, "default"),
+                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._CAUSED, ["e-1"], "run-a", 100, "default"),
+                await conn.fetchval("EXPLAIN (FORMAT JSON) " + runs._SUMMARY, "run-a", "default"),
             ]
             await conn.execute("RESET enable_seqscan")
     assert "change_log_agent_run_idx" in plans[0] and "Seq Scan" not in plans[0]
