@@ -84,7 +84,8 @@ async def batch_get_shots(request: Request[BatchGet, None, State], principal: Na
     """One query for up to 500 shots; ids that do not exist are listed in ``missing``, not refused."""
     check_ids(data.ids)
     wanted = lists.parse_fields(lists.SHOTS, data.fields)
-    shots, missing = await reads_of(request).shots_by_id(project_id, data.ids, token_of(request, consistent_with))
+    shots, missing = await reads_of(request).shots_by_id(scope_id(principal.tenant, project_id), data.ids,
+                                                         token_of(request, consistent_with))
     return BatchGetResult(items=[lists.select_fields(shot, wanted, strict=False) for shot in shots], missing=missing)
 
 

@@ -116,6 +116,9 @@ async def list_artifacts(
 ) -> Page:
     """Filters: ``kind``, ``shot_id``, ``task_id``, ``created_by``, ``created_after``, ``created_before``."""
     filters = lists.filter_params(lists.ARTIFACTS, dict(request.query_params.items()))
+    if "task_id" in filters:
+        # A task is named as the caller's tenant names it; the rows hold its stored id.
+        filters["task_id"] = scope_id(principal.tenant, filters["task_id"])
     query = lists.parse_list_query(lists.ARTIFACTS, sort=sort, filters=filters, page_size=page_size, cursor=cursor,
                                    fields=fields, scope=(project_id,))
     reads = await consistent_reads(request, consistent_with)
