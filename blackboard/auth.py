@@ -18,7 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from blackboard.config import Settings
 from blackboard.jwt_tokens import JwtVerifier, looks_like_jwt
 from blackboard.limits import Limits, RateLimiter
-from blackboard.schemas.auth import ANONYMOUS, READ, WRITES, Principal, key_digest, parse_api_keys, presented_key
+from blackboard.schemas.auth import ADMIN, ANONYMOUS, READ, WRITES, Principal, key_digest, parse_api_keys, presented_key
 from blackboard.schemas.errors import Forbidden, Unauthorized
 from blackboard.tenant_answers import remember_tenant
 
@@ -106,18 +106,24 @@ def _presented_key(request: Request[Any, Any, Any]) -> str | None:
     return presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
 
 
-def guarded_paths(gate: Gate, prefixes: tuple[str, ...]) -> Callable[[ASGIApp], ASGIApp]:
+def guarded_paths(gate: Gate, prefixes: dict[str, str]) -> Callable[[ASGIApp], ASGIApp]:
     """An ASGI middleware that lets a request under one of ``prefixes`` (``/metrics``, ``/schema``) through only
-    with a credential that may read."""
+    with a credential holding the scope the prefix maps to.
+
+    Note: ``/metrics`` needs ``blackboard:admin``: its series are counted by tenant, so they name every tenant and
+    how busy it is, which no tenant's reader may learn of another."""
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == ScopeType.HTTP and scope["path"].startswith(prefixes):
+            needed = next((s for p, s in prefixes.items() if scope["path"].startswith(p)), None) \
+                if scope["type"] == ScopeType.HTTP else None
+            if needed is not None:
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                 presented = presented_key(headers.get("authorization"), headers.get("x-api-key"))
                 principal = await gate.authenticator.principal_for(presented)
-                if not principal.can_read:
-                    raise missing_scope(READ, "reading")
+                allowed = ADMIN in principal.scopes if needed == ADMIN else principal.can_read
+                if not allowed:
+                    raise missing_scope(needed, "reading " + scope["path"])
             await app(scope, receive, send)
 
         return guarded

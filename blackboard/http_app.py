@@ -34,6 +34,7 @@ from blackboard.query_api.list_http import ROUTES as LIST_ROUTES
 from blackboard.query_api.project_http import ROUTES as PROJECT_ROUTES
 from blackboard.query_api.runs_http import ROUTES as RUN_ROUTES
 from blackboard.query_api.stream_http import ROUTES as STREAM_ROUTES
+from blackboard.schemas.auth import ADMIN, READ
 from blackboard.schemas.errors import RETRY_AFTER_SECONDS
 from blackboard.startup import started
 from blackboard.tenant_answers import tenant_answers
@@ -62,7 +63,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     routes: list[Any] = [health_live, health_ready, PrometheusController]
     middleware: list[Any] = [*http_middleware(), prometheus.middleware, tenant_answers]
     if runtime.settings.protect_metrics_and_schema:
-        middleware.append(guarded_paths(gate, ("/metrics", SCHEMA_PATH)))
+        middleware.append(guarded_paths(gate, {"/metrics": ADMIN, SCHEMA_PATH: READ}))
     if runtime.settings.read_row_security:
         middleware.append(request_reads)
     if "command" in runtime.roles:

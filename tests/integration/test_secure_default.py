@@ -76,10 +76,15 @@ async def _serves_insecurely(started: subprocess.Popen[bytes], port: int) -> Non
 
 async def test_metrics_and_schema_can_need_a_credential(pg_url: str, topic_prefix: str) -> None:
     settings = settings_for("postgres", pg_url=pg_url, topic_prefix=topic_prefix, protect_metrics_and_schema=True,
-                            api_keys=SecretStr("k-r=reader:ro"))
+                            api_keys=SecretStr("k-r=reader:ro,k-ops=ops:sys"))
     async with running(settings) as (client, _):
         for path in ("/metrics", "/schema/openapi.json"):
             refused = await client.get(path)
             assert (refused.status_code, refused.json()["code"]) == (401, "missing_credentials"), path
-            assert (await client.get(path, headers={"X-API-Key": "k-r"})).status_code == 200, path
+            assert (await client.get(path, headers={"X-API-Key": "k-ops"})).status_code == 200, path
+        assert (await client.get("/schema/openapi.json", headers={"X-API-Key": "k-r"})).status_code == 200
+        # The metrics name every tenant and how busy it is: an operator's, not a reader's.
+        reader = await client.get("/metrics", headers={"X-API-Key": "k-r"})
+        assert (reader.status_code, reader.json()["code"]) == (403, "insufficient_scope")
+        assert "blackboard:admin" in reader.json()["message"]
         assert (await client.get("/health/live")).status_code == 200

@@ -31,7 +31,8 @@ Left out, with the reason:
   references are scoped to the sender's tenant is tested in ``test_tenants.py``.
 * ``GET /metrics`` and ``GET /v1/partitions``: the process's own state for its operator (Prometheus metrics; the
   deciders' offsets, queues and counts), which moves with every request of every tenant; they are only checked to
-  show nothing of acme's (its name, its principal) to another tenant.
+  show nothing of acme's (its name, its principal) to another tenant. The server runs as a shared deployment should,
+  with ``BLACKBOARD_PROTECT_METRICS_AND_SCHEMA``: ``/metrics`` counts commands by tenant, so it is an admin's.
 """
 
 from __future__ import annotations
@@ -521,7 +522,7 @@ async def world(postgres_server_url: str, redis_server: str) -> AsyncIterator[Wo
     pg_url = urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
     settings = settings_for("postgres", pg_url=pg_url, topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
                             redis_url=redis_server, redis_prefix=f"t{uuid.uuid4().hex[:8]}:", api_keys=KEYS,
-                            grpc_port=0)
+                            grpc_port=0, protect_metrics_and_schema=True)  # as a shared deployment runs
     try:
         async with serving(settings) as (client, runtime, _), \
                 grpc.aio.insecure_channel(f"127.0.0.1:{runtime.grpc_port}") as channel:
