@@ -32,7 +32,8 @@ class Load(msgspec.Struct, frozen=True):
     kind: str
     projects: list[str]
     connections: int
-    #: Closed loop: this many requests in all. Open loop: the run's length comes from ``seconds``.
+    #: Closed loop: this many requests in all (0 with ``seconds``: as many as fit in ``seconds``).
+    #: Open loop: the run's length comes from ``seconds``.
     requests: int = 0
     #: Open loop: requests per second in all (0: closed loop).
     rate: float = 0.0
@@ -126,10 +127,18 @@ async def _drive(load: Load) -> Result:
     if load.rate:
         interval = 1.0 / load.rate
         slots = iter([start + i * interval for i in range(int(load.rate * load.seconds))])
+    elif not load.requests and load.seconds:
+        slots = _until(start + load.seconds)
     else:
         slots = iter([None] * load.requests)
     await asyncio.gather(*(_connection(load, streams, slots, latencies, codes) for streams in connections))
     return Result(latencies, dict(Counter(codes)), time.perf_counter() - start, 0.0, codes)
+
+
+def _until(deadline: float) -> Iterator[None]:
+    """Closed-loop slots until ``deadline`` (``perf_counter``): the connections share it, so all stop together."""
+    while time.perf_counter() < deadline:
+        yield None
 
 
 async def _connection(load: Load, streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],

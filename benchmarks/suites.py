@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-Suite = Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare", "tenants"]
+Suite = Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare", "tenants",
+                "memory"]
 
 
 def run_suite(*, suite: Suite, clients: int, commands: int, projects: int, backlog: int, runs: int, events: int,
-              batch_size: int, reads: int, tasks: int, deciders: str, workers: int | None) -> None:
+              batch_size: int, reads: int, tasks: int, deciders: str, workers: int | None,
+              minutes: float = 10.0) -> None:
     """Run ``suite`` with the options it takes (the others are ignored) and print what it measured."""
     # Each suite imports only its own module: the others may need what this machine lacks.
-    if suite == "deciders":
+    if suite == "memory":
+        from benchmarks.memory import run_memory_bench
+
+        run_memory_bench(minutes=minutes, clients=clients)
+    elif suite == "deciders":
         from benchmarks.deciders import run_deciders_bench
 
         run_deciders_bench(deciders=deciders, clients=clients, commands=commands, runs=runs)

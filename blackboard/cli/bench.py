@@ -19,13 +19,15 @@ def bench(
     projects: int = 20,
     backlog: int = 20000,
     runs: int = 3,
-    suite: Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare", "tenants"] = "commands",
+    suite: Literal["commands", "replay", "reads", "claims", "restore", "deciders", "compare", "tenants",
+                   "memory"] = "commands",
     events: int = 1_000_000,
     batch_size: int = 10_000,
     reads: int = 5000,
     tasks: int = 2000,
     deciders: str = "1,2,3",
     workers: int | None = None,
+    minutes: float = 10.0,
 ) -> None:
     """Measure, on its own embedded PostgreSQL in a temporary directory, and print how it measured.
 
@@ -47,13 +49,16 @@ def bench(
     --clients clients (commands in process and over HTTP, cached reads, freshness; ratios to the CRUD baseline).
     --suite tenants: tenant B's steady reads (100/s) alone and while tenant A floods at 10x its limit (200/s per
     tenant), in --runs interleaved rounds of 10 s (B's p50/p99 and their ratio, B's 429s, A's answers, CPU shares).
+    --suite memory: W1 over HTTP into `blackboard up` (as compare starts it) from --clients clients for --minutes
+    (default 10); the RSS of the server's process tree, PostgreSQL and Redis sampled every 5 s: start, after the
+    first minute's warm-up, peak, end, a verdict on flatness, and the commands/s.
 
     The benchmarks live in the source checkout (benchmarks/), not in the installed package: run this
     from the checkout's top folder, or `python -m benchmarks` there.
     """
     _suites().run_suite(suite=suite, clients=clients, commands=commands, projects=projects, backlog=backlog,
                         runs=runs, events=events, batch_size=batch_size, reads=reads, tasks=tasks, deciders=deciders,
-                        workers=workers)
+                        workers=workers, minutes=minutes)
 
 
 def _suites() -> ModuleType:
