@@ -38,3 +38,27 @@ def test_the_cross_partition_index_is_bounded() -> None:
     for i in range(5):
         assert index.setdefault(f"c-{i}", i % 2) == i % 2
     assert index == {"c-2": 0, "c-3": 1, "c-4": 0}
+
+
+def test_a_command_deleted_and_learnt_again_is_forgotten_in_its_new_place() -> None:
+    memory = KnownMemory(0, max_count=KEEP_AT_LEAST + 1, max_bytes=1 << 30)
+    for i in range(KEEP_AT_LEAST + 1):
+        memory[f"c-{i}"] = known(i)
+    del memory["c-0"]
+    memory["c-0"] = known(0)  # now the newest
+    memory["c-1"] = known(1, "replaced: keeps its place")
+    memory["c-new"] = known(-1)
+    memory["c-newer"] = known(-2)
+    assert list(memory)[:2] == ["c-3", "c-4"] and list(memory)[-2:] == ["c-new", "c-newer"] and "c-0" in memory
+    assert len(memory) == KEEP_AT_LEAST + 1 and memory.evicted == 2  # c-1 and c-2, not c-0
+
+
+def test_the_index_forgets_in_the_order_it_learnt_after_deletes() -> None:
+    index = BoundedIndex(3)
+    index.update({"a": 0, "b": 1, "c": 0})
+    assert index.pop("a") == 0
+    index["a"] = 1
+    index["d"] = 0  # forgets b, the oldest left; a is now newer than c
+    assert list(index) == ["c", "a", "d"]
+    index["e"] = 1
+    assert list(index) == ["a", "d", "e"]
