@@ -30,12 +30,13 @@ from rich.table import Table
 from blackboard.connect import quiet_logging
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 from blackboard.events.codec import to_record
+from blackboard.events.collector import bulk_gc
 from blackboard.events.log import Record
 from blackboard.events.partitioner import partition_for
 from blackboard.events.postgres import PostgresLog
 from blackboard.logs import configure_logging
 from blackboard.projector import generations
-from blackboard.projector.bulk_load import bulk_gc, defer_indexes
+from blackboard.projector.bulk_load import defer_indexes
 from blackboard.projector.migrate import create_pool, migrate
 from blackboard.projector.replay import replay
 from blackboard.schemas.envelope import Envelope, stream_partition_key

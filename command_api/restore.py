@@ -22,6 +22,7 @@ from blackboard.command_api.snapshots import (
     decode_snapshot,
     schema_fingerprint,
 )
+from blackboard.events.collector import bulk_gc
 from blackboard.events.log import LogUnavailable, PartitionedLog, StoredRecord, UnknownTopic
 
 log = structlog.get_logger(__name__)
@@ -169,7 +170,8 @@ async def restore_owner(log_: PartitionedLog, owner: PartitionMemory, *, events_
         apply_snapshot(owner, snapshot)
     else:
         owner.reset()
-    events = await replay(log_, events_topic, p, owner.next_offset, events_end, owner.fold_event)
-    results = await replay(log_, results_topic, p, owner.results_offset, results_end, owner.fold_result)
+    with bulk_gc():  # a fold of up to the whole partition: the collector would walk what it builds, again and again
+        events = await replay(log_, events_topic, p, owner.next_offset, events_end, owner.fold_event)
+        results = await replay(log_, results_topic, p, owner.results_offset, results_end, owner.fold_result)
     return RestoreInfo(p, snapshot.events_offset if snapshot else None, events, results,
                        time.perf_counter() - started)

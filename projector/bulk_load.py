@@ -1,12 +1,9 @@
-"""A bulk load's settings: the collector run rarely, and the secondary indexes dropped before it and built
-once after it."""
+"""A bulk load's settings: the secondary indexes dropped before it and built once after it (the collector,
+run rarely meanwhile, is ``events.collector.bulk_gc``)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-from collections.abc import Iterator
 
 import asyncpg
 import msgspec
@@ -17,27 +14,6 @@ from blackboard.projector.statements import statement
 #: ``maintenance_work_mem`` of each index build after a bulk load: the change log's indexes of 1M
 #: events sort in memory, instead of in temporary files.
 BUILD_MEMORY = "256MB"
-#: The collector's thresholds while catching up (see ``bulk_gc``).
-BULK_GC_THRESHOLDS = (200_000, 20, 1_000)
-
-
-@contextlib.contextmanager
-def bulk_gc() -> Iterator[None]:
-    """Collect garbage rarely while catching up, and restore the collector's settings after.
-
-    Note: a batch of 10,000 records makes hundreds of thousands of container objects (headers,
-    envelopes, rows) that all live until the batch is written, so the default thresholds start a
-    collection every 700 of them, each walking the whole batch: measured, that cost a quarter of a
-    rebuild's time. What is made before the catch-up is frozen out of the collector's way.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(*BULK_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 #: Unique constraints that only refuse a repeat record by record (no upsert relies on them), so a bulk

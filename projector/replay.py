@@ -24,9 +24,10 @@ import asyncpg
 import msgspec
 import structlog
 
+from blackboard.events.collector import bulk_gc
 from blackboard.events.log import PartitionedLog
 from blackboard.projector import generations
-from blackboard.projector.bulk_load import RepeatedInLog, bulk_gc, defer_indexes, restore_indexes
+from blackboard.projector.bulk_load import RepeatedInLog, defer_indexes, restore_indexes
 from blackboard.projector.follower import PROJECTION, Follower, ends
 from blackboard.projector.migrate import create_pool, migrate, quote_ident
 from blackboard.projector.replay_workers import LogFactory as LogFactory  # ``replay`` takes one: named here too

@@ -13,8 +13,8 @@ from multiprocessing.context import SpawnProcess
 
 import structlog
 
+from blackboard.events.collector import bulk_gc
 from blackboard.events.log import PartitionedLog
-from blackboard.projector.bulk_load import bulk_gc
 from blackboard.projector.follower import PROJECTION, Follower
 from blackboard.projector.migrate import create_pool
 from blackboard.projector.runtime import AppliedBatch, Projector

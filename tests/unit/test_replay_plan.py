@@ -8,7 +8,7 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blackboard.projector.bulk_load import BULK_GC_THRESHOLDS, bulk_gc
+from blackboard.events.collector import BULK_GC_THRESHOLDS, bulk_gc
 from blackboard.projector.replay_workers import PARALLEL_FROM, worker_partitions
 
 ends = st.dictionaries(st.integers(0, 63), st.integers(0, 10**7), min_size=1, max_size=64)
@@ -38,4 +38,15 @@ def test_the_bulk_load_collector_settings_are_undone_after() -> None:
     before = gc.get_threshold()
     with bulk_gc():
         assert gc.get_threshold() == BULK_GC_THRESHOLDS
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_overlapping_bulk_loads_give_the_collector_back_when_the_last_one_ends() -> None:
+    before = gc.get_threshold()
+    first, second = bulk_gc(), bulk_gc()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first to enter ends first: the second still folds
+    assert gc.get_threshold() == BULK_GC_THRESHOLDS
+    second.__exit__(None, None, None)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
