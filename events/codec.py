@@ -40,6 +40,9 @@ EXPECTED_OFFSET = "expected_offset"
 OWNERSHIP_MARKER = "ownership.claimed"
 #: The ``type`` header of an operator's skip: a record every fold gives up on, from here on (``events.skips``).
 SKIP_MARKER = "dead_letter.skipped"
+#: The same ``type`` headers as stored (bytes), encoded once: every fold compares every record's with them.
+OWNERSHIP_MARKER_TYPE = OWNERSHIP_MARKER.encode()
+SKIP_MARKER_TYPE = SKIP_MARKER.encode()
 
 
 class UndecodableRecord(ValueError):
@@ -80,7 +83,11 @@ def ownership_marker(owner: str, epoch: int, at: datetime) -> Record:
 
 def marker_of(rec: StoredRecord) -> OwnershipMarker | None:
     """The ownership marker ``rec`` is, or ``None``."""
-    if (dict(rec.headers).get("type")) != OWNERSHIP_MARKER.encode():
+    kind = None
+    for name, value in rec.headers:  # the last ``type`` header, as a dict of the headers would keep
+        if name == "type":
+            kind = value
+    if kind != OWNERSHIP_MARKER_TYPE:
         return None
     try:
         return msgspec.json.decode(rec.value or b"", type=OwnershipMarker)
@@ -101,9 +108,9 @@ def passed_over(rec: StoredRecord) -> str | None:
     for name, value in rec.headers:
         if name == EXPECTED_OFFSET:
             expected = value
-        elif name == "type" and value == OWNERSHIP_MARKER.encode():
+        elif name == "type" and value == OWNERSHIP_MARKER_TYPE:
             return "ownership marker"
-        elif name == "type" and value == SKIP_MARKER.encode():
+        elif name == "type" and value == SKIP_MARKER_TYPE:
             return "skip of a dead letter"
     if expected is not None and expected != str(rec.offset).encode():
         return f"fenced: written for offset {expected.decode('ascii', 'replace')}, landed at {rec.offset}"

@@ -19,7 +19,14 @@ from datetime import datetime
 
 import msgspec
 
-from blackboard.events.codec import CONTENT_TYPE, SKIP_MARKER, UndecodableRecord, from_record, stream_header
+from blackboard.events.codec import (
+    CONTENT_TYPE,
+    SKIP_MARKER,
+    SKIP_MARKER_TYPE,
+    UndecodableRecord,
+    from_record,
+    stream_header,
+)
 from blackboard.events.log import Record, StoredRecord
 
 
@@ -56,7 +63,7 @@ def skip_record(skip: Skip) -> Record:
 
 def skip_of(rec: StoredRecord) -> Skip | None:
     """The skip ``rec`` carries, or ``None`` (not a skip record, or one that does not decode)."""
-    if not any(name == "type" and value == SKIP_MARKER.encode() for name, value in rec.headers):
+    if not any(name == "type" and value == SKIP_MARKER_TYPE for name, value in rec.headers):
         return None
     try:
         skip = msgspec.json.decode(rec.value or b"", type=Skip)
