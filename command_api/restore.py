@@ -22,7 +22,6 @@ from blackboard.command_api.snapshots import (
     decode_snapshot,
     schema_fingerprint,
 )
-from blackboard.events.collector import bulk_gc
 from blackboard.events.log import LogUnavailable, PartitionedLog, StoredRecord, UnknownTopic
 
 log = structlog.get_logger(__name__)
@@ -170,8 +169,9 @@ async def restore_owner(log_: PartitionedLog, owner: PartitionMemory, *, events_
         apply_snapshot(owner, snapshot)
     else:
         owner.reset()
-    with bulk_gc():  # a fold of up to the whole partition: the collector would walk what it builds, again and again
-        events = await replay(log_, events_topic, p, owner.next_offset, events_end, owner.fold_event)
-        results = await replay(log_, results_topic, p, owner.results_offset, results_end, owner.fold_result)
+    # Note: the collector is not held off here as a rebuild holds it (``events/collector.py``): a restore awaits the
+    # log, and everything else on the event loop would run meanwhile with the collector held off and frozen.
+    events = await replay(log_, events_topic, p, owner.next_offset, events_end, owner.fold_event)
+    results = await replay(log_, results_topic, p, owner.results_offset, results_end, owner.fold_result)
     return RestoreInfo(p, snapshot.events_offset if snapshot else None, events, results,
                        time.perf_counter() - started)
