@@ -34,7 +34,7 @@ from rich.table import Table
 
 from benchmarks import lean_http
 from benchmarks.crud_baseline import CrudBlackboard, drive
-from benchmarks.server import Server, cpu_seconds, redis_binary, start_redis
+from benchmarks.server import Server, cpu_seconds, create_projects, redis_binary, start_redis
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 console = Console(width=150)
@@ -160,12 +160,7 @@ async def _main(rounds: int, clients: int, projects: int, commands: int, reads: 
         try:
             await server.ready()
             ids = [f"cmp-{i}" for i in range(projects)]
-            async with httpx.AsyncClient(timeout=30) as client:
-                for pid in ids:
-                    (await client.post(f"{server.url}/v1/commands", json={
-                        "type": "project.create", "stream": f"project:{pid}",
-                        "payload": {"title": pid, "currency": "EUR", "budget_total": "999999999.00"}})
-                     ).raise_for_status()
+            await create_projects(server.url, ids)
             crud = CrudBlackboard(pool, redis)
             await crud.setup(ids)
             await drive(crud, ids, clients, min(500, commands))  # warm-up, both sides

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import lean_http
-from benchmarks.server import Server, cpu_seconds, redis_binary, start_redis
+from benchmarks.server import Server, cpu_seconds, create_projects, redis_binary, start_redis
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 console = Console(width=150)
@@ -168,12 +168,7 @@ async def _main(minutes: float, clients: int, projects: int, every: float) -> No
         try:
             await server.ready()
             ids = [f"mem-{i}" for i in range(projects)]
-            async with httpx.AsyncClient(timeout=30) as client:
-                for pid in ids:
-                    (await client.post(f"{server.url}/v1/commands", json={
-                        "type": "project.create", "stream": f"project:{pid}",
-                        "payload": {"title": pid, "currency": "EUR", "budget_total": "999999999.00"}})
-                     ).raise_for_status()
+            await create_projects(server.url, ids)
             postmaster = _postmaster(pgdata)
             load_avg = os.getloadavg()
             metrics_client = httpx.AsyncClient(timeout=10)

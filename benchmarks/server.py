@@ -78,6 +78,16 @@ class Server:
         self.log.close()
 
 
+async def create_projects(url: str, ids: list[str]) -> None:
+    """Create each project of ``ids`` on the server at ``url``, with a budget no load will exhaust."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        for pid in ids:
+            (await client.post(f"{url}/v1/commands", json={
+                "type": "project.create", "stream": f"project:{pid}",
+                "payload": {"title": pid, "currency": "EUR", "budget_total": "999999999.00"}})
+             ).raise_for_status()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds so far of process ``pid`` and its live descendants (the projector runs in a
     child of ``blackboard up``; PostgreSQL is not among them). Linux ``/proc``; NaN elsewhere."""

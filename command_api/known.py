@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from prometheus_client import Counter, Gauge
@@ -100,7 +100,33 @@ class Arrivals:
         self._gone.clear()
 
 
-class KnownMemory(dict[str, Known]):
+V = TypeVar("V")
+
+
+class _Counted(dict[str, V]):
+    """A dict whose every write and removal goes through ``__setitem__`` and ``__delitem__`` (``setdefault``,
+    ``update`` and ``pop`` too), where a subclass counts arrivals and forgets the oldest."""
+
+    def setdefault(self, command_id: str, default: V) -> V:
+        found = self.get(command_id)
+        if found is None:
+            self[command_id] = found = default
+        return found
+
+    def update(self, other: Any = (), /, **kw: V) -> None:
+        pairs: Iterable[tuple[str, V]] = other.items() if isinstance(other, Mapping) else other
+        for command_id, value in [*pairs, *kw.items()]:
+            self[command_id] = value
+
+    def pop(self, command_id: str, *default: Any) -> Any:
+        if command_id not in self:
+            return super().pop(command_id, *default)
+        found = self[command_id]
+        del self[command_id]
+        return found
+
+
+class KnownMemory(_Counted[Known]):
     """``command_id`` → ``Known``, oldest first, bounded by ``max_count`` entries and ``max_bytes``.
 
     Note: a dict, so reads cost what a dict's cost; every write goes through ``__setitem__``
@@ -128,28 +154,10 @@ class KnownMemory(dict[str, Known]):
         if len(self) > self.max_count or self.bytes > self.max_bytes:
             self._trim()
 
-    def setdefault(self, command_id: str, default: Known) -> Known:
-        found = self.get(command_id)
-        if found is None:
-            self[command_id] = found = default
-        return found
-
-    def update(self, other: Any = (), /, **kw: Known) -> None:
-        pairs: Iterable[tuple[str, Known]] = other.items() if isinstance(other, Mapping) else other
-        for command_id, known in [*pairs, *kw.items()]:
-            self[command_id] = known
-
     def __delitem__(self, command_id: str) -> None:
         super().__delitem__(command_id)
         self.bytes -= self._sizes.pop(command_id)
         self._arrivals.left(command_id)
-
-    def pop(self, command_id: str, *default: Any) -> Any:
-        if command_id not in self:
-            return super().pop(command_id, *default)
-        found = self[command_id]
-        del self[command_id]
-        return found
 
     def bound(self, *, max_count: int, max_bytes: int) -> None:
         """Set the bounds, forgetting at once what is beyond them; the metrics show this memory from now on."""
@@ -185,7 +193,7 @@ class KnownMemory(dict[str, Known]):
                 "max_commands": self.max_count, "max_bytes": self.max_bytes}
 
 
-class BoundedIndex(dict[str, int]):
+class BoundedIndex(_Counted[int]):
     """``command_id`` → partition of the commands decided here, the ``limit`` most recent (oldest forgotten first)."""
 
     def __init__(self, limit: int) -> None:
@@ -203,24 +211,6 @@ class BoundedIndex(dict[str, int]):
     def __delitem__(self, command_id: str) -> None:
         super().__delitem__(command_id)
         self._arrivals.left(command_id)
-
-    def setdefault(self, command_id: str, default: int) -> int:
-        found = self.get(command_id)
-        if found is None:
-            self[command_id] = found = default
-        return found
-
-    def update(self, other: Any = (), /, **kw: int) -> None:
-        pairs: Iterable[tuple[str, int]] = other.items() if isinstance(other, Mapping) else other
-        for command_id, partition in [*pairs, *kw.items()]:
-            self[command_id] = partition
-
-    def pop(self, command_id: str, *default: Any) -> Any:
-        if command_id not in self:
-            return super().pop(command_id, *default)
-        found = self[command_id]
-        del self[command_id]
-        return found
 
     def clear(self) -> None:
         super().clear()
