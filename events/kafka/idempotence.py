@@ -29,6 +29,12 @@ SETTING = "BLACKBOARD_KAFKA_IDEMPOTENCE"
 PRODUCER_ID_SECONDS = 15.0
 
 
+#: The brokers (bootstrap addresses) that refused this process a producer id: ``auto`` does not ask them again.
+#: Note: a refused idempotent start can leave one of aiokafka's connections behind (its sender may still be
+#: opening one while ``stop`` closes the others), so it is tried once per broker per process, not at every start.
+_REFUSED: set[str] = set()
+
+
 class IdempotenceRefused(LogError):
     """The setting asks for the idempotent producer and the broker refused to give it a producer id."""
 
@@ -38,24 +44,27 @@ async def start_producer(make: Callable[[bool], AIOKafkaProducer], mode: Idempot
     """Start ``make(idempotent)`` as ``mode`` asks; return the producer and whether it is idempotent.
 
     ``auto`` tries the idempotent producer and falls back to the plain one, with one warning line,
-    when the broker refuses InitProducerId; ``on`` raises ``IdempotenceRefused`` instead. A broker that
+    when the broker refuses InitProducerId (and, in this process, goes straight to the plain one for that broker
+    from then on); ``on`` raises ``IdempotenceRefused`` instead. A broker that
     cannot be reached raises the client's error in every mode, for the caller to report.
     """
     if mode == "off":
         return await _started(make(False)), False
-    producer = make(True)
-    try:
-        await asyncio.wait_for(producer.start(), PRODUCER_ID_SECONDS)
-        return producer, True
-    except (KafkaConnectionError, TimeoutError):
-        await producer.stop()
-        raise
-    except KafkaError as exc:
-        await producer.stop()
-        if mode == "on":
-            raise IdempotenceRefused(
-                f"the Kafka broker at {where} refused the idempotent producer (InitProducerId: {exc!r}); "
-                f"set {SETTING}=auto or off to run without it") from exc
+    if mode == "on" or where not in _REFUSED:
+        producer = make(True)
+        try:
+            await asyncio.wait_for(producer.start(), PRODUCER_ID_SECONDS)
+            return producer, True
+        except (KafkaConnectionError, TimeoutError):
+            await producer.stop()
+            raise
+        except KafkaError as exc:
+            await producer.stop()
+            _REFUSED.add(where)
+            if mode == "on":
+                raise IdempotenceRefused(
+                    f"the Kafka broker at {where} refused the idempotent producer (InitProducerId: {exc!r}); "
+                    f"set {SETTING}=auto or off to run without it") from exc
     log.warning("kafka_idempotence_off", broker=where, setting=SETTING,
                 reason="the broker refused InitProducerId; producer retries may duplicate a batch")
     return await _started(make(False)), False

@@ -6,10 +6,11 @@ import time
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from structlog.testing import capture_logs
 
 from blackboard.config import Settings
-from blackboard.events.kafka.idempotence import IdempotenceRefused
+from blackboard.events.kafka.idempotence import IdempotenceRefused, start_producer
 from blackboard.events.kafka.log import KafkaLog
 from blackboard.events.log import Record
 from blackboard.startup import wait_for_dependencies
@@ -54,3 +55,19 @@ async def test_a_role_asking_for_it_stops_at_once_instead_of_waiting(kafka_boots
     with pytest.raises(IdempotenceRefused, match="BLACKBOARD_KAFKA_IDEMPOTENCE"):
         await wait_for_dependencies(settings, pg_url, only=frozenset({"kafka"}))
     assert time.monotonic() - began < 20
+
+
+async def test_auto_asks_a_broker_that_refused_only_once_per_process(kafka_bootstrap: str) -> None:
+    """A refused idempotent start can leave one of aiokafka's connections behind, so it is not repeated."""
+    asked: list[bool] = []
+
+    def make(idempotent: bool) -> AIOKafkaProducer:
+        asked.append(idempotent)
+        return AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=idempotent)
+
+    for _ in range(2):
+        with capture_logs() as lines:
+            producer, idempotent = await start_producer(make, "auto", where=kafka_bootstrap)
+        await producer.stop()
+        assert not idempotent and [line["event"] for line in lines].count("kafka_idempotence_off") == 1
+    assert asked.count(True) <= 1 and asked[-1] is False and asked.count(False) == 2
