@@ -143,7 +143,7 @@ async def test_effects_follow_a_saga_the_run_started_through_its_steps(settings:
         saga_event = started["events"][0]["event_id"]
         wanted = {"project.budget_reserved", "saga.step_recorded", "task.created"}
         by_type: dict[str, Any] = {}
-        for _ in range(200):  # the saga manager reserves, then records the step and creates the task
+        for _ in range(600):  # the saga manager reserves, then records the step and creates the task
             effects = await read(client, "/v1/runs/run-a/effects", started["position"])
             by_type = {e["entry"]["type"]: e for e in effects["items"]}
             if wanted <= by_type.keys():
