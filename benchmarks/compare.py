@@ -20,6 +20,7 @@ import asyncio
 import os
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -34,7 +35,7 @@ from rich.table import Table
 
 from benchmarks import lean_http
 from benchmarks.crud_baseline import CrudBlackboard, drive
-from benchmarks.server import Server, cpu_seconds, create_projects, redis_binary, start_redis
+from benchmarks.server import Server, Usage, create_projects, postmaster_pid, redis_binary, start_redis, thread_times
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 console = Console(width=150)
@@ -44,8 +45,11 @@ def _ms(seconds: float) -> float:
     return seconds * 1000
 
 
-async def _service_round(pg_url: str, redis_url: str, projects: int, clients: int, commands: int) -> float:
-    """Commands/s straight into a command service of this process (its own log namespace)."""
+async def _service_round(pg_url: str, redis_url: str, projects: int, clients: int, commands: int,
+                         postgres_pid: int | None) -> Round:
+    """Commands/s straight into a command service of this process (its own log namespace), with the CPU per
+    command of this process (the clients' coroutines included) and of PostgreSQL, and how busy the event loop's
+    thread was (on a CPU, waiting for one)."""
     from pydantic import SecretStr
 
     from blackboard.app import Runtime
@@ -74,9 +78,16 @@ async def _service_round(pg_url: str, redis_url: str, projects: int, clients: in
             for i in todo:
                 await send(f"project:s{i % projects}", "project.add_cost", {"amount": "0.01", "reason": "bench"})
 
-        t0 = time.perf_counter()
+        before, cpu0 = Usage(None, postgres_pid, None), time.process_time()
+        loop0 = thread_times(os.getpid(), threading.get_native_id())
         await asyncio.gather(*(client() for _ in range(clients)))
-        return commands / (time.perf_counter() - t0)
+        after, cpu1 = Usage(None, postgres_pid, None), time.process_time()
+        loop1 = thread_times(os.getpid(), threading.get_native_id())
+        wall = after.wall - before.wall
+        usage = after.per(before, commands)
+        return {"service_rate": commands / wall, "service_us": (cpu1 - cpu0) / commands * 1e6,
+                "service_postgres_us": usage["postgres_us"], "service_loop_on_cpu": (loop1[0] - loop0[0]) / wall,
+                "service_loop_waiting": (loop1[1] - loop0[1]) / wall, "service_machine_busy": usage["machine_busy"]}
     finally:
         await runtime.stop()
 
@@ -103,22 +114,29 @@ async def _freshness(url: str, projects: list[str], until: float) -> list[float]
 Round = dict[str, float]
 
 
-async def _http_round(server: Server, projects: list[str], clients: int, commands: int, reads: int,
-                      seconds: float) -> Round:
+async def _http_round(server: Server, pids: tuple[int | None, int | None], projects: list[str], clients: int,
+                      commands: int, reads: int, seconds: float) -> Round:
     figures: Round = {}
+
+    def usage() -> Usage:
+        return Usage(server.proc.pid, *pids)
+
     load = lean_http.Load("127.0.0.1", server.port, "add_cost", projects, clients, requests=commands)
-    before = cpu_seconds(server.proc.pid)
+    before = usage()
     writes = await asyncio.to_thread(lean_http.run, load)
-    figures.update(_http_figures("w1_http", writes, cpu_seconds(server.proc.pid) - before))
+    figures.update(_http_figures("w1_http", writes, usage().per(before, writes.rate * writes.elapsed)))
+    before = usage()
     peak = await asyncio.to_thread(lean_http.run, msgspec.structs.replace(load, kind="get_project", requests=reads))
-    figures.update(_http_figures("read_peak", peak, float("nan")))
+    figures.update(_http_figures("read_peak", peak, usage().per(before, peak.rate * peak.elapsed)))
     # Reads at 1,000/s while writes run at half their peak; freshness probed meanwhile.
     half = msgspec.structs.replace(load, requests=0, rate=writes.rate / 2, seconds=seconds)
     steady = msgspec.structs.replace(load, kind="get_project", requests=0, rate=1000.0, seconds=seconds, connections=8)
+    before = usage()
     mixed_writes, mixed_reads, lags = await asyncio.gather(
         asyncio.to_thread(lean_http.run, half, 1), asyncio.to_thread(lean_http.run, steady, 1),
         _freshness(server.url, projects, time.perf_counter() + seconds))
-    figures.update(_http_figures("read_mixed", mixed_reads, float("nan")))
+    answered = mixed_reads.rate * mixed_reads.elapsed
+    figures.update(_http_figures("read_mixed", mixed_reads, usage().per(before, answered)))
     figures["mixed_write_rate"] = mixed_writes.rate
     ordered = sorted(lags)
     figures["freshness_p50_ms"] = _ms(ordered[len(ordered) // 2]) if ordered else float("nan")
@@ -127,7 +145,7 @@ async def _http_round(server: Server, projects: list[str], clients: int, command
     return figures
 
 
-def _http_figures(name: str, result: lean_http.Result, server_cpu: float) -> dict[str, float]:
+def _http_figures(name: str, result: lean_http.Result, usage: dict[str, float]) -> dict[str, float]:
     cores = os.cpu_count() or 1
     bad = sum(n for status, n in result.statuses.items() if status >= 500)
     if bad:
@@ -135,7 +153,7 @@ def _http_figures(name: str, result: lean_http.Result, server_cpu: float) -> dic
     return {f"{name}_rate": result.rate, f"{name}_p50_ms": _ms(result.percentile(0.5)),
             f"{name}_p99_ms": _ms(result.percentile(0.99)),
             f"{name}_generator_cpu": result.cpu_seconds / (result.elapsed * cores),
-            f"{name}_server_cpu": server_cpu / result.elapsed}
+            **{f"{name}_{key}": value for key, value in usage.items()}}
 
 
 async def _crud_round(crud: CrudBlackboard, projects: list[str], clients: int, commands: int) -> Round:
@@ -152,6 +170,7 @@ async def _main(rounds: int, clients: int, projects: int, commands: int, reads: 
     with tempfile.TemporaryDirectory(prefix="blackboard-bench-") as tmp:
         os.chmod(tmp, 0o755)
         pg_url = start_embedded_postgres(Path(tmp))
+        postgres = postmaster_pid(Path(tmp) / "postgres")
         redis_proc, redis_url = start_redis(binary, Path(tmp))
         server = Server({"BLACKBOARD_POSTGRES_URL": pg_url, "BLACKBOARD_DATA_DIR": tmp,
                          "BLACKBOARD_REDIS_URL": redis_url}, [])
@@ -169,8 +188,9 @@ async def _main(rounds: int, clients: int, projects: int, commands: int, reads: 
             results: list[Round] = []
             for n in range(rounds):
                 figures = await _crud_round(crud, ids, clients, commands)
-                figures["service_rate"] = await _service_round(pg_url, redis_url, projects, clients, commands)
-                figures.update(await _http_round(server, ids, clients, commands, reads, seconds))
+                figures.update(await _service_round(pg_url, redis_url, projects, clients, commands, postgres))
+                figures.update(await _http_round(server, (postgres, redis_proc.pid), ids, clients, commands, reads,
+                                                 seconds))
                 results.append(figures)
                 console.print(f"round {n + 1}: " + ", ".join(f"{k}={v:.3g}" for k, v in figures.items()))
         finally:
@@ -193,6 +213,17 @@ def _table(results: list[Round], clients: int, projects: int, commands: int) -> 
     def runs(key: str, per: str | None = None) -> str:
         return ", ".join(f"{(r[key] / r[per]) if per else r[key]:.2f}" for r in results)
 
+    cores = os.cpu_count() or 1
+
+    def where(table: Table, name: str, what: str) -> None:
+        """Where the CPU went during one HTTP measure: the limit shows as a thread or the machine near 100 %."""
+        table.add_row(f"  CPU µs per {what}: server (projector child included) / PostgreSQL / Redis",
+                      f"{med(name + '_server_us'):.0f} / {med(name + '_postgres_us'):.0f} / "
+                      f"{med(name + '_redis_us'):.0f}", "", "", "")
+        table.add_row("  the server's event loop: on a CPU + waiting for one; machine busy; generator",
+                      f"{med(name + '_loop_on_cpu'):.0%} + {med(name + '_loop_waiting'):.0%}; "
+                      f"{med(name + '_machine_busy'):.0%}; {med(name + '_generator_cpu'):.0%}", "", "", "")
+
     table = Table(title=f"blackboard bench --suite compare — {len(results)} interleaved rounds, {clients} clients, "
                         f"{projects} projects, {commands} add_cost per measure ({os.cpu_count()} cores)")
     for col in ("measure", "median", "vs CRUD (median of rounds)", "target", "rounds"):
@@ -204,15 +235,25 @@ def _table(results: list[Round], clients: int, projects: int, commands: int) -> 
                   "≥ 1.0×", runs("w1_http_rate", "crud_rate"))
     table.add_row("W1 over HTTP p50 / p99 ms", f"{med('w1_http_p50_ms'):.1f} / {med('w1_http_p99_ms'):.1f}", "",
                   "p99 ≤ 20", runs("w1_http_p99_ms"))
-    table.add_row("  generator / server CPU (share of the machine / of one core, projector child included)",
-                  f"{med('w1_http_generator_cpu'):.0%} / {med('w1_http_server_cpu'):.0%}", "", "", "")
+    where(table, "w1_http", "command")
     table.add_row("W1 into the command service, commands/s", f"{med('service_rate'):.0f}",
                   f"{ratio('service_rate'):.2f}×", "≥ 3×", runs("service_rate", "crud_rate"))
+    table.add_row("  CPU µs per command: this process (its clients included) / PostgreSQL",
+                  f"{med('service_us'):.0f} / {med('service_postgres_us'):.0f}", "", "", "")
+    table.add_row("  its event loop's thread: on a CPU + waiting for one; machine busy",
+                  f"{med('service_loop_on_cpu'):.0%} + {med('service_loop_waiting'):.0%}; "
+                  f"{med('service_machine_busy'):.0%}", "", "", "")
     table.add_row("cached read peak, reads/s", f"{med('read_peak_rate'):.0f}", "", "≥ 5,000", runs("read_peak_rate"))
-    table.add_row("  generator CPU", f"{med('read_peak_generator_cpu'):.0%}", "", "", "")
+    where(table, "read_peak", "read")
     table.add_row("cached read at 1,000/s under writes at half peak, p50 / p99 ms",
                   f"{med('read_mixed_p50_ms'):.2f} / {med('read_mixed_p99_ms'):.2f}", "", "p99 ≤ 2",
                   runs("read_mixed_p99_ms"))
+    table.add_row("  CPU, shares of one core: server / PostgreSQL / Redis / generators",
+                  f"{med('read_mixed_server_core'):.0%} / {med('read_mixed_postgres_core'):.0%} / "
+                  f"{med('read_mixed_redis_core'):.0%} / {med('read_mixed_generator_cpu') * cores:.0%}", "", "", "")
+    table.add_row("  the server's event loop: on a CPU + waiting for one; machine busy",
+                  f"{med('read_mixed_loop_on_cpu'):.0%} + {med('read_mixed_loop_waiting'):.0%}; "
+                  f"{med('read_mixed_machine_busy'):.0%}", "", "", "")
     table.add_row("freshness under writes, p50 / p99 ms",
                   f"{med('freshness_p50_ms'):.1f} / {med('freshness_p99_ms'):.1f}", "", "p99 ≤ 50",
                   runs("freshness_p99_ms"))

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import lean_http
-from benchmarks.server import Server, cpu_seconds, create_projects, redis_binary, start_redis
+from benchmarks.server import Server, cpu_seconds, create_projects, postmaster_pid, redis_binary, start_redis
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 console = Console(width=150)
@@ -140,13 +140,6 @@ def _command(pid: int) -> str:
     return " ".join([Path(words[0]).name, *words[1:]])[:70] if words else "?"
 
 
-def _postmaster(pgdata: Path) -> int | None:
-    try:
-        return int((pgdata / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _mb(n: float) -> str:
     return f"{n / MB:,.1f} MB"
 
@@ -169,7 +162,7 @@ async def _main(minutes: float, clients: int, projects: int, every: float) -> No
             await server.ready()
             ids = [f"mem-{i}" for i in range(projects)]
             await create_projects(server.url, ids)
-            postmaster = _postmaster(pgdata)
+            postmaster = postmaster_pid(pgdata)
             load_avg = os.getloadavg()
             metrics_client = httpx.AsyncClient(timeout=10)
             before = sample(0.0, server.proc.pid, postmaster, redis_proc.pid,

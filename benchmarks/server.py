@@ -100,6 +100,63 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(c for c in (cpu_seconds(int(child)) for child in children) if c == c)
 
 
+def machine_busy() -> tuple[float, float]:
+    """The machine's busy and total CPU time so far, in clock ticks of all cores (Linux ``/proc/stat``)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return float("nan"), float("nan")
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return total - ticks[3] - ticks[4], total
+
+
+def thread_times(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """Seconds thread ``tid`` of ``pid`` (by default its main thread: the server's event loop) has spent on a CPU
+    and ready to run but waiting for one (Linux ``/proc/<pid>/task/<tid>/schedstat``; NaN elsewhere). A thread
+    whose two add up to the whole wall time was never idle: that thread is the limit."""
+    try:
+        on, waiting = Path(f"/proc/{pid}/task/{tid or pid}/schedstat").read_text().split()[:2]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    return int(on) / 1e9, int(waiting) / 1e9
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The PostgreSQL postmaster's pid from its data directory (its backends are its children)."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Usage:
+    """Where the CPU went while a load ran: take one before and one after, then :meth:`per` the difference.
+
+    The server's process tree (``blackboard up`` and its projector child), PostgreSQL's, Redis's, the server's
+    event-loop thread (on a CPU, waiting for one) and the whole machine; per operation and as shares."""
+
+    def __init__(self, server_pid: int | None, postgres_pid: int | None, redis_pid: int | None) -> None:
+        self.pids = (server_pid, postgres_pid, redis_pid)
+        self.wall = time.perf_counter()
+        self.cpu = [cpu_seconds(pid) if pid else float("nan") for pid in self.pids]
+        self.loop = thread_times(server_pid) if server_pid else (float("nan"), float("nan"))
+        self.machine = machine_busy()
+
+    def per(self, before: Usage, operations: float) -> dict[str, float]:
+        """Figures from ``before`` to this one: µs of CPU per operation of each process tree, their shares of one
+        core, the event loop's on-CPU and waiting shares of the wall time, and the machine's busy share."""
+        wall = self.wall - before.wall
+        figures: dict[str, float] = {}
+        for name, now, then in zip(("server", "postgres", "redis"), self.cpu, before.cpu, strict=True):
+            figures[f"{name}_us"] = (now - then) / operations * 1e6 if operations else float("nan")
+            figures[f"{name}_core"] = (now - then) / wall
+        figures["loop_on_cpu"] = (self.loop[0] - before.loop[0]) / wall
+        figures["loop_waiting"] = (self.loop[1] - before.loop[1]) / wall
+        busy, total = self.machine[0] - before.machine[0], self.machine[1] - before.machine[1]
+        figures["machine_busy"] = busy / total if total > 0 else float("nan")
+        return figures
+
+
 def pct(values: list[float], q: float) -> float:
     """The ``q`` quantile of ``values`` (the value at that rank, no interpolation)."""
     ordered = sorted(values)

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import lean_http
-from benchmarks.server import Server, cpu_seconds, redis_binary, start_redis
+from benchmarks.server import Server, cpu_seconds, machine_busy, redis_binary, start_redis, thread_times
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 console = Console(width=150)
@@ -63,25 +63,6 @@ class Tenant:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
-
-
-def _machine_busy() -> tuple[float, float]:
-    """The machine's busy and total CPU time so far, in clock ticks of all cores (Linux ``/proc/stat``)."""
-    try:
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return float("nan"), float("nan")
-    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
-    return total - ticks[3] - ticks[4], total
-
-
-def _waited(pid: int) -> float:
-    """Seconds the main thread of ``pid`` (the server's event loop) has spent ready to run but waiting for a CPU
-    (Linux ``/proc/<pid>/schedstat``; NaN elsewhere)."""
-    try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
 async def _create_project(url: str, tenant: Tenant) -> None:
@@ -112,14 +93,15 @@ async def _phase(server: Server, redis_pid: int, a: Tenant, b: Tenant, *, second
         on it: these, the generators, PostgreSQL, other work)."""
         pid = server.proc.pid
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        server0, redis0, waited0, t0 = cpu_seconds(pid), cpu_seconds(redis_pid), _waited(pid), time.perf_counter()
-        busy0, total0 = _machine_busy()
+        server0, redis0, waited0 = cpu_seconds(pid), cpu_seconds(redis_pid), thread_times(pid)[1]
+        t0 = time.perf_counter()
+        busy0, total0 = machine_busy()
         await asyncio.sleep(seconds)
         wall = time.perf_counter() - t0
-        busy1, total1 = _machine_busy()
+        busy1, total1 = machine_busy()
         machine = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
         return ((cpu_seconds(pid) - server0) / wall, (cpu_seconds(redis_pid) - redis0) / wall,
-                (_waited(pid) - waited0) / wall, machine)
+                (thread_times(pid)[1] - waited0) / wall, machine)
 
     load_before = os.getloadavg()[0]
     flooded: lean_http.Result | None = None
