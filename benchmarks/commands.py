@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 from rich.table import Table
 
-from benchmarks.server import Server, console, pct
+from benchmarks.server import Server, Usage, busiest, console, pct, postmaster_pid, process_tree, thread_busy
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 
@@ -135,8 +135,13 @@ async def _service_runs(pg_url: str, clients: int, commands: int, projects: int,
     return rates
 
 
-async def _projector_runs(env: dict[str, str], pg_url: str, backlog: int, clients: int, runs: int) -> list[float]:
-    rates = []
+async def _projector_runs(env: dict[str, str], pg_url: str, pgdata: Path, backlog: int, clients: int,
+                          runs: int) -> list[dict[str, float]]:
+    """Each run: events/s of a projector-only process catching up a backlog, with where its CPU went (µs per
+    event of its process tree and of PostgreSQL) and how busy its busiest thread was (on a CPU, waiting for one):
+    a thread near 100 % of the wall time is the limit."""
+    results = []
+    postgres = postmaster_pid(pgdata)
     for run in range(runs):
         writer = Server(env, ["command", "query"])
         await writer.ready()
@@ -149,13 +154,20 @@ async def _projector_runs(env: dict[str, str], pg_url: str, backlog: int, client
         target = await _log_size(pg_url)
         projector = Server(env, ["projector"])
         await projector.ready()
-        t0 = time.perf_counter()
+        threads = thread_busy(process_tree(projector.proc.pid))
+        before = Usage(projector.proc.pid, postgres, None)
         start = await _projected(pg_url, "blackboard")
         while (done := await _projected(pg_url, "blackboard")) < target:
             await asyncio.sleep(0.05)
-        rates.append((done - start) / (time.perf_counter() - t0))
+        after = Usage(projector.proc.pid, postgres, None)
+        wall = after.wall - before.wall
+        on_cpu, waiting = busiest(threads, thread_busy(process_tree(projector.proc.pid)), wall)
+        usage = after.per(before, done - start)
+        results.append({"rate": (done - start) / wall, "projector_us": usage["server_us"],
+                        "postgres_us": usage["postgres_us"], "thread_on_cpu": on_cpu, "thread_waiting": waiting,
+                        "machine_busy": usage["machine_busy"]})
         projector.stop()
-    return rates
+    return results
 
 
 async def _main(clients: int, commands: int, projects: int, backlog: int, runs: int) -> None:
@@ -175,7 +187,7 @@ async def _main(clients: int, commands: int, projects: int, backlog: int, runs: 
             console.print(f"[bold]Projector catch-up[/]: {backlog} events appended with the projector stopped, "
                           "then a projector-only process started; events/s from its readiness to the last "
                           f"offset applied (PostgreSQL log → PostgreSQL read models), {runs} runs.")
-            proj = await _projector_runs(env, pg_url, backlog, clients, runs)
+            proj = await _projector_runs(env, pg_url, Path(tmp) / "postgres", backlog, clients, runs)
         finally:
             stop_embedded_postgres(Path(tmp) / "postgres")
     table = Table(title=f"blackboard bench — median of {runs} runs ({os.cpu_count()} cores)")
@@ -188,7 +200,17 @@ async def _main(clients: int, commands: int, projects: int, backlog: int, runs: 
     table.add_row("command p99 ms", f"{statistics.median(r[2] for r in cmd):.1f}",
                   ", ".join(f"{r[2]:.1f}" for r in cmd))
     table.add_row("commands/s without HTTP", f"{statistics.median(svc):.0f}", ", ".join(f"{r:.0f}" for r in svc))
-    table.add_row("projector events/s", f"{statistics.median(proj):.0f}", ", ".join(f"{r:.0f}" for r in proj))
+    table.add_row("projector events/s", f"{statistics.median(r['rate'] for r in proj):.0f}",
+                  ", ".join(f"{r['rate']:.0f}" for r in proj))
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in proj)
+
+    table.add_row("  CPU µs per event: projector / PostgreSQL", f"{med('projector_us'):.1f} / {med('postgres_us'):.1f}",
+                  ", ".join(f"{r['projector_us']:.1f} / {r['postgres_us']:.1f}" for r in proj))
+    table.add_row("  its busiest thread: on a CPU + waiting for one; machine busy",
+                  f"{med('thread_on_cpu'):.0%} + {med('thread_waiting'):.0%}; {med('machine_busy'):.0%}",
+                  ", ".join(f"{r['thread_on_cpu']:.0%} + {r['thread_waiting']:.0%}" for r in proj))
     console.print(table)
 
 

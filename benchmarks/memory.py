@@ -30,30 +30,21 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import lean_http
-from benchmarks.server import Server, cpu_seconds, create_projects, postmaster_pid, redis_binary, start_redis
+from benchmarks.server import (
+    Server,
+    cpu_seconds,
+    create_projects,
+    postmaster_pid,
+    process_tree,
+    redis_binary,
+    start_redis,
+)
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 
 console = Console(width=150)
 MB = 1024 * 1024
 #: The end may exceed the RSS after the warm-up by this share and still count as flat.
 FLAT_WITHIN = 0.05
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (children of any of their threads), from ``/proc``."""
-    found = [pid]
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    for task in tasks:
-        try:
-            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found += process_tree(int(child))
-    return found
 
 
 def _status_kb(pid: int, field: str) -> int:

@@ -100,6 +100,47 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(c for c in (cpu_seconds(int(child)) for child in children) if c == c)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (children of any of their threads), from ``/proc``."""
+    found = [pid]
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found += process_tree(int(child))
+    return found
+
+
+def thread_busy(pids: list[int]) -> dict[tuple[int, int], tuple[float, float]]:
+    """:func:`thread_times` of every thread of ``pids``, by (pid, tid): take it before and after a load and
+    :func:`busiest` finds the thread that was closest to a whole core."""
+    found = {}
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            found[(pid, tid)] = thread_times(pid, tid)
+    return found
+
+
+def busiest(before: dict[tuple[int, int], tuple[float, float]], after: dict[tuple[int, int], tuple[float, float]],
+            wall: float) -> tuple[float, float]:
+    """The thread with the most time on a CPU between two :func:`thread_busy`: its shares of ``wall`` on a CPU
+    and waiting for one."""
+    deltas = [(on - before[key][0], waiting - before[key][1])
+              for key, (on, waiting) in after.items() if key in before]
+    on, waiting = max(deltas, default=(float("nan"), float("nan")))
+    return on / wall, waiting / wall
+
+
 def machine_busy() -> tuple[float, float]:
     """The machine's busy and total CPU time so far, in clock ticks of all cores (Linux ``/proc/stat``)."""
     try:

@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from benchmarks.memory import process_tree, tree_rss
+from benchmarks.memory import tree_rss
+from benchmarks.server import busiest, process_tree, thread_busy
 
 
 def test_the_tree_holds_a_child_and_the_resident_memory_of_each() -> None:
@@ -18,3 +19,29 @@ def test_the_tree_holds_a_child_and_the_resident_memory_of_each() -> None:
         finally:
             child.kill()
     assert child.pid not in process_tree(os.getpid())
+
+
+def test_the_busiest_thread_is_the_one_that_spun() -> None:
+    import threading
+    import time
+
+    done = threading.Event()
+
+    def spin() -> None:
+        while not done.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    before, t0 = thread_busy([os.getpid()]), time.perf_counter()
+    spinner.start()
+    try:
+        time.sleep(0.4)  # the main thread idles meanwhile
+        after = thread_busy([os.getpid()])
+        wall = time.perf_counter() - t0
+    finally:
+        done.set()
+        spinner.join()
+    # A thread born during the load is not compared (it has no "before"); the spinner is.
+    before[(os.getpid(), spinner.native_id or 0)] = (0.0, 0.0)
+    on_cpu, waiting = busiest(before, after, wall)
+    assert on_cpu + waiting > 0.6  # running or runnable nearly all the time; the idle main thread is far below
