@@ -27,6 +27,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.server import ThreadSampler, cpu_seconds, machine_busy, postmaster_pid, process_tree
 from blackboard.connect import quiet_logging
 from blackboard.embedded import start_embedded_postgres, stop_embedded_postgres
 from blackboard.events.codec import to_record
@@ -44,7 +45,7 @@ from blackboard.schemas.project import CostAdded, ProjectCreated, ShotUpdated
 from blackboard.schemas.registry import encode_payload, event_name, schema_version_of
 from blackboard.schemas.task import TaskCreated, TaskStatusChanged
 
-console = Console()
+console = Console(width=160)
 PARTITIONS = 8
 TOPIC = "events"
 BASE = "bench"
@@ -168,10 +169,19 @@ async def _quiet(pg_url: str) -> None:
         await conn.close()
 
 
+def _own_cpu(postgres: int | None) -> float:
+    """CPU seconds of this process and its workers (live or ended), PostgreSQL left out should it be a child."""
+    own = cpu_seconds(os.getpid())
+    if postgres and postgres in process_tree(os.getpid()):
+        own -= cpu_seconds(postgres)
+    return own
+
+
 async def _main(events: int, runs: int, batch_size: int, workers: int | None) -> None:
     with tempfile.TemporaryDirectory(prefix="blackboard-bench-") as tmp:
         os.chmod(tmp, 0o755)
         pg_url = start_embedded_postgres(Path(tmp))
+        postgres = postmaster_pid(Path(tmp) / "postgres")
         try:
             log = PostgresLog(pg_url, schema="bench_log")
             await log.start()
@@ -190,17 +200,28 @@ async def _main(events: int, runs: int, batch_size: int, workers: int | None) ->
                     await _quiet(pg_url)
                     bulk = await copy_rate(pg_url, min(total, 1_000_000), as_rebuilt=True)
                     await _quiet(pg_url)
-                    report = await replay(log, pg_url, base=BASE, topic=TOPIC, batch_size=batch_size,
-                                          handover_seconds=0.0, workers=workers,
-                                          open_log=functools.partial(PostgresLog, pg_url, schema="bench_log"),
-                                          worker_setup=quiet_logging)
+                    cpu0 = _own_cpu(postgres), cpu_seconds(postgres) if postgres else float("nan")
+                    busy0 = machine_busy()
+                    async with ThreadSampler(os.getpid()) as sampler:
+                        report = await replay(log, pg_url, base=BASE, topic=TOPIC, batch_size=batch_size,
+                                              handover_seconds=0.0, workers=workers,
+                                              open_log=functools.partial(PostgresLog, pg_url, schema="bench_log"),
+                                              worker_setup=quiet_logging)
+                    busy1 = machine_busy()
+                    on_cpu, waiting = sampler.busiest()
+                    usage = {"python_us": (_own_cpu(postgres) - cpu0[0]) / total * 1e6,
+                             "postgres_us": ((cpu_seconds(postgres) if postgres else float("nan")) - cpu0[1])
+                             / total * 1e6,
+                             "on_cpu": on_cpu, "waiting": waiting,
+                             "machine": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])}
                     assert report.records == total, (report.records, total)
                     conn = await asyncpg.connect(pg_url)
                     try:
                         await generations.drop(conn, BASE)
                     finally:
                         await conn.close()
-                    results.append({"raw": raw, "copy": copy, "bulk": bulk, "replay": report.events_per_second})
+                    results.append({"raw": raw, "copy": copy, "bulk": bulk, "replay": report.events_per_second,
+                                    **usage})
                     used = report.workers
                     console.print(f"  run {run + 1}: log read {raw:,.0f} records/s, COPY {copy:,.0f} rows/s "
                                   f"({bulk:,.0f} as rebuilt), "
@@ -221,6 +242,16 @@ async def _main(events: int, runs: int, batch_size: int, workers: int | None) ->
                        ("replay", "replay end to end, events/s")):
         values = [r[key] for r in results]
         table.add_row(label, f"{statistics.median(values):,.0f}", ", ".join(f"{v:,.0f}" for v in values))
+
+    def med(key: str) -> float:
+        return float(statistics.median(r[key] for r in results))
+
+    table.add_row("  CPU µs per event: this process and its workers / PostgreSQL",
+                  f"{med('python_us'):.1f} / {med('postgres_us'):.1f}",
+                  ", ".join(f"{r['python_us']:.1f} / {r['postgres_us']:.1f}" for r in results))
+    table.add_row("  the busiest thread: on a CPU + waiting for one; machine busy",
+                  f"{med('on_cpu'):.0%} + {med('waiting'):.0%}; {med('machine'):.0%}",
+                  ", ".join(f"{r['on_cpu']:.0%} + {r['waiting']:.0%}; {r['machine']:.0%}" for r in results))
     console.print(table)
     console.print("Replay end to end = migrate a new schema, read + decode + fold + write every event "
                   "(rows, change log by COPY, offsets) in batches, build the indexes left out of the catch-up, "

@@ -19,6 +19,7 @@ import asyncio
 import os
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.server import cpu_seconds, postmaster_pid, thread_times
 from blackboard.command_api.known import MAX_COMMANDS as KNOWN_WINDOW
 from blackboard.command_api.owner import PartitionOwner
 from blackboard.command_api.restore import restore_owner
@@ -43,7 +45,7 @@ from blackboard.schemas.envelope import Envelope, stream_partition_key
 from blackboard.schemas.project import CostAdded, ProjectCreated
 from blackboard.schemas.registry import encode_payload, event_name, schema_version_of
 
-console = Console()
+console = Console(width=160)
 PARTITION = 0
 #: Records per append at most; the byte limit of a batch usually ends it first.
 BATCH_RECORDS = 5000
@@ -56,6 +58,9 @@ class Measure(msgspec.Struct, frozen=True):
     events: int
     snapshot_bytes: int
     seconds: list[float]
+    #: Each run's CPU: µs per event covered of this process and of PostgreSQL (when it is the log), and the
+    #: restoring thread's shares of the wall time on a CPU and waiting for one (near 100 % in all: the limit).
+    usage: list[dict[str, float]] = []
 
     @property
     def median(self) -> float:
@@ -139,17 +144,25 @@ def _record_limit(log: PartitionedLog) -> int:
     return int(getattr(log, "max_record_bytes", 1_048_576))
 
 
-async def _time_restore(log: PartitionedLog, topics: Topics, snapshots_topic: str | None,
-                        expect_events: int) -> float:
+async def _time_restore(log: PartitionedLog, topics: Topics, snapshots_topic: str | None, expect_events: int,
+                        covered: int, postgres_pid: int | None) -> tuple[float, dict[str, float]]:
     owner = _owner(log, topics)
+    here = os.getpid(), threading.get_native_id()
+    cpu0, thread0 = time.process_time(), thread_times(*here)
+    pg0 = cpu_seconds(postgres_pid) if postgres_pid else float("nan")
     info = await restore_owner(log, owner, events_topic=topics.events, results_topic=topics.results,
                                snapshots_topic=snapshots_topic)
+    cpu1, thread1 = time.process_time(), thread_times(*here)
+    pg1 = cpu_seconds(postgres_pid) if postgres_pid else float("nan")
     if info.events_replayed != expect_events:
         raise AssertionError(f"replayed {info.events_replayed} events, expected {expect_events}")
-    return info.seconds
+    return info.seconds, {"python_us": (cpu1 - cpu0) / covered * 1e6, "postgres_us": (pg1 - pg0) / covered * 1e6,
+                          "on_cpu": (thread1[0] - thread0[0]) / info.seconds,
+                          "waiting": (thread1[1] - thread0[1]) / info.seconds}
 
 
-async def measure(log: PartitionedLog, *, events: int, streams: int, runs: int, prefix: str = "") -> RestoreBench:
+async def measure(log: PartitionedLog, *, events: int, streams: int, runs: int, prefix: str = "",
+                  postgres_pid: int | None = None) -> RestoreBench:
     """Seed one partition with ``events`` events over ``streams`` projects and time the three restores."""
     tag = prefix or f"rb{uuid.uuid4().hex[:8]}."
     topics = Topics(f"{tag}events", f"{tag}command-results", f"{tag}snapshots-end", f"{tag}snapshots-90")
@@ -169,18 +182,19 @@ async def measure(log: PartitionedLog, *, events: int, streams: int, runs: int, 
     bytes_end = await _snapshot(log, topics, topics.snapshots_end)
     full, at_end, at_90 = [], [], []
     for _ in range(runs):
-        full.append(await _time_restore(log, topics, None, events))
-        at_end.append(await _time_restore(log, topics, topics.snapshots_end, 0))
-        at_90.append(await _time_restore(log, topics, topics.snapshots_90, events - head))
+        full.append(await _time_restore(log, topics, None, events, events, postgres_pid))
+        at_end.append(await _time_restore(log, topics, topics.snapshots_end, 0, events, postgres_pid))
+        at_90.append(await _time_restore(log, topics, topics.snapshots_90, events - head, events, postgres_pid))
     return RestoreBench(log.engine, events, streams, seed_seconds, [
-        Measure("(a) full log, no snapshot", events, 0, full),
-        Measure("(b) snapshot at the end, empty tail", 0, bytes_end, at_end),
-        Measure("(c) snapshot at 90%, 10% tail", events - head, bytes_90, at_90),
+        Measure(label, replayed, size, [seconds for seconds, _ in runs_], [usage for _, usage in runs_])
+        for label, replayed, size, runs_ in (("(a) full log, no snapshot", events, 0, full),
+                                             ("(b) snapshot at the end, empty tail", 0, bytes_end, at_end),
+                                             ("(c) snapshot at 90%, 10% tail", events - head, bytes_90, at_90))
     ])
 
 
 @asynccontextmanager
-async def _log(settings: Settings) -> AsyncIterator[PartitionedLog]:
+async def _log(settings: Settings) -> AsyncIterator[tuple[PartitionedLog, int | None]]:
     """Kafka when configured, else the PostgreSQL log on an embedded PostgreSQL in a temporary directory."""
     if settings.kafka_bootstrap_servers:
         from blackboard.events.kafka import KafkaLog
@@ -188,7 +202,7 @@ async def _log(settings: Settings) -> AsyncIterator[PartitionedLog]:
         kafka = KafkaLog(settings.kafka_bootstrap_servers)
         await kafka.start()
         try:
-            yield kafka
+            yield kafka, None
         finally:
             await kafka.close()
         return
@@ -200,7 +214,7 @@ async def _log(settings: Settings) -> AsyncIterator[PartitionedLog]:
         pg = PostgresLog(start_embedded_postgres(Path(tmp)), schema="bench_log")
         try:
             await pg.start()
-            yield pg
+            yield pg, postmaster_pid(Path(tmp) / "postgres")
         finally:
             await pg.close()
             stop_embedded_postgres(Path(tmp) / "postgres")
@@ -211,11 +225,17 @@ def report(bench: RestoreBench, runs: int) -> None:
     table = Table(title=f"blackboard bench --suite restore: {bench.events:,} events over {bench.streams:,} project "
                         f"streams in one partition, {bench.engine} log, median of {runs} runs "
                         f"({os.cpu_count()} cores)")
-    for col in ("restore", "events replayed", "snapshot bytes", "seconds", "events/s of the log", "runs (s)"):
+    for col in ("restore", "events replayed", "snapshot bytes", "seconds", "events/s of the log", "runs (s)",
+                "CPU µs per event: Python / PostgreSQL", "its thread: on a CPU + waiting"):
         table.add_column(col)
     for m in bench.measures:
+        def med(key: str, m: Measure = m) -> float:
+            return float(statistics.median(u[key] for u in m.usage)) if m.usage else float("nan")
+
         table.add_row(m.label, f"{m.events:,}", f"{m.snapshot_bytes:,}", f"{m.median:.2f}",
-                      f"{bench.events / m.median:,.0f}", ", ".join(f"{s:.2f}" for s in m.seconds))
+                      f"{bench.events / m.median:,.0f}", ", ".join(f"{s:.2f}" for s in m.seconds),
+                      f"{med('python_us'):.1f} / {med('postgres_us'):.1f}",
+                      f"{med('on_cpu'):.0%} + {med('waiting'):.0%}")
     console.print(table)
     console.print(
         f"Seeded in {bench.seed_seconds:.0f} s (each event its own command). Each restore is restore_owner on a "
@@ -227,9 +247,9 @@ def report(bench: RestoreBench, runs: int) -> None:
 
 async def _main(events: int, streams: int, runs: int) -> None:
     settings = Settings()
-    async with _log(settings) as log:
+    async with _log(settings) as (log, postgres_pid):
         console.print(f"Seeding one partition of the {log.engine} log with {events:,} events…")
-        bench = await measure(log, events=events, streams=streams, runs=runs)
+        bench = await measure(log, events=events, streams=streams, runs=runs, postgres_pid=postgres_pid)
     report(bench, runs)
 
 

@@ -89,14 +89,15 @@ async def create_projects(url: str, ids: list[str]) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds so far of process ``pid`` and its live descendants (the projector runs in a
-    child of ``blackboard up``; PostgreSQL is not among them). Linux ``/proc``; NaN elsewhere."""
+    """User + system CPU seconds so far of process ``pid``, its children that ended and were waited for, and its
+    live descendants (the projector runs in a child of ``blackboard up``, a rebuild's catch-up in workers, a
+    PostgreSQL backend in a child of the postmaster). Linux ``/proc``; NaN elsewhere."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return float("nan")
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
     return own + sum(c for c in (cpu_seconds(int(child)) for child in children) if c == c)
 
 
@@ -139,6 +140,47 @@ def busiest(before: dict[tuple[int, int], tuple[float, float]], after: dict[tupl
               for key, (on, waiting) in after.items() if key in before]
     on, waiting = max(deltas, default=(float("nan"), float("nan")))
     return on / wall, waiting / wall
+
+
+class ThreadSampler:
+    """Reads :func:`thread_busy` of a process tree every ``every`` seconds while a load runs, so that threads of
+    processes that end before the load does (a rebuild's workers) are still counted: :meth:`busiest` is the
+    thread closest to a whole core over the sampled time."""
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        self.pid, self.every = pid, every
+        self.first: dict[tuple[int, int], tuple[float, float]] = {}
+        self.last: dict[tuple[int, int], tuple[float, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.wall = 0.0
+        self.started = False
+
+    def _sample(self) -> None:
+        for key, times in thread_busy(process_tree(self.pid)).items():
+            self.first.setdefault(key, (0.0, 0.0) if self.started else times)
+            self.last[key] = times
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            self._sample()
+
+    async def __aenter__(self) -> ThreadSampler:
+        self._sample()  # threads alive now count from now; threads born later from their birth
+        self.started = True
+        self.wall = time.perf_counter()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self._sample()
+        self.wall = time.perf_counter() - self.wall
+
+    def busiest(self) -> tuple[float, float]:
+        """The busiest thread's shares of the sampled wall time: on a CPU, and waiting for one."""
+        return busiest(self.first, self.last, self.wall)
 
 
 def machine_busy() -> tuple[float, float]:
