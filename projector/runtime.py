@@ -117,21 +117,29 @@ class Projector:
                 await asyncio.sleep(delay)
 
     async def _follow(self) -> None:
-        await self.ensure_offsets(await self.log.partition_count(self.topic))
+        """Read and apply batches on one connection of the pool, held for as long as it follows.
+
+        Note: behind the log (a batch filled a partition's share of ``batch_size``), the next batch is read
+        and decoded while this one's transaction runs. Caught up, the next read starts only once the batch
+        is applied, so it takes every record appended meanwhile: a read started at once returned with the
+        first append's few records, and each batch's fixed round trips were paid for a handful of events.
+        """
+        partitions = await self.log.partition_count(self.topic)
+        await self.ensure_offsets(partitions)
+        share = max(1, self.batch_size // partitions)
         reader = self.log.reader(self.topic)
         ahead: asyncio.Task[list[Item]] | None = None
         try:
             for partition, offset in sorted((await self.positions()).items()):
                 await reader.seek(partition, offset)
-            ahead = asyncio.create_task(self._read(reader))
-            while True:
-                items = await ahead
-                # The next batch is read and decoded while this one's transaction runs.
-                ahead = asyncio.create_task(self._read(reader))
-                await self._apply_items(items)
-                if not items:
-                    await self._idle()
-                self.failures = 0
+            async with self.pool.acquire() as conn:
+                while True:
+                    items = await ahead if ahead is not None else await self._read(reader)
+                    ahead = asyncio.create_task(self._read(reader)) if _behind(items, share) else None
+                    await self._apply_items(items, conn)
+                    if not items:
+                        await self._idle()
+                    self.failures = 0
         finally:
             await _stop_reading(reader, ahead)
 
@@ -202,11 +210,14 @@ class Projector:
         unique = {(r.partition, r.offset): r for r in records}
         return [decode(unique[k]) for k in sorted(unique)]
 
-    async def _apply_items(self, items: list[Item]) -> AppliedBatch:
+    async def _apply_items(self, items: list[Item], conn: asyncpg.Connection | None = None) -> AppliedBatch:
         if not items:
             return AppliedBatch()
         with self._batch_span(items):
-            return await self._apply_batch(items)
+            if conn is not None:
+                return await self._apply_batch(conn, items)
+            async with self.pool.acquire() as acquired:
+                return await self._apply_batch(acquired, items)
 
     def _batch_span(self, items: Sequence[Item]) -> AbstractContextManager[Span]:
         """A new root span for one batch, linked to the span that decided each of its commands.
@@ -222,15 +233,14 @@ class Projector:
                         "blackboard.projection": self.projection, "blackboard.traces": len(contexts)},
         )
 
-    async def _apply_batch(self, items: list[Item]) -> AppliedBatch:
+    async def _apply_batch(self, conn: asyncpg.Connection, items: list[Item]) -> AppliedBatch:
         started = time.perf_counter()
-        async with self.pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    outcome = await self._apply_tx(conn, items)
-            except poison.DATA_ERRORS as exc:  # a record's data failed a statement: the batch by halves instead
-                async with conn.transaction():
-                    outcome = await poison.bisect(conn, items, exc, self._apply_tx)
+        try:
+            async with conn.transaction():
+                outcome = await self._apply_tx(conn, items)
+        except poison.DATA_ERRORS as exc:  # a record's data failed a statement: the batch by halves instead
+            async with conn.transaction():
+                outcome = await poison.bisect(conn, items, exc, self._apply_tx)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(items))
         batch = outcome.batch
@@ -297,6 +307,14 @@ def _latest(docs: list[CachedDoc]) -> list[CachedDoc]:
         if known is None or known.version < doc.version:
             newest[(doc.kind, doc.id)] = doc
     return list(newest.values())
+
+
+def _behind(items: Sequence[Item], share: int) -> bool:
+    """Whether a batch filled some partition's ``share`` of the batch size: more is waiting in the log."""
+    counts: dict[int, int] = {}
+    for item in items:
+        counts[item.rec.partition] = counts.get(item.rec.partition, 0) + 1
+    return max(counts.values(), default=0) >= share
 
 
 async def _stop_reading(reader: LogReader, ahead: asyncio.Task[list[Item]] | None) -> None:
