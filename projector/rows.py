@@ -191,10 +191,13 @@ async def write(conn: asyncpg.Connection, fold: BatchFold, positions: dict[int, 
         # COPY: the largest write of a batch, and a third faster than INSERT … unnest here.
         await conn.copy_records_to_table("change_log", records=_change_records(fold.applied), columns=CHANGE_COLUMNS)
     await dead_letters.set_aside(conn, projection, fold.poison)
-    if positions:
+    # The notification is delivered on commit: a reader waiting for a position re-reads the offsets then.
+    if positions and notify_channel is not None:  # the common batch: both in one round trip
+        await conn.execute(statement("save_offsets_notify"), projection, topic, list(positions),
+                           list(positions.values()), notify_channel)
+    elif positions:
         await conn.execute(statement("save_offsets"), projection, topic, list(positions), list(positions.values()))
-    # Delivered on commit: a reader waiting for a position re-reads the offsets then.
-    if notify_channel is not None:
+    elif notify_channel is not None:
         await conn.execute(statement("notify"), notify_channel, projection)
     return await _documents(conn, project_rows, task_rows) if caching else []
 
