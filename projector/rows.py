@@ -199,7 +199,11 @@ async def write(conn: asyncpg.Connection, fold: BatchFold, positions: dict[int, 
         await conn.execute(statement("save_offsets"), projection, topic, list(positions), list(positions.values()))
     elif notify_channel is not None:
         await conn.execute(statement("notify"), notify_channel, projection)
-    return await _documents(conn, project_rows, task_rows) if caching else []
+    if not caching:
+        return []
+    # A project's state holds every shot it has (the shots' rows are written from it, never deleted).
+    with_shots = [p["id"] for p in project_rows if fold.projects[p["id"]]["state"].shots]
+    return await _documents(conn, project_rows, with_shots, task_rows)
 
 
 async def _write_columns(conn: asyncpg.Connection, table: ColumnTable, rows: Sequence[dict[str, Any]],
@@ -229,11 +233,16 @@ def _change_records(events: Sequence[Decoded]) -> list[tuple[Any, ...]]:
     ]
 
 
-async def _documents(conn: asyncpg.Connection, projects: list[Any], tasks: list[Any]) -> list[CachedDoc]:
-    """The documents of the rows the batch wrote, built from what PostgreSQL stored (as the query API does)."""
+async def _documents(conn: asyncpg.Connection, projects: list[Any], with_shots: list[str], tasks: list[Any]
+                     ) -> list[CachedDoc]:
+    """The documents of the rows the batch wrote, built from what PostgreSQL stored (as the query API does).
+
+    Note: only the projects of ``with_shots`` have shots to load, so a batch of projects without shots
+    (budget events, say) makes no round trip for them.
+    """
     shots: dict[str, list[Any]] = defaultdict(list)
-    if projects:
-        for shot in await conn.fetch(statement("load_shots"), [p["id"] for p in projects]):
+    if with_shots:
+        for shot in await conn.fetch(statement("load_shots"), with_shots):
             shots[shot["project_id"]].append(shot)
     docs = [_cached("project", p, msgspec.json.encode(project_view(p, shots[p["id"]]))) for p in projects]
     return docs + [_cached("task", t, msgspec.json.encode(task_view(t))) for t in tasks]

@@ -352,6 +352,25 @@ async def test_cached_documents_are_the_bytes_postgresql_gives(pool: asyncpg.Poo
     assert task.doc == msgspec.json.encode(task_view(await pool.fetchrow("SELECT * FROM tasks")))
 
 
+async def test_a_batch_without_shot_events_keeps_the_shots_in_the_cached_document(pool: asyncpg.Pool,
+                                                                                  cache: DocumentCache) -> None:
+    part = Partition(TOPIC, 0)
+    project_history(part)
+    part.event(ProjectCreated("Bare", "EUR", Decimal(10), {}), stream="project:p-2", version=1)
+    part.event(CostAdded(Decimal("1.00"), "r"), stream="project:p-1", version=5)
+    part.event(CostAdded(Decimal("1.00"), "r"), stream="project:p-2", version=2)
+    projector = Projector(NO_LOG, pool, topic=TOPIC, cache=cache)
+    await projector.apply(part.records[:5])
+    await projector.apply(part.records[5:])  # budget events only: the shots are not loaded for p-2
+
+    for pid in ("p-1", "p-2"):
+        row = await pool.fetchrow("SELECT * FROM projects WHERE id = $1", pid)
+        shots = await pool.fetch("SELECT * FROM shots WHERE project_id = $1", pid)
+        cached = await cache.get("project", pid)
+        assert cached is not None and cached.doc == msgspec.json.encode(project_view(row, shots))
+    assert list(msgspec.json.decode((await cache.get("project", "p-1")).doc)["shots"]) == ["s-1"]  # type: ignore[union-attr]
+
+
 async def test_a_later_batch_replaces_the_cached_document(pool: asyncpg.Pool, cache: DocumentCache) -> None:
     part = Partition(TOPIC, 0)
     project_history(part)
