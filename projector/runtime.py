@@ -37,6 +37,9 @@ tracer = trace.get_tracer(__name__)
 READ_TIMEOUT = 1.0
 LAG_EVERY_SECONDS = 5.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 30.0
+#: Shortest time between the starts of two batches of the live projector, caught up (seconds): under a steady
+#: load, a batch's fixed cost (a dozen round trips to PostgreSQL and Redis) is shared by more events.
+BATCH_INTERVAL = 0.01
 #: Most links a batch span carries (the SDK's default limit): one per command whose events it folds.
 MAX_LINKS = 128
 
@@ -91,8 +94,10 @@ class Projector:
         cache: DocumentCache | None = None,
         batch_size: int = 2000,
         notify_channel: str | None = "blackboard_projection",
+        batch_interval: float = BATCH_INTERVAL,
     ) -> None:
         self.log, self.pool, self.topic, self.projection = log, pool, topic, projection
+        self.batch_interval = batch_interval
         self.cache, self.batch_size, self.notify_channel = cache, batch_size, notify_channel
         self.failures = 0
         # (kind, id) of documents whose write-through failed: deleted once Redis answers again.
@@ -123,6 +128,8 @@ class Projector:
         and decoded while this one's transaction runs. Caught up, the next read starts only once the batch
         is applied, so it takes every record appended meanwhile: a read started at once returned with the
         first append's few records, and each batch's fixed round trips were paid for a handful of events.
+        For the same reason a batch starts at most every ``batch_interval`` seconds: a steady load's events
+        wait up to that long (well within the freshness target), a lone command's are read at once.
         """
         partitions = await self.log.partition_count(self.topic)
         await self.ensure_offsets(partitions)
@@ -132,9 +139,14 @@ class Projector:
         try:
             for partition, offset in sorted((await self.positions()).items()):
                 await reader.seek(partition, offset)
+            loop = asyncio.get_running_loop()
+            started = -self.batch_interval
             async with self.pool.acquire() as conn:
                 while True:
+                    if ahead is None and (wait := started + self.batch_interval - loop.time()) > 0:
+                        await asyncio.sleep(wait)
                     items = await ahead if ahead is not None else await self._read(reader)
+                    started = loop.time()
                     ahead = asyncio.create_task(self._read(reader)) if _behind(items, share) else None
                     await self._apply_items(items, conn)
                     if not items:
