@@ -44,7 +44,7 @@ from blackboard.events.log import (
     fitting,
     split_to_fit,
 )
-from blackboard.events.tracing import current_trace_headers, distinct
+from blackboard.events.tracing import current_trace_headers, distinct, spans_recorded
 from blackboard.schemas.api import Accepted, AgentMetadata, CheckView, DryRun, EventView, Outcome, Rejected
 from blackboard.schemas.changes import diff
 from blackboard.schemas.envelope import Envelope, encode_token, stream_partition_key
@@ -84,7 +84,8 @@ async def commit_group(owner: PartitionOwner, group: list[Submission]) -> None:
     raises, and the owner restores before it decides again.
     """
     started = time.perf_counter()
-    decision = decide_group(owner, group)
+    spans = spans_recorded()
+    decision = decide_group(owner, group, spans=spans)
     records = event_records(decision.envelopes, owner.next_offset)
     cut = cut_to_fit(owner.log, records, decision.counts)
     if cut:  # one batch could not hold the group's events: decide it again as two groups
@@ -94,8 +95,11 @@ async def commit_group(owner: PartitionOwner, group: list[Submission]) -> None:
     appending = time.perf_counter()
     metrics.DECIDE_SECONDS.observe(appending - started)
     metrics.GROUP_SIZE.observe(len(group))
-    with append_span(owner.log, owner.events_topic, owner.partition, traces=[s.trace for s in group],
-                     writers=decision.writers, events=len(decision.envelopes)):
+    if spans:
+        with append_span(owner.log, owner.events_topic, owner.partition, traces=[s.trace for s in group],
+                         writers=decision.writers, events=len(decision.envelopes)):
+            base = await append_events(owner.log, owner.events_topic, owner.partition, records, owner.next_offset)
+    else:
         base = await append_events(owner.log, owner.events_topic, owner.partition, records, owner.next_offset)
     metrics.APPEND_SECONDS.observe(time.perf_counter() - appending)
     commit(owner, decision, base)
@@ -112,9 +116,19 @@ async def commit_group(owner: PartitionOwner, group: list[Submission]) -> None:
 # ── decide: each command on the memory, without I/O ───────────────────────────────────
 
 
-def decide_group(memory: PartitionMemory, group: Sequence[Submission]) -> Decision:
-    """Decide every command of ``group`` in order, each in a span of its own."""
+def decide_group(memory: PartitionMemory, group: Sequence[Submission], *, spans: bool = True) -> Decision:
+    """Decide every command of ``group`` in order, each in a span of its own.
+
+    Note: with ``spans`` false (no tracer provider: ``spans_recorded``), without the spans, whose only effect
+    then is the trace context the events carry: the request's own, taken from it directly.
+    """
     decision = Decision()
+    if not spans:
+        for sub in group:
+            appended = len(decision.envelopes)
+            decision.answers.append((sub, *_decide_one(memory, sub, decision, sub.trace)))
+            decision.counts.append(len(decision.envelopes) - appended)
+        return decision
     for sub in group:
         appended = len(decision.envelopes)
         with tracer.start_as_current_span(f"decide {sub.command_type}", context=sub.trace,
@@ -128,7 +142,8 @@ def decide_group(memory: PartitionMemory, group: Sequence[Submission]) -> Decisi
     return decision
 
 
-def _decide_one(memory: PartitionMemory, sub: Submission, decision: Decision) -> tuple[Answer, bool]:
+def _decide_one(memory: PartitionMemory, sub: Submission, decision: Decision,
+                trace_context: OtelContext | None = None) -> tuple[Answer, bool]:
     prior = decision.decided.get(sub.command_id) or memory.known.get(sub.command_id)
     if prior is not None and not sub.dry_run:
         if prior.fingerprint != sub.fingerprint:
@@ -148,7 +163,7 @@ def _decide_one(memory: PartitionMemory, sub: Submission, decision: Decision) ->
     if isinstance(result, Rejection):
         outcome: Outcome = Rejected(sub.command_id, result.code, result.message, result.details)
     else:
-        outcome = _accept(memory, sub, Held(state, version), result, decision, ctx.now)
+        outcome = _accept(memory, sub, Held(state, version), result, decision, ctx.now, trace_context)
     if sub.command_type in VOLATILE_COMMANDS and isinstance(outcome, Accepted) and not outcome.events:
         # A no-op answered, not remembered: deciding it again is harmless (see VOLATILE_COMMANDS).
         if isinstance(outcome, Accepted):
@@ -173,13 +188,14 @@ def _decide_on(state: Any, version: int, sub: Submission, ctx: Context) -> list[
 
 
 def _accept(memory: PartitionMemory, sub: Submission, before: Held, events: list[Any], decision: Decision,
-            now: datetime) -> Accepted:
+            now: datetime, trace_context: OtelContext | None = None) -> Accepted:
     evolve = DECIDERS[sub.category].evolve
     state, version = before.state, before.version
     views: list[EventView] = []
     agent = sub.agent or AgentMetadata()
-    # Called inside the command's decide span: its events carry that span's context through the log.
-    traceparent, tracestate = current_trace_headers()
+    # Called inside the command's decide span: its events carry that span's context through the log (or, without
+    # spans, ``trace_context``'s: the request's).
+    traceparent, tracestate = current_trace_headers(trace_context)
     for event in events:
         version += 1
         state = evolve(state, event)
@@ -366,13 +382,24 @@ def answer(memory: PartitionMemory, decision: Decision) -> None:
             # Its caller went away (a cancelled request): the decision stands, nobody waits for the answer.
             continue
         if isinstance(found, IdempotencyKeyReused | StreamUnreadable):
-            metrics.COMMANDS.labels(sub.command_type, found.code, tenant_of_stream(sub.stream)).inc()
+            _counted(sub, found.code)
             sub.future.set_exception(found)
         elif isinstance(found, DryRun):
-            metrics.COMMANDS.labels(sub.command_type, "dry_run", tenant_of_stream(sub.stream)).inc()
+            _counted(sub, "dry_run")
             sub.future.set_result((found, False))
         else:
             final = memory.known[sub.command_id].outcome if sub.command_id in memory.known else found
-            label = "replayed" if replayed else "accepted" if isinstance(final, Accepted) else "rejected"
-            metrics.COMMANDS.labels(sub.command_type, label, tenant_of_stream(sub.stream)).inc()
+            _counted(sub, "replayed" if replayed else "accepted" if isinstance(final, Accepted) else "rejected")
             sub.future.set_result((final, replayed))
+
+
+#: The series of ``metrics.COMMANDS`` by their labels: ``labels()`` checks and looks its arguments up on every call.
+_SERIES: dict[tuple[str, str, str], Any] = {}
+
+
+def _counted(sub: Submission, outcome: str) -> None:
+    key = (sub.command_type, outcome, tenant_of_stream(sub.stream))
+    series = _SERIES.get(key)
+    if series is None:
+        series = _SERIES[key] = metrics.COMMANDS.labels(*key)
+    series.inc()
