@@ -93,8 +93,9 @@ def parse(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise _malformed(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
-                          parse_int=_parse_int)
+        if text.startswith("\ufeff"):  # as ``json.loads`` refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise _malformed(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
@@ -122,6 +123,10 @@ def _parse_int(text: str) -> int | _HugeInt:
     digits = len(text.lstrip("-"))
     # 2^53 has 16 digits; longer literals are out of range, and int() of very long ones raises.
     return _HugeInt(digits) if digits > 16 else int(text)
+
+
+#: The parser of every body, made once (``json.loads`` with these hooks makes one per call).
+_JSON = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_int=_parse_int)
 
 
 # ── step 2: walk ───────────────────────────────────────────────────────────────────────
@@ -273,6 +278,10 @@ def validate_command(body: bytes) -> ValidCommand:
     return ValidCommand(request, payload, category, stream_id, command_fingerprint(request))
 
 
+#: ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, the encoder made once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def command_fingerprint(request: CommandRequest) -> str:
     """What makes two commands the same: sha256 of the canonical JSON of type, stream, expected
     version and payload (keys sorted).
@@ -280,8 +289,7 @@ def command_fingerprint(request: CommandRequest) -> str:
     Note: the fingerprint is stored with every outcome; changing how it is computed would make
     every repeated ``command_id`` look like a different command.
     """
-    canonical = json.dumps([request.type, request.stream, request.expected_version, request.payload],
-                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL.encode([request.type, request.stream, request.expected_version, request.payload])
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -328,11 +336,17 @@ def _reference_errors(request: CommandRequest, category: str) -> list[FieldError
 
 
 def _is_identifier(text: str) -> bool:
-    try:
-        msgspec.convert(text, Identifier)
-    except msgspec.ValidationError:
-        return False
-    return True
+    """Whether msgspec would take ``text`` as an ``Identifier``: its length and pattern (searched, as msgspec does).
+
+    Note: the constraints are read from the type, once; ``msgspec.convert`` to an ``Annotated`` type hashed
+    the type on every call, which cost more than the check.
+    """
+    return _ID_MIN <= len(text) <= _ID_MAX and _ID_PATTERN.search(text) is not None
+
+
+_ID_META: msgspec.Meta = get_args(Identifier)[1]
+_ID_MIN, _ID_MAX = _ID_META.min_length or 0, _ID_META.max_length or MAX_KEY_LENGTH
+_ID_PATTERN = re.compile(_ID_META.pattern or "")
 
 
 def require_json(content_type: str | None) -> None:
