@@ -47,6 +47,8 @@ log = structlog.get_logger(__name__)
 Mode = Literal["all", "group", "none"]
 #: How long a partition taken away from this process may go on deciding what was queued on it.
 DRAIN_SECONDS = 2.0
+#: Most streams whose partition ``partition_of`` remembers.
+PARTITION_MEMORY = 65_536
 
 
 class CommandService:
@@ -76,6 +78,7 @@ class CommandService:
         # bounded as the owners' memories (an id they forgot is no longer checked across partitions).
         self._index = BoundedIndex(known_max_commands * max(1, len(self.owners) or partitions))
         self._pending: set[str] = set()
+        self._partition_of: dict[str, int] = {}
         # Every mode follows the answers: a command written onto the commands topic is asked about by id.
         self.tail: ResultsTail | None = ResultsTail(log_, results_topic, partitions)
         self.intake = CommandIntake(log_, topic=commands_topic, results_topic=results_topic,
@@ -154,7 +157,17 @@ class CommandService:
             await self.tail.close()
 
     def partition_of(self, stream: str) -> int:
-        return partition_for(stream_partition_key(stream), self.partitions)
+        """``stream``'s partition (murmur2 of its partition key), remembered for the streams met lately.
+
+        Note: murmur2 in Python cost a few µs per command; the memory is emptied when it holds
+        ``PARTITION_MEMORY`` streams, so it stays bounded.
+        """
+        partition = self._partition_of.get(stream)
+        if partition is None:
+            if len(self._partition_of) >= PARTITION_MEMORY:
+                self._partition_of.clear()
+            partition = self._partition_of[stream] = partition_for(stream_partition_key(stream), self.partitions)
+        return partition
 
     def owns(self, stream: str) -> bool:
         """Whether ``stream``'s partition is decided in this process (its state can be peeked here)."""
@@ -195,17 +208,32 @@ class CommandService:
             return known, True
         self.local += 1
         self._pending.add(sub.command_id)
-        sub.future.add_done_callback(lambda _: self._pending.discard(sub.command_id))
+        # The caller waits on a future of its own, woken by the answer or the timeout: when it stops waiting
+        # (cancelled, or timed out), the owner does not stop deciding (nor forget the outcome). The same as
+        # ``wait_for(shield(sub.future))``, with one future and one callback fewer per command.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        pending = self._pending
+
+        def answered(_: object) -> None:
+            pending.discard(sub.command_id)
+            if not waiter.done():
+                waiter.set_result(None)
+
+        sub.future.add_done_callback(answered)
         owner.submit(sub)
+        timer = loop.call_later(self.command_timeout, _wake, waiter)
         try:
-            # Shielded: the caller stops waiting, the owner does not stop deciding (nor forget the outcome).
-            return await asyncio.wait_for(asyncio.shield(sub.future), self.command_timeout)
-        except TimeoutError:
-            metrics.OUTCOMES_PENDING.inc()
-            raise Unavailable(
-                f"not decided within {self.command_timeout:g}s (the log has not acknowledged yet); the command stays "
-                "queued and is decided at most once: retry with the same command_id to learn its outcome",
-                code="outcome_pending") from None
+            await waiter
+        finally:
+            timer.cancel()
+        if sub.future.done():
+            return sub.future.result()
+        metrics.OUTCOMES_PENDING.inc()
+        raise Unavailable(
+            f"not decided within {self.command_timeout:g}s (the log has not acknowledged yet); the command stays "
+            "queued and is decided at most once: retry with the same command_id to learn its outcome",
+            code="outcome_pending")
 
     def peek(self, stream: str) -> tuple[Any, int] | None:
         """The state and version of ``stream`` as its owner holds it now, or ``None`` when it does not exist.
@@ -286,6 +314,11 @@ class CommandService:
             log.warning("owner.snapshot_failed", partition=owner.partition, error=repr(exc))
         finally:
             owner.snapshot_task = None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 # ── the one submit path: a request, as a Submission, to its partition's owner ──────────
