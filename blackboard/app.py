@@ -25,7 +25,7 @@ from blackboard.pools import open_read_pool
 from blackboard.processes.budget import BudgetAlerts
 from blackboard.processes.cluster import cluster_managers
 from blackboard.processes.manager import Intent
-from blackboard.processes.runtime import ProcessRuntime
+from blackboard.processes.runtime import Appended, ProcessRuntime
 from blackboard.processes.saga import ArtifactSaga
 from blackboard.projector import generations
 from blackboard.projector.cache import DocumentCache
@@ -211,7 +211,12 @@ class Runtime:
                                      correlation_id=i.correlation_id, causation_id=i.cause_event_id)
 
         managers = [*cluster_managers(), BudgetAlerts(), ArtifactSaga()]
-        return ProcessRuntime(log_, topic=self.settings.events_topic, managers=managers, send=send)
+        # What this process appends reaches the managers in memory rather than read back from the log; the
+        # PostgreSQL log only, whose reads return at once what it acknowledged.
+        appended = Appended(self.settings.events_topic) if log_.engine == "postgres" else None
+        if appended is not None:
+            commands.on_appended(appended.put)
+        return ProcessRuntime(log_, topic=self.settings.events_topic, managers=managers, send=send, appended=appended)
 
     def _current_pool(self) -> asyncpg.Pool:
         assert self.pool is not None

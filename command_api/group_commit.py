@@ -103,6 +103,8 @@ async def commit_group(owner: PartitionOwner, group: list[Submission]) -> None:
         base = await append_events(owner.log, owner.events_topic, owner.partition, records, owner.next_offset)
     metrics.APPEND_SECONDS.observe(time.perf_counter() - appending)
     commit(owner, decision, base)
+    if owner.appended is not None and decision.envelopes:
+        owner.appended(owner.events_topic, owner.partition, base, decision.envelopes)
     results = stored_results(owner, decision, publish_all=owner.publish_all)
     end = await append_results(owner.log, owner.results_topic, owner.partition, results)
     if end is not None:

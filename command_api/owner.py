@@ -31,6 +31,7 @@ from blackboard.domain.decoding import command_fingerprint
 from blackboard.events.codec import fenced, ownership_marker
 from blackboard.events.log import LogError, OffsetConflict, PartitionedLog
 from blackboard.schemas.api import AgentMetadata, CommandRequest, DryRun, Outcome
+from blackboard.schemas.envelope import Envelope
 from blackboard.schemas.registry import COMMAND_TYPES
 from blackboard.schemas.tenancy import scope_id, scope_payload, scope_stream
 
@@ -135,6 +136,8 @@ class PartitionOwner(PartitionMemory):
         self.snapshot_task: asyncio.Task[None] | None = None
         self.restore_info: Any = None
         self.last_snapshot: Any = None
+        #: Told of every batch of events once the log has acknowledged it: (topic, partition, first offset, events).
+        self.appended: Callable[[str, int, int, Sequence[Envelope]], None] | None = None
         #: Set once the owner has restored (and, in a group, marked the log): it decides from then on.
         self.ready = asyncio.Event()
         self.queue: asyncio.Queue[Submission] = asyncio.Queue()

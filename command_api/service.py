@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -40,7 +41,7 @@ from blackboard.domain.decoding import validate_command
 from blackboard.events.log import PartitionedLog
 from blackboard.events.partitioner import partition_for
 from blackboard.schemas.api import CommandRequest, DryRun, Outcome
-from blackboard.schemas.envelope import stream_partition_key
+from blackboard.schemas.envelope import Envelope, stream_partition_key
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +70,7 @@ class CommandService:
         self.command_timeout = command_timeout
         self.snapshots_topic, self.snapshot_every = snapshots_topic, snapshot_every
         self.known_max_commands, self.known_max_bytes = known_max_commands, known_max_bytes
+        self._appended: Callable[[str, int, int, Sequence[Envelope]], None] | None = None
         self.owners: dict[int, PartitionOwner] = {}
         if mode == "all":
             self.owners = {p: self._owner(p) for p in range(partitions)}
@@ -90,9 +92,17 @@ class CommandService:
         #: Commands sent on to their owner through the commands topic, and answered fast here.
         self.routed = self.local = 0
 
+    def on_appended(self, appended: Callable[[str, int, int, Sequence[Envelope]], None]) -> None:
+        """Tell ``appended`` of every batch of events an owner of this process appends, once acknowledged:
+        (topic, partition, offset of its first event, its events)."""
+        self._appended = appended
+        for owner in [*self.owners.values(), *self._parked.values()]:
+            owner.appended = appended
+
     def _owner(self, partition: int) -> PartitionOwner:
         owner = PartitionOwner(self.log, events_topic=self.events_topic, results_topic=self.results_topic,
                                partition=partition)
+        owner.appended = self._appended
         owner.after_group = self._maybe_snapshot
         owner.known.bound(max_count=self.known_max_commands, max_bytes=self.known_max_bytes)
         return owner

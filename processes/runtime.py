@@ -6,6 +6,12 @@ still hold (``pending``), then reacts to each new event as it comes. A restart t
 again what it may have sent before it stopped, under the same command ids, and the command
 side answers those with their first outcomes: no effect happens twice.
 
+Once caught up, the events this process appended itself can be handed over in memory (``Appended``, as
+they were acknowledged by the log) instead of being read back and decoded from the log's records: every
+event then is folded once, in its partition's order, whoever wrote it, since an event handed over whose
+offset is past the managers' position means another writer appended before it, and those are read from
+the log first. The log stays what a run starts from: a restart replays it from the beginning.
+
 Time reaches the managers only through ``clock.ticked`` events in the log. When a deadline a
 manager knows of has passed by the runtime's clock, it appends a tick (``clock.tick``) and
 acts when it reads that tick back, so a replay of the log meets the same ticks at the same
@@ -15,6 +21,7 @@ places and the managers decide the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,9 +32,10 @@ import stamina
 import structlog
 
 from blackboard.events.codec import from_record
-from blackboard.events.log import PartitionedLog, StoredRecord
+from blackboard.events.log import LogReader, PartitionedLog, StoredRecord
 from blackboard.processes.manager import CLOCK_STREAM, Intent, ProcessManager, Seen
 from blackboard.schemas.api import Accepted, Outcome, Rejected
+from blackboard.schemas.envelope import Envelope
 from blackboard.schemas.registry import decode_event
 
 log = structlog.get_logger(__name__)
@@ -52,6 +60,49 @@ GATHER_SECONDS = 0.05
 HEALTHY_SECONDS = 10.0
 #: Waits between two runs that failed (exponential with jitter, by ``stamina``), in seconds.
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_JITTER = 0.1, 30.0, 0.5
+#: Most events ``Appended`` holds for a runtime that does not take them (replaying, or stopped): beyond, it
+#: forgets them, and the runtime reads them from the log.
+APPENDED_HELD = 100_000
+#: Reads of the log in a row that may find nothing before an event handed over past them is given up on (the
+#: run fails, and the next one replays the log).
+GAP_READS = 5
+
+
+class Appended:
+    """Batches of events this process appended to the events topic, from their writer to the runtime, in memory.
+
+    Note: a writer hands a batch over only once the log has acknowledged it, with the offset of its first
+    event; nothing here is needed for correctness: what is forgotten (``APPENDED_HELD``) or never handed over
+    is read from the log.
+    """
+
+    def __init__(self, topic: str, *, held: int = APPENDED_HELD) -> None:
+        self.topic, self.held = topic, held
+        self._batches: list[tuple[int, int, Sequence[Envelope]]] = []
+        self._events = 0
+        self._ready = asyncio.Event()
+        #: Batches forgotten because nobody took them.
+        self.forgotten = 0
+
+    def put(self, topic: str, partition: int, base: int, envelopes: Sequence[Envelope]) -> None:
+        """``envelopes`` were appended to ``topic[partition]`` at offsets ``base`` and on."""
+        if topic != self.topic or not envelopes:
+            return
+        if self._events + len(envelopes) > self.held:
+            self.forgotten += len(self._batches)
+            self._batches, self._events = [], 0
+        self._batches.append((partition, base, envelopes))
+        self._events += len(envelopes)
+        self._ready.set()
+
+    async def take(self, timeout: float) -> list[tuple[int, int, Sequence[Envelope]]]:
+        """Every batch handed over since the last take, waiting up to ``timeout`` for one."""
+        if not self._batches:
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout)
+        taken, self._batches, self._events = self._batches, [], 0
+        return taken
 
 
 class ProcessRuntime:
@@ -59,8 +110,15 @@ class ProcessRuntime:
 
     def __init__(self, log_: PartitionedLog, *, topic: str, managers: Sequence[ProcessManager], send: Send,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), clock_stream: str = CLOCK_STREAM,
-                 healthy_seconds: float = HEALTHY_SECONDS) -> None:
+                 healthy_seconds: float = HEALTHY_SECONDS, appended: Appended | None = None) -> None:
         self.log, self.topic, self.managers, self.send = log_, topic, list(managers), send
+        #: The events this process appends, handed over in memory once caught up (``None``: read them back).
+        self.appended = appended
+        #: Where the reader stands in each partition (it is moved on past what was handed over before it reads).
+        self._reader_at: dict[int, int] = {}
+        self._read_at = 0.0
+        #: Events folded as handed over, and read from the log.
+        self.handed_over = self.read = 0
         self.healthy_seconds = healthy_seconds
         self._healthy_since: float | None = None
         self.clock, self.clock_stream = clock, clock_stream
@@ -117,19 +175,22 @@ class ProcessRuntime:
         try:
             for p in range(partitions):
                 await reader.seek(p, 0)
-                self.positions[p] = 0
+                self.positions[p] = self._reader_at[p] = 0
             self.caught_up = all(end == 0 for end in ends.values())
             if self.caught_up:
                 await self._resync()
             # At least one read before a stop is honoured: a Kafka consumer stopped right after it was
             # assigned can leave a connection to a partition leader it was still opening.
             while True:
-                records = await reader.read(max_records=READ_MAX, timeout=0.2)
+                if self.caught_up and self.appended is not None:
+                    intents, came = await self._take_appended(reader)
+                else:
+                    records = await self._read(reader, timeout=0.2)
+                    intents, came = self.fold(records), len(records)
                 if self._stopping.is_set():
                     break
-                intents = self.fold(records)
                 # At the end offsets seen at start, or a read that found nothing more: the history is replayed.
-                if not self.caught_up and (not records or all(self.positions[p] >= ends[p] for p in ends)):
+                if not self.caught_up and (not came or all(self.positions[p] >= ends[p] for p in ends)):
                     self.caught_up = True
                     log.info("processes.caught_up", positions=self.positions, managers=[m.name for m in self.managers])
                     await self._resync()
@@ -139,10 +200,47 @@ class ProcessRuntime:
                     await self._tick_if_due()
                     if time.monotonic() >= self._resync_at:
                         await self._resync()
-                    if 0 < len(records) < READ_MAX:
+                    if 0 < came < READ_MAX:
                         await asyncio.sleep(GATHER_SECONDS)
         finally:
             await reader.close()
+
+    async def _read(self, reader: LogReader, *, timeout: float) -> list[StoredRecord]:
+        """The next records of the log, the reader first moved on past what was handed over in memory."""
+        for p, at in self.positions.items():
+            if at > self._reader_at.get(p, 0):
+                await reader.seek(p, at)
+                self._reader_at[p] = at
+        records = await reader.read(max_records=READ_MAX, timeout=timeout)
+        for rec in records:
+            self._reader_at[rec.partition] = rec.offset + 1
+        self.read += len(records)
+        self._read_at = time.monotonic() + GATHER_SECONDS
+        return records
+
+    async def _take_appended(self, reader: LogReader) -> tuple[list[Intent], int]:
+        """Fold what this process appended since, as handed over, and what other writers appended, from the log.
+
+        Note: a batch handed over past the managers' position in its partition follows events another writer
+        appended (or ones forgotten before they were taken): those are read from the log first. The log is
+        read besides at least every ``GATHER_SECONDS``, for partitions only other writers append to.
+        """
+        assert self.appended is not None
+        intents: list[Intent] = []
+        before = self.handed_over + self.read
+        for partition, base, envelopes in await self.appended.take(timeout=0.2):
+            empty = 0
+            while self.positions.get(partition, 0) < base:
+                records = await self._read(reader, timeout=0.2)  # returns as soon as a record is there
+                intents += self.fold(records)
+                empty = 0 if records else empty + 1
+                if empty >= GAP_READS:
+                    raise RuntimeError(f"{self.topic}[{partition}]: offsets {self.positions.get(partition, 0)} to "
+                                       f"{base} were appended before offset {base} but the log did not give them")
+            intents += self.fold_appended(partition, base, envelopes)
+        if time.monotonic() >= self._read_at:
+            intents += self.fold(await self._read(reader, timeout=0))
+        return intents, self.handed_over + self.read - before
 
     def fold(self, records: Sequence[StoredRecord]) -> list[Intent]:
         """Feed ``records`` to every manager, in order; the intents they answer (kept only once caught up)."""
@@ -152,14 +250,31 @@ class ProcessRuntime:
                 continue
             self.positions[rec.partition] = rec.offset + 1
             seen = _seen(rec)
-            if seen is None:
-                continue
-            if seen.stream == self.clock_stream:
-                self.last_tick = max(self.last_tick or seen.event.at, seen.event.at)
-            for manager in self.managers:
-                self.states[manager.name], intents = manager.handle(self.states[manager.name], seen)
-                out.extend(intents)
+            if seen is not None:
+                self._fold_seen(seen, out)
         return out
+
+    def fold_appended(self, partition: int, base: int, envelopes: Sequence[Envelope]) -> list[Intent]:
+        """Feed the events appended to ``partition`` at ``base`` and on to every manager, as ``fold`` feeds the
+        records the log gives back for them; those before the managers' position are passed over."""
+        out: list[Intent] = []
+        start = self.positions.get(partition, 0)
+        for offset, env in enumerate(envelopes, start=base):
+            if offset < start:
+                continue
+            self.positions[partition] = offset + 1
+            self.handed_over += 1
+            seen = _seen_envelope(env)
+            if seen is not None:
+                self._fold_seen(seen, out)
+        return out
+
+    def _fold_seen(self, seen: Seen, out: list[Intent]) -> None:
+        if seen.stream == self.clock_stream:
+            self.last_tick = max(self.last_tick or seen.event.at, seen.event.at)
+        for manager in self.managers:
+            self.states[manager.name], intents = manager.handle(self.states[manager.name], seen)
+            out.extend(intents)
 
     async def _resync(self) -> None:
         if self._healthy_since is None:  # the first resync of a run: it has just caught up
@@ -229,6 +344,14 @@ def _seen(rec: StoredRecord) -> Seen | None:
     """The record as managers see it, or ``None`` when it does not decode (the projector sets it aside)."""
     try:
         env = from_record(rec).envelope
+    except Exception:
+        return None
+    return _seen_envelope(env)
+
+
+def _seen_envelope(env: Envelope) -> Seen | None:
+    """The event as managers see it, decoded from its payload as a reader of the log decodes it."""
+    try:
         event = decode_event(env.type, env.schema_version, env.payload)
     except Exception:
         return None
