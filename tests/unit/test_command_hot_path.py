@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, NoOpTracerProvider, ProxyTracerProvider, SpanContext, TraceFlags
 
 from blackboard.command_api.errors import Unavailable
 from blackboard.command_api.group_commit import decide_group
@@ -20,6 +20,7 @@ from blackboard.command_api.service import CommandService
 from blackboard.domain.decoding import InvalidCommand, _is_identifier, validate_command
 from blackboard.events.partitioner import partition_for
 from blackboard.events.postgres.log import PostgresLog
+from blackboard.events.tracing import spans_recorded
 from blackboard.schemas.api import Accepted, CommandRequest, Rejected
 from blackboard.schemas.envelope import stream_partition_key
 from blackboard.schemas.project import AddCost, CreateProject
@@ -64,6 +65,11 @@ async def test_without_a_tracer_provider_a_group_is_decided_as_with_its_spans() 
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"]
     assert without.writers == []
+
+
+def test_spans_are_recorded_when_the_api_has_a_tracer_provider_other_than_its_own() -> None:
+    # Whichever of the two this process is in (a test before may have installed the SDK's provider).
+    assert spans_recorded() is not isinstance(trace.get_tracer_provider(), ProxyTracerProvider | NoOpTracerProvider)
 
 
 @given(st.text(max_size=140) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,130}\n?", fullmatch=True))
