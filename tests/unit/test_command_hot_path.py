@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 
 import msgspec
@@ -13,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, NoOpTracerProvider, ProxyTracerProvider, SpanContext, TraceFlags
 
 from blackboard.command_api.errors import Unavailable
-from blackboard.command_api.group_commit import decide_group
+from blackboard.command_api.group_commit import _uuid4, decide_group
 from blackboard.command_api.memory import PartitionMemory
 from blackboard.command_api.owner import Submission, submission
 from blackboard.command_api.service import CommandService
@@ -70,6 +71,17 @@ async def test_without_a_tracer_provider_a_group_is_decided_as_with_its_spans() 
 def test_spans_are_recorded_when_the_api_has_a_tracer_provider_other_than_its_own() -> None:
     # Whichever of the two this process is in (a test before may have installed the SDK's provider).
     assert spans_recorded() is not isinstance(trace.get_tracer_provider(), ProxyTracerProvider | NoOpTracerProvider)
+
+
+def test_an_event_id_is_a_random_uuid4_as_uuid_writes_it() -> None:
+    ids = {_uuid4() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+    # Every bit the format leaves free is used: each hex digit but the version's takes every value somewhere.
+    assert all(len({t[i] for t in ids}) == (1 if i == 14 else 4 if i == 19 else 16)
+               for i in range(36) if i not in (8, 13, 18, 23))
 
 
 @given(st.text(max_size=140) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,130}\n?", fullmatch=True))
