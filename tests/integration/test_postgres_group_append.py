@@ -55,3 +55,35 @@ async def test_an_append_after_close_is_refused_as_unavailable(pg_url: str) -> N
     await log.close()
     with pytest.raises(LogUnavailable):
         await log.append("events", 0, _records("late", 1))
+
+
+async def test_appends_keep_their_connections_and_one_cut_off_is_replaced(pg_url: str) -> None:
+    from blackboard.events.log import LogUnavailable
+
+    log = PostgresLog(pg_url, schema=f"log_{uuid.uuid4().hex[:10]}")
+    await log.start()
+    try:
+        await log.create_topic("events", 1)
+        for i in range(3):
+            assert await log.append("events", 0, _records(f"a{i}", 1), expected_offset=i) == i
+        # One statement at a time: one connection, kept, not back in the pool between appends.
+        assert len(log._appends._idle) == 1
+        kept = log._appends._idle[0]
+        assert log.pool.get_idle_size() < log.pool.get_size()
+        pid = kept.get_server_pid()
+        await log.pool.execute("SELECT pg_terminate_backend($1)", pid)  # an outage of that one connection
+        with pytest.raises(LogUnavailable):
+            await log.append("events", 0, _records("cut", 1), expected_offset=3)
+        assert log._appends._idle == []
+        # The next append takes a new connection: nothing was appended by the cut one.
+        assert await log.append("events", 0, _records("next", 1), expected_offset=3) == 3
+        assert log._appends._idle[0].get_server_pid() != pid
+        # A kept connection that closes while idle is passed over: the next append opens another, and lands.
+        pid = log._appends._idle[0].get_server_pid()
+        await log.pool.execute("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.2)
+        assert await log.append("events", 0, _records("after", 1), expected_offset=4) == 4
+        assert log._appends._idle[0].get_server_pid() != pid
+    finally:
+        await log.close()
+    assert log._appends._idle == []
