@@ -69,7 +69,8 @@ def decode(body: bytes, type_: type[T]) -> T:
 def check(body: bytes) -> Any:
     """``body`` parsed and walked (steps 1 and 2): JSON within our limits, not yet of any type."""
     value = parse(body)
-    refuse(list(islice(walk(value, "$", 0), MAX_ERRORS)))
+    if not _clean(value, 0):  # the walk names the paths: only a body with something to name is walked
+        refuse(list(islice(walk(value, "$", 0), MAX_ERRORS)))
     return value
 
 
@@ -152,6 +153,29 @@ def walk(value: Any, path: str, depth: int) -> Iterator[FieldError]:
         yield from _walk_array(value, path, depth)
     elif isinstance(value, dict):
         yield from _walk_object(value, path, depth)
+
+
+def _clean(value: Any, depth: int) -> bool:
+    """Whether ``walk`` would find nothing in ``value``: the same checks, without making a path for each value."""
+    if isinstance(value, str):
+        return unstorable_text(value) is None
+    if isinstance(value, _HugeInt):
+        return False
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return -MAX_INT <= value <= MAX_INT
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return False
+    if isinstance(value, list):
+        return len(value) <= MAX_ITEMS and all(_clean(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return len(value) <= MAX_ITEMS and all(
+            len(key) <= MAX_KEY_LENGTH and unstorable_text(key) is None and _clean(item, depth + 1)
+            for key, item in value.items())
+    return True
 
 
 def _too_deep() -> str:

@@ -18,7 +18,15 @@ from blackboard.command_api.group_commit import _uuid4, decide_group
 from blackboard.command_api.memory import PartitionMemory
 from blackboard.command_api.owner import Submission, submission
 from blackboard.command_api.service import CommandService
-from blackboard.domain.decoding import InvalidCommand, _is_identifier, validate_command
+from blackboard.domain.decoding import (
+    MAX_DEPTH,
+    InvalidCommand,
+    _clean,
+    _HugeInt,
+    _is_identifier,
+    validate_command,
+    walk,
+)
 from blackboard.events.partitioner import partition_for
 from blackboard.events.postgres.log import PostgresLog
 from blackboard.events.tracing import spans_recorded
@@ -92,6 +100,27 @@ def test_an_identifier_is_what_msgspec_takes_as_one(text: str) -> None:
     except msgspec.ValidationError:
         taken = False
     assert _is_identifier(text) is taken
+
+
+_scalars = (st.none() | st.booleans() | st.integers(-2**60, 2**60) | st.floats(allow_nan=True)
+            | st.builds(_HugeInt, st.integers(17, 40)) | st.text(max_size=8)
+            | st.sampled_from(["a\x00b", "\ud800", "k" * 300]))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=4) | st.sampled_from(["\x00", "k" * 300]), inner, max_size=4),
+                       max_leaves=20)
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@given(_values | st.sampled_from([_nested(MAX_DEPTH - 1), _nested(MAX_DEPTH), _nested(MAX_DEPTH + 1),
+                                  {"a": _nested(MAX_DEPTH)}]))
+def test_a_value_is_clean_exactly_when_the_walk_finds_nothing_in_it(value: object) -> None:
+    assert _clean(value, 0) is (next(walk(value, "$", 0), None) is None)
 
 
 def test_a_body_with_a_byte_order_mark_is_still_not_json() -> None:
