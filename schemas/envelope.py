@@ -68,6 +68,9 @@ def encode_token(positions: dict[int, int]) -> str:
 
     Format: ``"<partition>:<offset>"`` pairs joined by commas, e.g. ``"3:1042"``.
     """
+    if len(positions) == 1:  # the token of every command's answer: one partition
+        for p, o in positions.items():
+            return f"{p}:{o}"
     return ",".join(f"{p}:{o}" for p, o in sorted(positions.items()))
 
 
