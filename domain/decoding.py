@@ -108,11 +108,13 @@ def _malformed(message: str) -> BadInput:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _malformed(f"duplicate object key {key[:64]!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) < len(pairs):  # a key came twice: name the first repeated one
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _malformed(f"duplicate object key {key[:64]!r}")
+            seen.add(key)
     return result
 
 
