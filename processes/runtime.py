@@ -62,7 +62,7 @@ HEALTHY_SECONDS = 10.0
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_JITTER = 0.1, 30.0, 0.5
 #: Most events ``Appended`` holds for a runtime that does not take them (replaying, or stopped): beyond, it
 #: forgets them, and the runtime reads them from the log.
-APPENDED_HELD = 100_000
+APPENDED_HELD = 10_000
 #: Reads of the log in a row that may find nothing before an event handed over past them is given up on (the
 #: run fails, and the next one replays the log).
 GAP_READS = 5
