@@ -361,11 +361,13 @@ def serve(app: Any, **uvicorn_options: Any) -> None:
     import uvicorn
 
     from blackboard.config import LogSettings
+    from blackboard.http_server import GatheringHttpToolsProtocol
     from blackboard.logs import with_request_context
 
     exit_on_stop_signals(interrupt=True)
     # The logs are configured once, as JSON (blackboard/logs.py): uvicorn must not install its own text ones.
     uvicorn_options.update(log_config=None, log_level=None, access_log=LogSettings().access_log)
+    uvicorn_options.setdefault("http", GatheringHttpToolsProtocol)
     with _as_sigterm(signal.SIGHUP, signal.SIGQUIT):
         uvicorn.run(with_request_context(app), **uvicorn_options)
 

@@ -21,6 +21,7 @@ from blackboard.config import Settings
 from blackboard.events.codec import from_record, passed_over
 from blackboard.events.log import PartitionedLog
 from blackboard.http_app import build_app
+from blackboard.http_server import GatheringHttpToolsProtocol
 from blackboard.ops.checksums import checksums
 from blackboard.schemas.envelope import RecordedEvent
 
@@ -67,7 +68,8 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(build_app(runtime, manage_lifecycle=False), lifespan="off",
-                                           log_level="warning", timeout_graceful_shutdown=2))
+                                           http=GatheringHttpToolsProtocol, log_level="warning",
+                                           timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
