@@ -24,6 +24,7 @@ from blackboard.projector.documents import (
 )
 from blackboard.query_api import history as h
 from blackboard.query_api import metrics
+from blackboard.query_api.cached_gets import CachedGets
 from blackboard.query_api.consistency import OffsetWatch
 from blackboard.schemas.envelope import decode_token, stream_partition_key
 from blackboard.schemas.errors import InvalidRequest, NotFound, ServiceUnavailable
@@ -45,6 +46,7 @@ class ReadService:
     def __init__(self, pool: asyncpg.Pool, watch: OffsetWatch, *, cache: DocumentCache | None,
                  partitions: int, consistency_timeout: float) -> None:
         self.pool, self.watch, self.cache = pool, watch, cache
+        self._gets = CachedGets(cache) if cache is not None else None
         self.partitions, self.timeout = partitions, consistency_timeout
         self.degraded = False
         self._suspect_until = 0.0
@@ -202,10 +204,10 @@ class ReadService:
         return StreamState(stream, reached.version, reached.occurred_at, msgspec.to_builtins(reached.state))
 
     async def _cached(self, kind: str, ident: str, wanted: dict[int, int]) -> bytes | None:
-        if self.cache is None:
+        if self._gets is None:
             return None
         try:
-            doc = await self.cache.get(kind, ident)
+            doc = await self._gets.get(kind, ident)
         except CacheUnavailable as exc:
             metrics.CACHE.labels("error").inc()
             self._degrade(exc)
@@ -219,11 +221,11 @@ class ReadService:
             return None
         # A cached document is fresh enough only if it already holds the entity's events up to the
         # token's offset on its partition; otherwise PostgreSQL (which has passed the token) answers.
-        partition = partition_for(ident, self.partitions)
-        if doc is None or (partition in wanted and doc.offset < wanted[partition]):
+        # (The partition is hashed only for a read that carries a token: most do not.)
+        if doc is None or (wanted and doc.offset < wanted.get(partition_for(ident, self.partitions), -1)):
             metrics.CACHE.labels("miss").inc()
             return None
-        metrics.CACHE.labels("hit").inc()
+        metrics.CACHE_HITS.inc()
         return doc.doc
 
     async def _fill(self, kind: str, ident: str, version: int, partition: int, offset: int, doc: bytes) -> None:
