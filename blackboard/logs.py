@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import sys
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -101,20 +101,37 @@ def with_request_context(app: ASGIApp) -> ASGIApp:
         if scope.get("type") != "http":
             await app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        given, traceparent = _context_headers(scope.get("headers", ()))
+        request_id = given if _REQUEST_ID.match(given) else secrets.token_hex(16)
         context: dict[str, Any] = {"request_id": request_id}
-        traced = _TRACEPARENT.match(headers.get("traceparent", ""))
+        traced = _TRACEPARENT.match(traceparent)
         if traced:
             context["trace_id"], context["parent_span_id"] = traced.group(1), traced.group(2)
+        echoed = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message.get("type") == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), echoed]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(**context):
+        # Bound and reset by tokens: each key gets back exactly what it held (structlog's ``bound_contextvars``
+        # reads the whole context to do so, on every request).
+        tokens = structlog.contextvars.bind_contextvars(**context)
+        try:
             await app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     return wrapped
+
+
+def _context_headers(headers: Any) -> tuple[str, str]:
+    """The ``X-Request-ID`` and ``traceparent`` of a request's raw headers ("" when absent; the last of a repeated
+    one), found without decoding every other header."""
+    given = traceparent = ""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            given = value.decode("latin-1")
+        elif len(name) == 11 and name.lower() == b"traceparent":
+            traceparent = value.decode("latin-1")
+    return given, traceparent
