@@ -22,6 +22,7 @@ from blackboard.command_api.checkpoint_http import CheckpointLimits
 from blackboard.command_api.cluster_http import ROUTES as CLUSTER_COMMAND_ROUTES
 from blackboard.command_api.http import ROUTES as COMMAND_ROUTES
 from blackboard.command_api.rollback_http import ROUTES as ROLLBACK_ROUTES
+from blackboard.events.collector import freeze_long_lived
 from blackboard.http_metrics import prometheus_config
 from blackboard.openapi import SECURITY, SECURITY_REQUIREMENTS, ContractJson, LocalSwagger
 from blackboard.pools import request_reads
@@ -53,6 +54,7 @@ def build_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         if manage_lifecycle:
             async with started(runtime.settings, runtime.postgres_url):  # waits for the dependencies first
                 await runtime.start()
+            freeze_long_lived()  # a served process: what it holds now lives as long as it does
         try:
             yield
         finally:
