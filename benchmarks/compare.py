@@ -156,11 +156,18 @@ def _http_figures(name: str, result: lean_http.Result, usage: dict[str, float]) 
             **{f"{name}_{key}": value for key, value in usage.items()}}
 
 
-async def _crud_round(crud: CrudBlackboard, projects: list[str], clients: int, commands: int) -> Round:
+async def _crud_round(crud: CrudBlackboard, projects: list[str], clients: int, commands: int,
+                      postgres_pid: int | None, redis_pid: int) -> Round:
+    """The CRUD baseline's rate and latencies, and its CPU per command: this process (the CRUD and its clients),
+    PostgreSQL and Redis; what Blackboard's figures are held against."""
+    before, cpu0 = Usage(None, postgres_pid, redis_pid), time.process_time()
     elapsed, latencies = await drive(crud, projects, clients, commands)
+    usage, cpu1 = Usage(None, postgres_pid, redis_pid).per(before, commands), time.process_time()
     ordered = sorted(latencies)
     return {"crud_rate": commands / elapsed, "crud_p50_ms": _ms(ordered[len(ordered) // 2]),
-            "crud_p99_ms": _ms(ordered[int(0.99 * len(ordered))])}
+            "crud_p99_ms": _ms(ordered[int(0.99 * len(ordered))]), "crud_us": (cpu1 - cpu0) / commands * 1e6,
+            "crud_postgres_us": usage["postgres_us"], "crud_redis_us": usage["redis_us"],
+            "crud_machine_busy": usage["machine_busy"]}
 
 
 async def _main(rounds: int, clients: int, projects: int, commands: int, reads: int, seconds: float) -> None:
@@ -187,7 +194,7 @@ async def _main(rounds: int, clients: int, projects: int, commands: int, reads: 
                                                                   clients, requests=min(500, commands)))
             results: list[Round] = []
             for n in range(rounds):
-                figures = await _crud_round(crud, ids, clients, commands)
+                figures = await _crud_round(crud, ids, clients, commands, postgres, redis_proc.pid)
                 figures.update(await _service_round(pg_url, redis_url, projects, clients, commands, postgres))
                 figures.update(await _http_round(server, (postgres, redis_proc.pid), ids, clients, commands, reads,
                                                  seconds))
@@ -231,6 +238,9 @@ def _table(results: list[Round], clients: int, projects: int, commands: int) -> 
     table.add_row("CRUD baseline, commands/s (no HTTP)", f"{med('crud_rate'):.0f}", "1.00×", "",
                   runs("crud_rate"))
     table.add_row("CRUD p50 / p99 ms", f"{med('crud_p50_ms'):.1f} / {med('crud_p99_ms'):.1f}", "", "", "")
+    table.add_row("  CPU µs per command: this process (the CRUD, its clients) / PostgreSQL / Redis; machine busy",
+                  f"{med('crud_us'):.0f} / {med('crud_postgres_us'):.0f} / {med('crud_redis_us'):.0f}; "
+                  f"{med('crud_machine_busy'):.0%}", "", "", "")
     table.add_row("W1 over HTTP, commands/s", f"{med('w1_http_rate'):.0f}", f"{ratio('w1_http_rate'):.2f}×",
                   "≥ 1.0×", runs("w1_http_rate", "crud_rate"))
     table.add_row("W1 over HTTP p50 / p99 ms", f"{med('w1_http_p50_ms'):.1f} / {med('w1_http_p99_ms'):.1f}", "",
