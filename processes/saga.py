@@ -38,6 +38,9 @@ class Run:
     stage: str = "reserving"
     task_status: str | None = None
     why: str = ""
+    #: The last event that moved the saga: what it calls for next is caused by it, live or sent again after a
+    #: restart (the run the saga belongs to follows its commands by their causation and correlation).
+    cause: Seen | None = None
 
 
 @dataclass(slots=True)
@@ -57,7 +60,7 @@ class ArtifactSaga:
         match e:
             case s.ArtifactSagaStarted():
                 sid = seen.ident
-                state.runs[sid] = Run(e)
+                state.runs[sid] = Run(e, cause=seen)
             case s.SagaFinished():
                 if seen.ident in state.runs:
                     state.runs[seen.ident].stage = "done"
@@ -67,11 +70,13 @@ class ArtifactSaga:
                 sid = scope_id(tenant_of_stream(seen.stream), rid.removeprefix(_PREFIX))
                 if sid in state.runs:
                     self._reservation(state.runs[sid], e)
+                    state.runs[sid].cause = seen
             case _ if seen.stream.startswith("task:") and split_id(seen.ident)[1].startswith(_PREFIX):
                 tenant, local = split_id(seen.ident)
                 sid = scope_id(tenant, local.removeprefix(_PREFIX))
                 if sid in state.runs:
                     self._task(state.runs[sid], e)
+                    state.runs[sid].cause = seen
             case Ticked(at=at):
                 state.last_tick = at
                 return state, [i for sid in sorted(state.runs) for i in self._next(sid, state, seen)]
@@ -157,7 +162,7 @@ class ArtifactSaga:
         return out
 
     def pending(self, state: Sagas) -> list[Intent]:
-        return [i for sid in sorted(state.runs) for i in self._next(sid, state, None)]
+        return [i for sid in sorted(state.runs) for i in self._next(sid, state, state.runs[sid].cause)]
 
     def due(self, state: Sagas) -> datetime | None:
         return min((r.started.deadline for r in state.runs.values() if r.stage in ("reserving", "running")),
